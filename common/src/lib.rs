@@ -1,0 +1,17 @@
+//! Shared pieces of k3s-ha.
+//!
+//! - [`config`]: `cluster.toml`, parsed and validated into [`config::Cluster`], and working
+//!   out which node this process is ([`config::identify`]).
+//! - [`ctl`]: the Unix-socket JSON protocol between lbctl and the daemons.
+//! - [`netns`]: network-namespace test and lab helpers (veth, bridge, guards that clean up).
+
+pub mod config;
+pub mod ctl;
+pub mod netns;
+
+/// Default location of the cluster file.
+pub const DEFAULT_CONFIG: &str = "/etc/k3s-ha/cluster.toml";
+/// Default run directory holding the control sockets.
+pub const DEFAULT_RUN_DIR: &str = "/run/k3s-ha";
+/// Group allowed on the control sockets (besides root).
+pub const CONTROL_GROUP: &str = "k3s-ha";

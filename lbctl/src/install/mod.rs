@@ -1,0 +1,1 @@
+//! Installer (in progress).

@@ -1,0 +1,3 @@
+//! lbctl: the operator CLI.
+
+pub mod install;

@@ -1,0 +1,1 @@
+//! lbd: the L4 TCP proxy (in progress).

@@ -1,0 +1,3 @@
+fn main() {
+    println!("lbd: not yet implemented");
+}

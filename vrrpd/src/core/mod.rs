@@ -1,0 +1,1 @@
+//! Sans-IO VRRP state machine (in progress).
