@@ -5,3 +5,4 @@
 //! control socket and `lbctl` all read.
 
 pub mod snapshot;
+pub mod stats;

@@ -1,0 +1,1 @@
+//! Shared benchmark helpers (see benches/ in this crate).
