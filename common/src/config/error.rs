@@ -58,3 +58,8 @@ impl fmt::Display for ConfigError {
         Ok(())
     }
 }
+
+/// How a path is shown in messages.
+pub(crate) fn display_path(path: Option<&Path>) -> PathBuf {
+    path.map_or_else(|| PathBuf::from("<cluster.toml>"), Path::to_path_buf)
+}

@@ -15,6 +15,9 @@ pub use error::ConfigError;
 pub use identify::{identify, IdentifyError, NodeSource};
 pub use model::*;
 
+/// Port ranges (inclusive) a k3s server listens on itself; lbd never takes them.
+pub const K3S_PORTS: &[(u16, u16)] = validate::K3S_PORTS;
+
 use std::path::Path;
 
 /// The reference lab (`examples/cluster.toml`), embedded so the lab and docs need no file.
@@ -34,7 +37,10 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Cluster, ConfigError> {
 
 /// The embedded reference lab, parsed.
 pub fn reference_lab() -> Cluster {
-    #[expect(clippy::expect_used, reason = "the embedded file is checked by a unit test")]
+    #[expect(
+        clippy::expect_used,
+        reason = "the embedded file is checked by a unit test"
+    )]
     parse(REFERENCE_LAB, Some(Path::new("examples/cluster.toml")))
         .expect("embedded reference lab is valid")
 }
