@@ -1,1 +1,347 @@
-//! Control socket protocol (in progress).
+//! The control protocol between `lbctl` and the daemons: newline-delimited JSON over a Unix
+//! stream socket (`RUN_DIR/vrrpd.sock`, `RUN_DIR/lbd.sock`).
+//!
+//! A request is one line `{"cmd": "status", "args": {...}}`; the answer is one line
+//! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. A connection may carry
+//! several requests. Sockets are mode 0660, group `k3s-ha` when that group exists, so only
+//! root and that group may talk to a daemon.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request or answer line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// `RUN_DIR/DAEMON.sock`.
+pub fn socket_path(run_dir: &Path, daemon: &str) -> PathBuf {
+    run_dir.join(format!("{daemon}.sock"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// Why a call to a daemon failed, worded for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{daemon} is not running here: nothing answers on {path} ({source})")]
+    NotRunning {
+        daemon: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("permission denied on {path}: run as root or as a member of group k3s-ha")]
+    PermissionDenied { path: PathBuf },
+    #[error("{daemon} did not answer within {timeout:?} on {path}")]
+    Timeout {
+        daemon: String,
+        path: PathBuf,
+        timeout: Duration,
+    },
+    #[error("talking to {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} answered something that is not the control protocol: {detail}")]
+    Protocol { path: PathBuf, detail: String },
+    #[error("{daemon} refused {cmd:?}: {message}")]
+    Refused {
+        daemon: String,
+        cmd: String,
+        message: String,
+    },
+}
+
+fn daemon_of(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "daemon".into(), |s| s.to_string_lossy().into_owned())
+}
+
+fn connect_error(path: &Path, e: io::Error) -> CtlError {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => CtlError::PermissionDenied { path: path.into() },
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => CtlError::NotRunning {
+            daemon: daemon_of(path),
+            path: path.into(),
+            source: e,
+        },
+        _ => CtlError::Io {
+            path: path.into(),
+            source: e,
+        },
+    }
+}
+
+/// Send one request and wait for its answer.
+pub async fn call_async(
+    path: &Path,
+    cmd: &str,
+    args: Value,
+    timeout: Duration,
+) -> Result<Value, CtlError> {
+    let fut = async {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| connect_error(path, e))?;
+        let (rd, mut wr) = stream.into_split();
+        let mut line = serde_json::to_vec(&Request {
+            cmd: cmd.into(),
+            args,
+        })
+        .map_err(|e| CtlError::Protocol {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        line.push(b'\n');
+        wr.write_all(&line).await.map_err(|e| CtlError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let mut answer = String::new();
+        let n = BufReader::new(rd)
+            .take(MAX_LINE as u64)
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| CtlError::Io {
+                path: path.into(),
+                source: e,
+            })?;
+        if n == 0 {
+            return Err(CtlError::Protocol {
+                path: path.into(),
+                detail: "connection closed without an answer".into(),
+            });
+        }
+        let resp: Response = serde_json::from_str(&answer).map_err(|e| CtlError::Protocol {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        if resp.ok {
+            Ok(resp.result.unwrap_or(Value::Null))
+        } else {
+            Err(CtlError::Refused {
+                daemon: daemon_of(path),
+                cmd: cmd.into(),
+                message: resp.error.unwrap_or_else(|| "no reason given".into()),
+            })
+        }
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CtlError::Timeout {
+                daemon: daemon_of(path),
+                path: path.into(),
+                timeout,
+            })
+        })
+}
+
+/// Blocking form of [`call_async`] for the CLI (runs a small runtime of its own).
+pub fn call(path: &Path, cmd: &str, args: Value, timeout: Duration) -> Result<Value, CtlError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+    rt.block_on(call_async(path, cmd, args, timeout))
+}
+
+/// Bind the control socket: replace a stale socket file, mode 0660, group `k3s-ha` if it
+/// exists. Refuses to start when another live daemon answers on the path.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running daemon", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(crate::CONTROL_GROUP) {
+        // Best effort: without CAP_CHOWN the socket keeps the daemon's own group.
+        let _ = nix::unistd::chown(path, None, Some(group.gid));
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serve requests on `path` until `shutdown` completes; the socket file is removed then.
+/// Each connection is handled on its own task; a bad line gets an error answer, not a hang.
+pub async fn serve<F, Fut>(
+    path: &Path,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    let listener = bind(path)?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_conn(stream, handler).await {
+                        tracing::debug!(error = %e, "control connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+async fn handle_conn<F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            (&mut rd).take(MAX_LINE as u64).read_line(&mut line),
+        )
+        .await;
+        let n = match read {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let resp = match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(req) => handler(req).await,
+            Err(e) => Response::err(format!(
+                "bad request: {e}; expected {{\"cmd\": \"...\", \"args\": {{...}}}}"
+            )),
+        };
+        let mut out = serde_json::to_vec(&resp)
+            .unwrap_or_else(|_| b"{\"ok\":false,\"error\":\"unserialisable answer\"}".to_vec());
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn round_trip_errors_and_missing_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "testd");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let p2 = path.clone();
+        let server = tokio::spawn(async move {
+            serve(
+                &p2,
+                |req: Request| async move {
+                    match req.cmd.as_str() {
+                        "echo" => Response::ok(req.args),
+                        _ => Response::err(format!("unknown command {:?}", req.cmd)),
+                    }
+                },
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+        });
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let v = call_async(
+            &path,
+            "echo",
+            serde_json::json!({"a": 1}),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1}));
+        let e = call_async(&path, "nope", Value::Null, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "testd refused \"nope\": unknown command \"nope\""
+        );
+        // A second daemon on the same socket is refused.
+        assert_eq!(bind(&path).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(!path.exists());
+        let e = call_async(&path, "echo", Value::Null, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CtlError::NotRunning { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .starts_with("testd is not running here: nothing answers on"));
+    }
+}

@@ -12,7 +12,7 @@ mod raw;
 mod validate;
 
 pub use error::ConfigError;
-pub use identify::{identify, IdentifyError, NodeSource};
+pub use identify::{identify, identify_with, local_addresses, IdentifyError, NodeSource};
 pub use model::*;
 
 /// Port ranges (inclusive) a k3s server listens on itself; lbd never takes them.
