@@ -255,7 +255,12 @@ pub(crate) fn from_str(text: &str, path: Option<&Path>) -> Result<Raw, ConfigErr
         }
     })?;
     serde_path_to_error::deserialize::<_, Raw>(de).map_err(|e| {
-        let key = e.path().to_string();
+        // Spanned<T> shows up in serde's path as a private field; drop it.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "")
+            .replace("$__serde_spanned_private_value", "");
         let inner = e.into_inner();
         let (line, column) = inner
             .span()
@@ -279,6 +284,11 @@ fn split_serde_message(msg: &str) -> (String, Option<String>) {
     let msg = msg.trim_end_matches('\n');
     for sep in [", expected one of ", ", expected "] {
         if let Some((problem, allowed)) = msg.split_once(sep) {
+            let allowed = match allowed {
+                "i64" | "u64" | "i32" | "u32" | "u16" | "u8" => "an integer",
+                "f64" => "a number",
+                other => other,
+            };
             return (problem.to_owned(), Some(allowed.to_owned()));
         }
     }

@@ -1,0 +1,177 @@
+//! cluster.toml: golden error messages and the reference lab.
+//!
+//! Index:
+//! - `golden_errors`: every `tests/golden/config/NAME.toml` must be rejected with exactly the
+//!   message in `NAME.err`. Regenerate with `K3SHA_BLESS=1 cargo test -p common --test config`
+//!   and review the diff.
+//! - `reference_lab_*`: the example file reproduces the reference lab with defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::config::{self, Balance, CheckKind, ChecksumMode, Role};
+
+#[test]
+fn golden_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/config");
+    let bless = std::env::var_os("K3SHA_BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 20, "golden cases missing: {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let text = std::fs::read_to_string(case).unwrap();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let shown = Path::new("golden").join(&name);
+        let got = match config::parse(&text, Some(&shown)) {
+            Ok(_) => format!("ACCEPTED (expected an error)"),
+            Err(e) => e.to_string(),
+        };
+        let err_path = case.with_extension("err");
+        if bless {
+            std::fs::write(&err_path, format!("{got}\n")).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&err_path).unwrap_or_default();
+        if got != want.trim_end_matches('\n') {
+            failures.push(format!(
+                "{name}:\n  want: {}\n  got:  {got}",
+                want.trim_end()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn reference_lab_defaults() {
+    let c = config::reference_lab();
+    assert_eq!(c.name, "k3s-lab");
+    assert_eq!(c.domain, "k3s.test.local");
+    let vip = c.vip.v4.unwrap();
+    assert_eq!(
+        (vip.addr.to_string(), vip.prefix),
+        ("192.168.168.100".into(), 24)
+    );
+    let servers: Vec<_> = c
+        .servers()
+        .map(|n| (n.name.as_str(), n.address.to_string(), n.priority))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("lx-k3s-server-01", "192.168.168.111".into(), Some(200)),
+            ("lx-k3s-server-02", "192.168.168.112".into(), Some(190)),
+            ("lx-k3s-server-03", "192.168.168.113".into(), Some(180)),
+        ]
+    );
+    let agents: Vec<_> = c
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Agent)
+        .map(|n| n.address.to_string())
+        .collect();
+    assert_eq!(agents, ["192.168.168.121", "192.168.168.122"]);
+    assert_eq!(c.vrrp.vrid, 51);
+    assert_eq!(c.vrrp.version, 3);
+    assert_eq!(c.vrrp.interval, Duration::from_secs(1));
+    assert!(c.vrrp.preempt && c.vrrp.accept_mode && c.vrrp.only_cluster_nodes);
+    assert_eq!(c.vrrp.checksum, ChecksumMode::Keepalived);
+    let svc: Vec<_> = c
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.listen, s.backend_port, s.balance))
+        .collect();
+    assert_eq!(
+        svc,
+        [
+            ("kube-apiserver", 8443, 6443, Balance::LeastConn),
+            ("ingress-http", 80, 30080, Balance::RoundRobin),
+            ("ingress-https", 443, 30443, Balance::RoundRobin),
+        ]
+    );
+    let api = &c.services[0];
+    assert_eq!(api.check.kind, CheckKind::Https);
+    assert_eq!(
+        (api.check.path.as_str(), api.check.expect.as_slice()),
+        ("/readyz", &[200u16, 401][..])
+    );
+    let addrs: Vec<SocketAddr> = api.backends.iter().map(|b| b.addr).collect();
+    assert_eq!(
+        addrs,
+        [
+            "192.168.168.111:6443".parse().unwrap(),
+            "192.168.168.112:6443".parse().unwrap(),
+            "192.168.168.113:6443".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.stats.listen, "0.0.0.0:8404".parse().unwrap());
+}
+
+#[test]
+fn explicit_services_and_backends_parse() {
+    let text = r#"
+[cluster]
+name = "x"
+domain = "x.example"
+[vip]
+address = "127.0.0.100/8"
+address6 = "fd00::100/64"
+[vrrp]
+interval = "100ms"
+unicast = true
+checksum = "either"
+track = { lbd = "fault", link = false, script = [{ name = "etcd", command = "true", interval = "1s", effect = -20 }] }
+[[nodes]]
+name = "n1"
+address = "127.0.0.1"
+address6 = "fd00::1"
+role = "server"
+priority = 100
+[[nodes]]
+name = "n2"
+address = "127.0.0.2"
+role = "server"
+[[services]]
+name = "api"
+listen = 18443
+backends = ["127.0.0.1:16443", { address = "n2:16443", weight = 2 }, { address = "127.0.0.3:16443", backup = true }]
+balance = "source"
+retries = 1
+check = { kind = "http", path = "/healthz", expect = [200, 204], interval = "200ms", rise = 1, fall = 2 }
+timeouts = { connect = "1s", tunnel = "2h" }
+[stats]
+listen = "127.0.0.1:18404"
+user = "admin"
+password = "pw"
+"#;
+    let c = config::parse(text, None).unwrap();
+    assert_eq!(c.nodes[1].priority, Some(200));
+    assert_eq!(c.nodes[0].priority, Some(100));
+    let s = &c.services[0];
+    assert_eq!(s.backends.len(), 3);
+    assert_eq!(
+        (s.backends[1].name.as_str(), s.backends[1].weight),
+        ("n2", 2)
+    );
+    assert!(s.backends[2].backup);
+    assert_eq!(s.balance, Balance::Source);
+    assert_eq!(s.check.fast_interval, Duration::from_millis(200));
+    assert_eq!(s.timeouts.tunnel, Duration::from_secs(7200));
+    assert_eq!(
+        c.vrrp.track.scripts[0].effect,
+        config::TrackEffect::Weight(-20)
+    );
+    assert_eq!(c.vrrp.track.lbd, config::TrackEffect::Fault);
+    assert!(c.vip.v6.is_some());
+}
