@@ -1,1 +1,253 @@
-//! Sans-IO VRRP state machine (in progress).
+//! Sans-IO VRRP state machine: RFC 5798 section 6 as revised by RFC 9568.
+//!
+//! The core owns no socket, no runtime and no clock. The shell feeds it received packets
+//! ([`Instance::handle_packet`]) and the time ([`Instance::handle_timeout`]), drains
+//! [`Instance::poll_action`] after every call and sleeps until [`Instance::poll_timeout`].
+//! Every `now` is an [`std::time::Instant`] passed in, so a simulation can run many
+//! routers on one virtual clock (`vrrpd/tests/sim.rs`).
+//!
+//! ```text
+//!             raw socket            netlink / GARP / NA
+//!                 |                        ^
+//!   handle_packet v                        | AddVips / RemoveVips / Announce
+//!   handle_timeout -> [ Instance ] -> poll_action -> Send { dst, payload }
+//!   set_fault, set_maintenance,        poll_timeout -> next deadline
+//!   set_priority_offset, shutdown, reconfigure
+//! ```
+//!
+//! Beyond the RFC: a master that hears a lower priority sends an advert at once and
+//! re-announces the VIPs (heals a split brain after a partition); [`Instance::shutdown`]
+//! and maintenance hand over make-before-break (the VIP stays until another router's
+//! advert is heard or `handover_timeout` passes).
+
+mod instance;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use instance::Instance;
+
+use crate::packet::ChecksumMode;
+
+/// One VRRP instance's settings (one VRID, one address family).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vrid: u8,
+    /// 3 (RFC 5798/9568) or 2 (RFC 3768).
+    pub version: u8,
+    /// Base priority 1..=255 (255 = address owner).
+    pub priority: u8,
+    /// Advertisement_Interval: whole centiseconds (v2: whole seconds).
+    pub adver_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Informational for the shell; the core just reports it.
+    pub accept_mode: bool,
+    /// This router's address in the VIPs' family (IPv6: link-local). Adverts are sent
+    /// from it; it breaks priority ties (RFC 5798 section 6.4.3).
+    pub primary: IpAddr,
+    /// Same family as `primary`.
+    pub vips: Vec<IpAddr>,
+    pub checksum: ChecksumMode,
+    /// VRRPv2 simple password (auth type 1); v2 only.
+    pub password: Option<[u8; 8]>,
+    /// `Some`: drop adverts from any other source.
+    pub allowed_sources: Option<Vec<IpAddr>>,
+    /// Empty = multicast. Otherwise one Send per peer, and adverts from others are dropped.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Announcements (GARP / unsolicited NA) sent on becoming master, the first at once.
+    pub garp_repeat: u32,
+    /// Between those announcements.
+    pub garp_interval: Duration,
+    /// Periodic re-announcement while master; ZERO = off.
+    pub garp_refresh: Duration,
+    /// Bound on make-before-break at shutdown and maintenance.
+    pub handover_timeout: Duration,
+}
+
+/// The protocol state (RFC 5798 section 6.4) plus Fault (link down / tracked fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl State {
+    /// Lower-case name, as in the control API and the notify command's argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+            State::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A packet as the shell received it. The shell filters nothing: it only reads the TTL /
+/// hop limit and the addresses. For IPv4, `payload` is the VRRP message after
+/// [`crate::packet::split_ipv4`].
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub payload: &'a [u8],
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this VRRP message (encoded, checksummed) to dst (multicast group or a unicast
+    /// peer: one Send per peer) with TTL/hop limit 255 from `primary`.
+    Send { dst: IpAddr, payload: Vec<u8> },
+    /// Add `cfg.vips` (idempotent).
+    AddVips,
+    /// Remove the VIPs (idempotent). After a reconfigure that changed the VIP set this is
+    /// emitted for the OLD set: the shell should remove what it added.
+    RemoveVips,
+    /// Send one gratuitous ARP / unsolicited NA per VIP.
+    Announce,
+    StateChanged {
+        from: State,
+        to: State,
+        cause: Cause,
+    },
+    /// After `shutdown()`: the VIP is released (or was never held); the shell may exit.
+    HandoverDone,
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// Initialize -> Backup / Master (owner) at start.
+    Startup,
+    /// Master_Down_Timer fired: no advert for Master_Down_Interval.
+    MasterDown,
+    /// A master heard a higher priority.
+    HigherPriority,
+    /// A master heard an equal priority from a higher primary address.
+    HigherAddress,
+    /// A backup ignored a lower-priority master (preemption) until its timer fired.
+    Preempted,
+    /// The master sent priority 0; our Skew_Time timer fired.
+    PeerResigned,
+    /// Informational: a master heard a lower priority (split brain healed).
+    LowerPriorityHeard,
+    Fault,
+    FaultCleared,
+    /// Maintenance switched on (resign) .
+    Maintenance,
+    /// Maintenance switched off.
+    MaintenanceOff,
+    Shutdown,
+    /// A reconfigure changed the VRID, the VIPs or the family: restarted.
+    Reconfigured,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Startup => "startup",
+            Cause::MasterDown => "master-down",
+            Cause::HigherPriority => "higher-priority",
+            Cause::HigherAddress => "higher-address",
+            Cause::Preempted => "preempted",
+            Cause::PeerResigned => "peer-resigned",
+            Cause::LowerPriorityHeard => "lower-priority-heard",
+            Cause::Fault => "fault",
+            Cause::FaultCleared => "fault-cleared",
+            Cause::Maintenance => "maintenance",
+            Cause::MaintenanceOff => "maintenance-off",
+            Cause::Shutdown => "shutdown",
+            Cause::Reconfigured => "reconfigured",
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Snapshot for the control API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub state: State,
+    pub base_priority: u8,
+    pub effective_priority: u8,
+    /// The current master: ourselves when master, else the source of the last accepted
+    /// advert (None when unknown, e.g. after the master resigned).
+    pub master: Option<IpAddr>,
+    pub vips: Vec<IpAddr>,
+    pub master_adver_interval_ms: u64,
+    pub maintenance: bool,
+    pub fault: bool,
+    /// Whether this router currently holds the VIPs (also true while a stopping or
+    /// resigning master waits for its successor).
+    pub holding_vips: bool,
+    pub counters: Counters,
+    /// Last 32 transitions, oldest first.
+    pub transitions: Vec<TransitionRecord>,
+}
+
+/// Counters an operator asks about at 3 a.m.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Adverts that passed every receive check.
+    pub rx_adverts: u64,
+    /// Advert messages sent (one per destination).
+    pub tx_adverts: u64,
+    pub became_master: u64,
+    /// Keyed by [`crate::packet::DecodeError::reason`] and the core's reasons: "ttl",
+    /// "vrid", "version", "source", "own", "auth", "interval", "family".
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    /// Total packets dropped, all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransitionRecord {
+    pub ago_ms: u64,
+    pub from: State,
+    pub to: State,
+    pub cause: Cause,
+}
+
+/// Skew_Time (RFC 5798 section 6.1 as revised by RFC 9568):
+/// `((256 - priority) * Master_Adver_Interval) / 256`.
+pub fn skew_time(priority: u8, master_adver_interval: Duration) -> Duration {
+    master_adver_interval * (256 - u32::from(priority)) / 256
+}
+
+/// Master_Down_Interval (RFC 5798 section 6.1): `3 * Master_Adver_Interval + Skew_Time`.
+pub fn master_down_interval(priority: u8, master_adver_interval: Duration) -> Duration {
+    master_adver_interval * 3 + skew_time(priority, master_adver_interval)
+}
+
+/// Effective priority: the owner's 255 is never changed; otherwise base + offset clamped
+/// to 1..=254 (0 is reserved for resigning, 255 for the owner).
+pub fn effective_priority(base: u8, offset: i32) -> u8 {
+    if base == 255 {
+        return 255;
+    }
+    let p = i64::from(base) + i64::from(offset);
+    p.clamp(1, 254) as u8
+}

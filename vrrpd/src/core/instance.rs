@@ -1,0 +1,703 @@
+//! The VRRP instance: one VRID's state machine (RFC 5798 section 6.4, RFC 9568).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{
+    effective_priority, master_down_interval, skew_time, Action, Cause, Config, Counters, Received,
+    State, Status, TransitionRecord,
+};
+use crate::packet::{self, Advert, MCAST_V4, MCAST_V6, VRRP_TTL};
+
+/// How many transitions [`Status::transitions`] keeps.
+const TRANSITION_HISTORY: usize = 32;
+
+/// The protocol state and the data valid only in it.
+#[derive(Debug, Clone)]
+enum Phase {
+    Initialize,
+    Backup(Backup),
+    Master(Master),
+    Fault,
+}
+
+/// RFC 5798 section 6.4.2.
+#[derive(Debug, Clone)]
+struct Backup {
+    /// Master_Down_Timer; `None` while in maintenance (never become master).
+    master_down_timer: Option<Instant>,
+    /// What a firing Master_Down_Timer means (for the transition's cause).
+    down_cause: Cause,
+    /// When we first heard the current lower-priority master (preempt delay).
+    lower_master_since: Option<Instant>,
+}
+
+/// RFC 5798 section 6.4.3.
+#[derive(Debug, Clone)]
+struct Master {
+    adver_timer: Option<Instant>,
+    /// Next announcement (GARP / NA): the initial repeats, then the periodic refresh.
+    garp_timer: Option<Instant>,
+    garp_left: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Transition {
+    at: Instant,
+    from: State,
+    to: State,
+    cause: Cause,
+}
+
+/// One VRRP router for one VRID. See the [module docs](super).
+#[derive(Debug)]
+pub struct Instance {
+    cfg: Config,
+    phase: Phase,
+    priority_offset: i32,
+    /// Our priority after tracking offsets (what we advertise and compare).
+    priority: u8,
+    /// Master_Adver_Interval (RFC 5798 section 6.1): the master's advertised interval,
+    /// adopted by a backup (section 6.4.2).
+    master_adver_interval: Duration,
+    master: Option<IpAddr>,
+    started: bool,
+    fault: bool,
+    maintenance: bool,
+    shutting_down: bool,
+    /// After shutdown's HandoverDone: inert.
+    finished: bool,
+    /// We emitted AddVips and not yet RemoveVips.
+    vips_held: bool,
+    /// Make-before-break: holding the VIPs while not master until another router's advert
+    /// is heard or this deadline passes.
+    release_deadline: Option<Instant>,
+    actions: VecDeque<Action>,
+    counters: Counters,
+    transitions: VecDeque<Transition>,
+}
+
+fn after(now: Instant, d: Duration) -> Option<Instant> {
+    now.checked_add(d)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn due(timer: Option<Instant>, now: Instant) -> bool {
+    timer.is_some_and(|t| t <= now)
+}
+
+impl Instance {
+    /// A new instance in Initialize; no actions until [`Instance::start`].
+    pub fn new(cfg: Config, _now: Instant) -> Instance {
+        let priority = effective_priority(cfg.priority, 0);
+        let master_adver_interval = cfg.adver_interval;
+        Instance {
+            cfg,
+            phase: Phase::Initialize,
+            priority_offset: 0,
+            priority,
+            master_adver_interval,
+            master: None,
+            started: false,
+            fault: false,
+            maintenance: false,
+            shutting_down: false,
+            finished: false,
+            vips_held: false,
+            release_deadline: None,
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+            transitions: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::Initialize => State::Initialize,
+            Phase::Backup(_) => State::Backup,
+            Phase::Master(_) => State::Master,
+            Phase::Fault => State::Fault,
+        }
+    }
+
+    /// Whether this router currently holds (has asked the shell to add) the VIPs.
+    pub fn holds_vips(&self) -> bool {
+        self.vips_held
+    }
+
+    /// Our effective priority (base plus tracking offset).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// Skew_Time for our priority and the current Master_Adver_Interval.
+    pub fn skew_time(&self) -> Duration {
+        skew_time(self.priority, self.master_adver_interval)
+    }
+
+    /// Master_Down_Interval for our priority and the current Master_Adver_Interval.
+    pub fn master_down_interval(&self) -> Duration {
+        master_down_interval(self.priority, self.master_adver_interval)
+    }
+
+    /// RFC 5798 section 6.4.1: leave Initialize. The owner (priority 255) becomes master at
+    /// once; everyone else becomes backup. Also asks the shell to remove VIPs left behind by
+    /// an earlier run (kill -9). Calling it twice is harmless.
+    pub fn start(&mut self, now: Instant) {
+        if self.started || self.finished || self.shutting_down {
+            return;
+        }
+        self.started = true;
+        // A VIP left behind by a killed predecessor is not ours until we win the election.
+        self.actions.push_back(Action::RemoveVips);
+        if self.fault {
+            self.transition(now, State::Fault, Cause::Startup);
+        } else if self.priority == 255 && !self.maintenance {
+            self.transition(now, State::Master, Cause::Startup);
+        } else {
+            self.master_adver_interval = self.cfg.adver_interval;
+            self.transition(now, State::Backup, Cause::Startup);
+        }
+    }
+
+    /// Decode a received packet, apply every receive check (RFC 5798 section 7.1), count
+    /// a drop by reason, and run the state's ADVERTISEMENT rule.
+    pub fn handle_packet(&mut self, now: Instant, rx: Received<'_>) {
+        if self.finished {
+            return;
+        }
+        let Some(adv) = self.check(rx) else { return };
+        self.counters.rx_adverts += 1;
+        // Make-before-break: backups do not advertise, so any non-zero advert from another
+        // router is a master that has announced itself.
+        if adv.priority != 0 && self.release_deadline.is_some() {
+            self.release_vips();
+        }
+        let interval = self.advert_interval(&adv);
+        match &mut self.phase {
+            Phase::Initialize | Phase::Fault => {}
+            Phase::Backup(b) => {
+                // RFC 5798 section 6.4.2, ADVERTISEMENT received.
+                if adv.priority == 0 {
+                    // The master resigned: take over after Skew_Time.
+                    let skew = skew_time(self.priority, self.master_adver_interval);
+                    b.master_down_timer = if self.maintenance {
+                        None
+                    } else {
+                        after(now, skew)
+                    };
+                    b.down_cause = Cause::PeerResigned;
+                    self.master = None;
+                    return;
+                }
+                // The owner always preempts (RFC 5798 section 6.1, Preempt_Mode).
+                let preempt = self.cfg.preempt || self.priority == 255;
+                let lower = adv.priority < self.priority;
+                if lower && preempt {
+                    let since = *b.lower_master_since.get_or_insert(now);
+                    let delay_over = after(since, self.cfg.preempt_delay).is_none_or(|t| t <= now);
+                    if delay_over {
+                        // Discard: the Master_Down_Timer runs out and we preempt.
+                        b.down_cause = Cause::Preempted;
+                        return;
+                    }
+                } else if !lower {
+                    b.lower_master_since = None;
+                }
+                // Adopt the master's interval, recompute, reset the Master_Down_Timer.
+                self.master_adver_interval = interval;
+                let mdi = master_down_interval(self.priority, interval);
+                b.master_down_timer = if self.maintenance {
+                    None
+                } else {
+                    after(now, mdi)
+                };
+                b.down_cause = Cause::MasterDown;
+                self.master = Some(rx.src);
+            }
+            Phase::Master(m) => {
+                // RFC 5798 section 6.4.3, ADVERTISEMENT received.
+                if adv.priority == 0 {
+                    m.adver_timer = after(now, self.cfg.adver_interval);
+                    self.send_advert(self.priority);
+                    return;
+                }
+                let higher = adv.priority > self.priority;
+                let tie_lost = adv.priority == self.priority && rx.src > self.cfg.primary;
+                if higher || tie_lost {
+                    self.master_adver_interval = interval;
+                    let cause = if higher {
+                        Cause::HigherPriority
+                    } else {
+                        Cause::HigherAddress
+                    };
+                    self.transition(now, State::Backup, cause);
+                    self.master = Some(rx.src);
+                } else {
+                    // A lower priority (or a lost tie) is also master: a partition has
+                    // healed. Assert ourselves at once and re-announce the VIPs so the
+                    // switches and neighbours follow us.
+                    m.adver_timer = after(now, self.cfg.adver_interval);
+                    self.send_advert(self.priority);
+                    self.actions.push_back(Action::Announce);
+                }
+            }
+        }
+    }
+
+    /// Run every timer that is due. Calling it early (or twice) is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        if due(self.release_deadline, now) {
+            self.release_vips();
+        }
+        match &mut self.phase {
+            Phase::Initialize | Phase::Fault => {}
+            Phase::Backup(b) => {
+                if due(b.master_down_timer, now) {
+                    // RFC 5798 section 6.4.2: Master_Down_Timer fires.
+                    let cause = b.down_cause;
+                    b.master_down_timer = None;
+                    if !self.maintenance && !self.shutting_down {
+                        self.transition(now, State::Master, cause);
+                    }
+                }
+            }
+            Phase::Master(m) => {
+                let mut send = false;
+                let mut announce = false;
+                if due(m.adver_timer, now) {
+                    // RFC 5798 section 6.4.3: Adver_Timer fires.
+                    m.adver_timer = after(now, self.cfg.adver_interval);
+                    send = true;
+                }
+                if due(m.garp_timer, now) {
+                    announce = true;
+                    m.garp_left = m.garp_left.saturating_sub(1);
+                    m.garp_timer = next_garp(&self.cfg, now, m.garp_left);
+                }
+                if send {
+                    self.send_advert(self.priority);
+                }
+                if announce {
+                    self.actions.push_back(Action::Announce);
+                }
+            }
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next deadline at which [`Instance::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let phase = match &self.phase {
+            Phase::Initialize | Phase::Fault => None,
+            Phase::Backup(b) => b.master_down_timer,
+            Phase::Master(m) => earliest(m.adver_timer, m.garp_timer),
+        };
+        earliest(phase, self.release_deadline)
+    }
+
+    /// Link down or a tracked fault: leave master (priority-0 advert first, so the others
+    /// take over after Skew_Time), remove the VIPs, ignore adverts. Cleared: back to backup.
+    pub fn set_fault(&mut self, now: Instant, fault: bool) {
+        if self.fault == fault {
+            return;
+        }
+        self.fault = fault;
+        if !self.started || self.shutting_down || self.finished {
+            return;
+        }
+        if fault {
+            self.transition(now, State::Fault, Cause::Fault);
+        } else if self.state() == State::Fault {
+            self.master_adver_interval = self.cfg.adver_interval;
+            self.transition(now, State::Backup, Cause::FaultCleared);
+        }
+    }
+
+    /// Tracking weights: effective = clamp(base + offset, 1, 254); base 255 unaffected. A
+    /// master advertises a changed priority at once so a better backup can preempt.
+    pub fn set_priority_offset(&mut self, now: Instant, offset: i32) {
+        self.priority_offset = offset;
+        self.update_priority(now);
+    }
+
+    /// Maintenance on: resign (priority-0 advert and make-before-break if master) and stay
+    /// backup until it is switched off.
+    pub fn set_maintenance(&mut self, now: Instant, on: bool) {
+        if self.maintenance == on {
+            return;
+        }
+        self.maintenance = on;
+        if !self.started || self.shutting_down || self.finished {
+            return;
+        }
+        let mdi = self.master_down_interval();
+        match &mut self.phase {
+            Phase::Master(_) if on => self.transition(now, State::Backup, Cause::Maintenance),
+            Phase::Backup(b) if on => b.master_down_timer = None,
+            Phase::Backup(b) => {
+                b.master_down_timer = after(now, mdi);
+                b.down_cause = Cause::MaintenanceOff;
+            }
+            _ => {}
+        }
+    }
+
+    /// Graceful stop. As master: send priority 0 but keep the VIPs until another router's
+    /// non-zero advert is heard or `handover_timeout` passes, then RemoveVips and
+    /// HandoverDone (make-before-break). Otherwise HandoverDone at once.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.shutting_down || self.finished {
+            return;
+        }
+        self.shutting_down = true;
+        if self.state() != State::Initialize {
+            // RFC 5798 section 6.4.2 / 6.4.3: Shutdown event.
+            self.transition(now, State::Initialize, Cause::Shutdown);
+        }
+        if self.release_deadline.is_none() {
+            if self.vips_held {
+                self.actions.push_back(Action::RemoveVips);
+                self.vips_held = false;
+            }
+            self.finish();
+        }
+    }
+
+    /// Apply a new configuration. Same VRID, VIPs and family: keep the state and the VIPs;
+    /// priority and interval changes take effect (a master advertises at once). Otherwise
+    /// leave (resigning if master) and start again.
+    pub fn reconfigure(&mut self, now: Instant, cfg: Config) {
+        let compatible = cfg.vrid == self.cfg.vrid
+            && cfg.vips == self.cfg.vips
+            && cfg.primary.is_ipv6() == self.cfg.primary.is_ipv6();
+        if compatible {
+            let interval_changed = cfg.adver_interval != self.cfg.adver_interval;
+            self.cfg = cfg;
+            let old = self.priority;
+            self.priority = effective_priority(self.cfg.priority, self.priority_offset);
+            if let Phase::Master(m) = &mut self.phase {
+                self.master_adver_interval = self.cfg.adver_interval;
+                if interval_changed || old != self.priority {
+                    m.adver_timer = after(now, self.cfg.adver_interval);
+                    self.send_advert(self.priority);
+                }
+            }
+            return;
+        }
+        let was_started = self.started;
+        if was_started && !self.shutting_down && !self.finished {
+            if self.state() != State::Initialize {
+                self.transition(now, State::Initialize, Cause::Reconfigured);
+            }
+            if self.release_deadline.take().is_some() || self.vips_held {
+                self.actions.push_back(Action::RemoveVips);
+                self.vips_held = false;
+            }
+        }
+        self.cfg = cfg;
+        self.priority = effective_priority(self.cfg.priority, self.priority_offset);
+        self.master_adver_interval = self.cfg.adver_interval;
+        self.master = None;
+        if was_started && !self.shutting_down && !self.finished {
+            self.started = false;
+            self.start(now);
+        }
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let transitions = self
+            .transitions
+            .iter()
+            .map(|t| TransitionRecord {
+                ago_ms: u64::try_from(now.saturating_duration_since(t.at).as_millis())
+                    .unwrap_or(u64::MAX),
+                from: t.from,
+                to: t.to,
+                cause: t.cause,
+            })
+            .collect();
+        Status {
+            state: self.state(),
+            base_priority: self.cfg.priority,
+            effective_priority: self.priority,
+            master: self.master,
+            vips: self.cfg.vips.clone(),
+            master_adver_interval_ms: u64::try_from(self.master_adver_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            maintenance: self.maintenance,
+            fault: self.fault,
+            holding_vips: self.vips_held,
+            counters: self.counters.clone(),
+            transitions,
+        }
+    }
+
+    // ----- internals -----
+
+    /// THE transition function: the only place that changes state, logs it and emits
+    /// StateChanged, with each state's exit and entry actions.
+    fn transition(&mut self, now: Instant, to: State, cause: Cause) {
+        let from = self.state();
+        if from == State::Master && to != State::Master {
+            // Leaving master on our own account: priority 0 tells the backups to take over
+            // after Skew_Time instead of Master_Down_Interval (RFC 5798 section 6.4.3).
+            let resign = matches!(
+                cause,
+                Cause::Shutdown | Cause::Maintenance | Cause::Fault | Cause::Reconfigured
+            );
+            if resign {
+                self.send_advert(0);
+            }
+            let make_before_break = matches!(cause, Cause::Shutdown | Cause::Maintenance);
+            if make_before_break && self.vips_held {
+                self.release_deadline = after(now, self.cfg.handover_timeout).or(Some(now));
+            } else {
+                self.remove_vips();
+            }
+        }
+        self.phase = match to {
+            State::Initialize => {
+                self.master = None;
+                Phase::Initialize
+            }
+            State::Fault => {
+                self.remove_vips();
+                self.master = None;
+                Phase::Fault
+            }
+            State::Backup => {
+                if self.release_deadline.is_none() {
+                    self.remove_vips();
+                }
+                self.master = None;
+                let master_down_timer = if self.maintenance || self.shutting_down {
+                    None
+                } else {
+                    after(now, self.master_down_interval())
+                };
+                Phase::Backup(Backup {
+                    master_down_timer,
+                    down_cause: Cause::MasterDown,
+                    lower_master_since: None,
+                })
+            }
+            State::Master => {
+                // RFC 5798 section 6.4.1 / 6.4.2: send an ADVERTISEMENT, announce the
+                // addresses, set the Adver_Timer.
+                self.master_adver_interval = self.cfg.adver_interval;
+                self.master = Some(self.cfg.primary);
+                self.counters.became_master += 1;
+                self.send_advert(self.priority);
+                self.release_deadline = None;
+                self.vips_held = true;
+                self.actions.push_back(Action::AddVips);
+                let mut garp_left = self.cfg.garp_repeat;
+                if garp_left > 0 {
+                    self.actions.push_back(Action::Announce);
+                    garp_left -= 1;
+                }
+                Phase::Master(Master {
+                    adver_timer: after(now, self.cfg.adver_interval),
+                    garp_timer: next_garp(&self.cfg, now, garp_left),
+                    garp_left,
+                })
+            }
+        };
+        tracing::info!(
+            vrid = self.cfg.vrid,
+            from = from.as_str(),
+            to = to.as_str(),
+            cause = cause.as_str(),
+            priority = self.priority,
+            "vrrp state changed"
+        );
+        self.actions
+            .push_back(Action::StateChanged { from, to, cause });
+        if self.transitions.len() == TRANSITION_HISTORY {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(Transition {
+            at: now,
+            from,
+            to,
+            cause,
+        });
+    }
+
+    fn remove_vips(&mut self) {
+        self.release_deadline = None;
+        if self.vips_held {
+            self.vips_held = false;
+            self.actions.push_back(Action::RemoveVips);
+        }
+    }
+
+    /// End of make-before-break: drop the VIPs; after shutdown, we are done.
+    fn release_vips(&mut self) {
+        self.remove_vips();
+        if self.shutting_down {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.actions.push_back(Action::HandoverDone);
+        }
+    }
+
+    fn update_priority(&mut self, now: Instant) {
+        let new = effective_priority(self.cfg.priority, self.priority_offset);
+        if new == self.priority {
+            return;
+        }
+        self.priority = new;
+        if let Phase::Master(m) = &mut self.phase {
+            m.adver_timer = after(now, self.cfg.adver_interval);
+            self.send_advert(new);
+        }
+    }
+
+    /// The interval an advert carries, as a Duration.
+    fn advert_interval(&self, adv: &Advert) -> Duration {
+        if adv.version == 2 {
+            Duration::from_secs(u64::from(adv.interval_cs))
+        } else {
+            Duration::from_millis(u64::from(adv.interval_cs) * 10)
+        }
+    }
+
+    /// Our Advertisement_Interval in the advert's unit.
+    fn interval_field(&self) -> u16 {
+        if self.cfg.version == 2 {
+            self.cfg.adver_interval.as_secs().clamp(1, 255) as u16
+        } else {
+            let cs = self.cfg.adver_interval.as_millis() / 10;
+            cs.clamp(1, u128::from(packet::MAX_INTERVAL_CS)) as u16
+        }
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let adv = Advert {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs: self.interval_field(),
+            addrs: self.cfg.vips.clone(),
+            auth: if self.cfg.version == 2 {
+                self.cfg.password
+            } else {
+                None
+            },
+        };
+        let src = self.cfg.primary;
+        let group = match src {
+            IpAddr::V4(_) => IpAddr::V4(MCAST_V4),
+            IpAddr::V6(_) => IpAddr::V6(MCAST_V6),
+        };
+        let dsts: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            vec![group]
+        } else {
+            self.cfg.unicast_peers.clone()
+        };
+        for dst in dsts {
+            let payload = packet::encode(&adv, src, dst, self.cfg.checksum);
+            self.counters.tx_adverts += 1;
+            self.actions.push_back(Action::Send { dst, payload });
+        }
+    }
+
+    fn drop_packet(&mut self, reason: &'static str) {
+        *self.counters.drops.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Every receive check (RFC 5798 section 7.1 and the list); `None` = dropped
+    /// and counted.
+    fn check(&mut self, rx: Received<'_>) -> Option<Advert> {
+        let cfg = &self.cfg;
+        let reason = if rx.ttl != VRRP_TTL {
+            Some("ttl")
+        } else if rx.src.is_ipv6() != cfg.primary.is_ipv6() {
+            Some("family")
+        } else if rx.payload.len() >= 2 && rx.payload[1] != cfg.vrid {
+            Some("vrid")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.drop_packet(reason);
+            return None;
+        }
+        let adv = match packet::decode(rx.payload, rx.src, rx.dst, cfg.checksum) {
+            Ok(adv) => adv,
+            Err(e) => {
+                self.drop_packet(e.reason());
+                return None;
+            }
+        };
+        let cfg = &self.cfg;
+        let reason = if adv.version != cfg.version {
+            Some("version")
+        } else if rx.src == cfg.primary {
+            // Our own advert, looped back by multicast.
+            Some("own")
+        } else if cfg
+            .allowed_sources
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&rx.src))
+            || (!cfg.unicast_peers.is_empty() && !cfg.unicast_peers.contains(&rx.src))
+        {
+            Some("source")
+        } else if adv.version == 2 && adv.auth != cfg.password {
+            // RFC 2338 section 7.1: authentication type and data must match.
+            Some("auth")
+        } else if adv.version == 2 && adv.interval_cs != self.interval_field() {
+            // RFC 3768 section 7.1: the Adver Interval must match ours.
+            Some("interval")
+        } else if adv.interval_cs == 0 {
+            Some("interval")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.drop_packet(reason);
+            return None;
+        }
+        Some(adv)
+    }
+}
+
+/// When the next announcement is due: the initial repeats every garp_interval, then the
+/// periodic refresh (off when zero).
+fn next_garp(cfg: &Config, now: Instant, left: u32) -> Option<Instant> {
+    if left > 0 {
+        after(now, cfg.garp_interval)
+    } else if cfg.garp_refresh.is_zero() {
+        None
+    } else {
+        after(now, cfg.garp_refresh)
+    }
+}
