@@ -11,6 +11,8 @@
 //! - `shutdown_stops_accepting_and_serve_returns`.
 //! - `figures_follow_the_source`: each request reads a fresh snapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
