@@ -1,0 +1,189 @@
+//! `lbctl install ingress`: pinned ingress-nginx Helm values, the helm command, and the same as
+//! a k3s HelmChart manifest for clusters without helm.
+//!
+//! The controller runs as a DaemonSet on the control-plane nodes (where lbd forwards the VIP's
+//! ports 80/443) behind a NodePort service whose ports are the cluster's ingress backends.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use common::config::Cluster;
+
+use super::text::{indent, q};
+use super::{InstallState, Plan, PlannedFile, INGRESS_NGINX_CHART_VERSION, INGRESS_NGINX_REPO};
+
+pub(super) const VALUES_PATH: &str = "/etc/k3s-ha/ingress-nginx/values.yaml";
+pub(super) const HELMCHART_PATH: &str =
+    "/var/lib/rancher/k3s/server/manifests/k3s-ha-ingress-nginx.yaml";
+pub(super) const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+pub(super) const NAMESPACE: &str = "ingress-nginx";
+pub(super) const RELEASE: &str = "ingress-nginx";
+pub(super) const CLASS: &str = "nginx";
+
+/// The NodePorts lbd forwards the VIP's HTTP and HTTPS to (backends of the services on 80/443).
+pub(super) fn node_ports(cluster: &Cluster) -> Result<(u16, u16)> {
+    let port = |listen: u16| {
+        cluster
+            .services
+            .iter()
+            .find(|s| s.listen == listen)
+            .map(|s| s.backend_port)
+            .with_context(|| {
+                format!(
+                    "no [[services]] entry listens on port {listen}: the ingress NodePorts are \
+                     taken from the backends of the services on 80 and 443"
+                )
+            })
+    };
+    Ok((port(80)?, port(443)?))
+}
+
+pub(super) fn render_values(cluster: &Cluster) -> Result<String> {
+    let (http, https) = node_ports(cluster)?;
+    let mut v = String::new();
+    let _ = writeln!(
+        v,
+        "# ingress-nginx chart {INGRESS_NGINX_CHART_VERSION} values for cluster {} ({}).",
+        cluster.name, cluster.domain
+    );
+    let _ = writeln!(
+        v,
+        "# Rendered by `lbctl install ingress`; lbd on the VIP forwards 80 -> {http} and 443 -> {https}."
+    );
+    let _ = writeln!(v, "controller:");
+    let _ = writeln!(v, "  kind: DaemonSet");
+    let _ = writeln!(v, "  # On the servers, which hold the VIP and run lbd.");
+    let _ = writeln!(v, "  nodeSelector:");
+    let _ = writeln!(v, "    kubernetes.io/os: linux");
+    let _ = writeln!(v, "    node-role.kubernetes.io/control-plane: \"true\"");
+    let _ = writeln!(v, "  tolerations:");
+    for key in ["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"] {
+        let _ = writeln!(v, "    - key: {key}");
+        let _ = writeln!(v, "      operator: Exists");
+        let _ = writeln!(v, "      effect: NoSchedule");
+    }
+    let _ = writeln!(v, "    - key: CriticalAddonsOnly");
+    let _ = writeln!(v, "      operator: Exists");
+    let _ = writeln!(v, "  service:");
+    let _ = writeln!(v, "    type: NodePort");
+    let _ = writeln!(
+        v,
+        "    # Local: a server without a ready controller refuses the NodePort, so lbd's check marks it down."
+    );
+    let _ = writeln!(v, "    externalTrafficPolicy: Local");
+    let _ = writeln!(v, "    nodePorts:");
+    let _ = writeln!(v, "      http: {http}");
+    let _ = writeln!(v, "      https: {https}");
+    let _ = writeln!(v, "  ingressClassResource:");
+    let _ = writeln!(v, "    name: {CLASS}");
+    let _ = writeln!(v, "    enabled: true");
+    let _ = writeln!(v, "    default: true");
+    let _ = writeln!(v, "  ingressClass: {CLASS}");
+    let _ = writeln!(v, "  watchIngressWithoutClass: true");
+    let _ = writeln!(v, "  resources:");
+    let _ = writeln!(v, "    requests:");
+    let _ = writeln!(v, "      cpu: 100m");
+    let _ = writeln!(v, "      memory: 90Mi");
+    Ok(v)
+}
+
+pub(super) fn render_helmchart(cluster: &Cluster) -> Result<String> {
+    let values = render_values(cluster)?;
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "# ingress-nginx for cluster {}, installed by k3s's helm-controller (no helm needed).",
+        cluster.name
+    );
+    let _ = writeln!(m, "# Rendered by `lbctl install ingress`; values as in {VALUES_PATH}.");
+    let _ = writeln!(m, "apiVersion: helm.cattle.io/v1");
+    let _ = writeln!(m, "kind: HelmChart");
+    let _ = writeln!(m, "metadata:");
+    let _ = writeln!(m, "  name: {RELEASE}");
+    let _ = writeln!(m, "  namespace: kube-system");
+    let _ = writeln!(m, "spec:");
+    let _ = writeln!(m, "  repo: {}", q(INGRESS_NGINX_REPO));
+    let _ = writeln!(m, "  chart: ingress-nginx");
+    let _ = writeln!(m, "  version: {}", q(INGRESS_NGINX_CHART_VERSION));
+    let _ = writeln!(m, "  targetNamespace: {NAMESPACE}");
+    let _ = writeln!(m, "  createNamespace: true");
+    let _ = writeln!(m, "  valuesContent: |-");
+    m.push_str(&indent(&values, 4));
+    Ok(m)
+}
+
+pub(super) fn helm_command() -> Vec<String> {
+    [
+        "helm",
+        "upgrade",
+        "--install",
+        RELEASE,
+        "ingress-nginx",
+        "--repo",
+        INGRESS_NGINX_REPO,
+        "--version",
+        INGRESS_NGINX_CHART_VERSION,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        "--values",
+        VALUES_PATH,
+        "--kubeconfig",
+        KUBECONFIG,
+        "--wait",
+        "--timeout",
+        "10m",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
+    let mut plan = Plan::default();
+    plan.files.push(PlannedFile::new(VALUES_PATH, render_values(cluster)?, 0o644));
+    if state.tools.helm {
+        plan.commands.push(helm_command());
+    } else {
+        plan.files.push(PlannedFile::new(HELMCHART_PATH, render_helmchart(cluster)?, 0o600));
+        plan.notes.push(format!(
+            "helm not found: k3s's helm-controller installs the chart from {HELMCHART_PATH} \
+             (watch: k3s kubectl -n {NAMESPACE} get pods)"
+        ));
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::install::testutil::{lab, today};
+
+    #[test]
+    fn helm_or_helmchart_never_both() {
+        let c = lab();
+        let mut s = InstallState::empty(today());
+        let without = plan(&c, &s).unwrap();
+        assert!(without.commands.is_empty());
+        assert!(without.files.iter().any(|f| f.path.to_str() == Some(HELMCHART_PATH)));
+        s.tools.helm = true;
+        let with = plan(&c, &s).unwrap();
+        assert_eq!(with.commands, [helm_command()]);
+        assert!(with.files.iter().all(|f| f.path.to_str() != Some(HELMCHART_PATH)));
+    }
+
+    #[test]
+    fn helmchart_embeds_the_same_values() {
+        let c = lab();
+        let chart = render_helmchart(&c).unwrap();
+        let values = render_values(&c).unwrap();
+        let embedded: String = chart
+            .split("valuesContent: |-\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+            .collect();
+        assert_eq!(embedded, values);
+        assert!(values.contains("      http: 30080\n      https: 30443\n"));
+    }
+}
