@@ -24,7 +24,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// Today's date in UTC (days since the epoch to a civil date, proleptic Gregorian).
 pub fn today_utc() -> Date {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0))
 }
 
@@ -70,7 +72,10 @@ fn probe(program: &str, args: &[&str], timeout: Duration) -> Option<(ExitStatus,
 }
 
 fn generate_token() -> Result<String> {
-    Ok(random_bytes(32)?.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(random_bytes(32)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn read_tls(cluster: &Cluster, root: &Path, today: Date) -> Result<TlsMaterial> {
@@ -88,7 +93,12 @@ fn read_tls(cluster: &Cluster, root: &Path, today: Date) -> Result<TlsMaterial> 
         Some(pair) if !fresh_ca => pair,
         _ => demo::issue_leaf(cluster, &ca_key_pem, today)?,
     };
-    Ok(TlsMaterial { ca_cert_pem, ca_key_pem, cert_pem, key_pem })
+    Ok(TlsMaterial {
+        ca_cert_pem,
+        ca_key_pem,
+        cert_pem,
+        key_pem,
+    })
 }
 
 fn gather_state(
@@ -111,7 +121,8 @@ fn gather_state(
             tools.named_checkconf = which("named-checkconf");
             tools.named_checkzone = which("named-checkzone");
             tools.named_running = which("rndc")
-                && probe("rndc", &["status"], Duration::from_secs(5)).is_some_and(|(s, _)| s.success());
+                && probe("rndc", &["status"], Duration::from_secs(5))
+                    .is_some_and(|(s, _)| s.success());
         }
         Target::Ingress => tools.helm = which("helm"),
         Target::K3s => {
@@ -123,8 +134,12 @@ fn gather_state(
                 Some(Role::Agent) => "k3s-agent",
                 _ => "k3s",
             };
-            tools.k3s_active = probe("systemctl", &["is-active", "--quiet", unit], Duration::from_secs(5))
-                .is_some_and(|(s, _)| s.success());
+            tools.k3s_active = probe(
+                "systemctl",
+                &["is-active", "--quiet", unit],
+                Duration::from_secs(5),
+            )
+            .is_some_and(|(s, _)| s.success());
             if under(root, Path::new(SCRIPT_LOCAL_PATH)).is_file() {
                 tools.install_script = Some(SCRIPT_LOCAL_PATH.into());
             }
@@ -150,7 +165,9 @@ fn gather_state(
 /// Quote an argument for display the way a shell would need it.
 fn shell_quote(arg: &str) -> String {
     if !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=+,@%{}[]".contains(&b))
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+,@%{}[]".contains(&b))
     {
         arg.to_string()
     } else {
@@ -159,17 +176,24 @@ fn shell_quote(arg: &str) -> String {
 }
 
 pub(super) fn command_line(argv: &[String]) -> String {
-    argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The plan as text: files, then steps in order (what `--dry-run` prints and golden tests
 /// check for commands).
-pub(super) fn describe_steps(plan: &Plan) -> String {
+pub fn describe_steps(plan: &Plan) -> String {
     let mut out = String::new();
     let waits_before = |i: usize| plan.waits.iter().filter(move |w| w.before_command == i);
     for i in 0..=plan.commands.len() {
         for w in waits_before(i) {
-            out.push_str(&format!("wait {} (up to {} s)\n", w.what, w.timeout.as_secs()));
+            out.push_str(&format!(
+                "wait {} (up to {} s)\n",
+                w.what,
+                w.timeout.as_secs()
+            ));
         }
         if let Some(cmd) = plan.commands.get(i) {
             out.push_str(&format!("$ {}\n", command_line(cmd)));
@@ -218,7 +242,10 @@ fn write_files(plan: &Plan, root: &Path) -> Result<Vec<Backup>> {
             let mode = std::fs::metadata(&dest).map_or(0, |m| m.permissions().mode() & 0o7777);
             (bytes, mode)
         });
-        if old.as_ref().is_some_and(|(b, m)| *b == f.contents && *m == f.mode) {
+        if old
+            .as_ref()
+            .is_some_and(|(b, m)| *b == f.contents && *m == f.mode)
+        {
             println!("unchanged {}", dest.display());
             continue;
         }
@@ -232,7 +259,10 @@ fn write_files(plan: &Plan, root: &Path) -> Result<Vec<Backup>> {
 fn write_atomic(dest: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = dest.parent().context("a file path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.k3s-ha-tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -293,17 +323,27 @@ fn run_bounded(
     let start = Instant::now();
     let mut next_progress = PROGRESS_EVERY;
     let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{program}`"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for `{program}`"))?
+        {
             break status;
         }
         let elapsed = start.elapsed();
         if elapsed >= timeout {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("`{program}` did not finish within {} s and was stopped", timeout.as_secs());
+            bail!(
+                "`{program}` did not finish within {} s and was stopped",
+                timeout.as_secs()
+            );
         }
         if let Some(label) = label.filter(|_| elapsed >= next_progress) {
-            println!("  ... {label}: still running ({} s of at most {} s)", elapsed.as_secs(), timeout.as_secs());
+            println!(
+                "  ... {label}: still running ({} s of at most {} s)",
+                elapsed.as_secs(),
+                timeout.as_secs()
+            );
             next_progress += PROGRESS_EVERY;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -353,7 +393,10 @@ fn run_command(argv: &[String]) -> Result<()> {
     let (status, _) = run_bounded(&mut cmd, command_timeout(argv), Some(program), false)
         .with_context(|| format!("running {line}"))?;
     if !status.success() {
-        bail!("{line} failed: {status} (its output is above){}", hint(argv, status));
+        bail!(
+            "{line} failed: {status} (its output is above){}",
+            hint(argv, status)
+        );
     }
     Ok(())
 }
@@ -389,10 +432,19 @@ fn wait(w: &PlannedWait) -> Result<()> {
         };
         let elapsed = start.elapsed();
         if elapsed >= w.timeout {
-            bail!("timed out after {} s waiting for {} (last: {last})", w.timeout.as_secs(), w.what);
+            bail!(
+                "timed out after {} s waiting for {} (last: {last})",
+                w.timeout.as_secs(),
+                w.what
+            );
         }
         if elapsed >= next_progress {
-            println!("  ... {}: {} s of {} s (last: {last})", w.what, elapsed.as_secs(), w.timeout.as_secs());
+            println!(
+                "  ... {}: {} s of {} s (last: {last})",
+                w.what,
+                elapsed.as_secs(),
+                w.timeout.as_secs()
+            );
             next_progress += PROGRESS_EVERY;
         }
         std::thread::sleep(Duration::from_secs(2).min(w.timeout.saturating_sub(elapsed)));
@@ -412,7 +464,10 @@ fn execute(plan: &Plan) -> Result<()> {
 }
 
 pub(super) fn run(cluster: &Cluster, target: Target, opts: &InstallOpts) -> Result<()> {
-    let root = opts.render_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let root = opts
+        .render_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"));
     let node = match target {
         Target::K3s => Some(select_node(cluster, opts.node.as_deref())?),
         _ => None,
@@ -432,7 +487,10 @@ pub(super) fn run(cluster: &Cluster, target: Target, opts: &InstallOpts) -> Resu
     }
     if let Err(e) = execute(&plan) {
         if !backups.is_empty() {
-            eprintln!("{} failed; putting the previous files back", target.as_str());
+            eprintln!(
+                "{} failed; putting the previous files back",
+                target.as_str()
+            );
             restore(&backups);
         }
         return Err(e.context(format!("lbctl install {}", target.as_str())));
@@ -447,22 +505,51 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_from_days(0), Date { year: 1970, month: 1, day: 1 });
+        assert_eq!(
+            civil_from_days(0),
+            Date {
+                year: 1970,
+                month: 1,
+                day: 1
+            }
+        );
         // 2000-03-01 and 2026-11-24.
-        assert_eq!(civil_from_days(11_017), Date { year: 2000, month: 3, day: 1 });
-        assert_eq!(civil_from_days(20_416), Date { year: 2025, month: 11, day: 24 });
+        assert_eq!(
+            civil_from_days(11_017),
+            Date {
+                year: 2000,
+                month: 3,
+                day: 1
+            }
+        );
+        assert_eq!(
+            civil_from_days(20_416),
+            Date {
+                year: 2025,
+                month: 11,
+                day: 24
+            }
+        );
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(command_line(&["a b".into(), "x=1".into(), "it's".into()]), "'a b' x=1 'it'\\''s'");
+        assert_eq!(
+            command_line(&["a b".into(), "x=1".into(), "it's".into()]),
+            "'a b' x=1 'it'\\''s'"
+        );
     }
 
     #[test]
     fn bounded_run_stops_a_hang() {
         let start = Instant::now();
-        let err = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(300), None, false)
-            .unwrap_err();
+        let err = run_bounded(
+            Command::new("sleep").arg("30"),
+            Duration::from_millis(300),
+            None,
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("did not finish"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(5));
     }
@@ -470,7 +557,10 @@ mod tests {
     #[test]
     fn missing_program_is_named() {
         let err = run_command(&["k3s-ha-no-such-program".into()]).unwrap_err();
-        assert!(format!("{err:#}").contains("`k3s-ha-no-such-program` not found"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("`k3s-ha-no-such-program` not found"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -487,7 +577,10 @@ mod tests {
         assert_eq!(backups.len(), 2);
         let m = std::fs::metadata(dir.path().join("etc/a/secret")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
-        assert!(write_files(&plan, dir.path()).unwrap().is_empty(), "idempotent");
+        assert!(
+            write_files(&plan, dir.path()).unwrap().is_empty(),
+            "idempotent"
+        );
         restore(&backups);
         assert!(!dir.path().join("etc/a/pub").exists());
     }

@@ -74,7 +74,10 @@ fn ca_params(cluster: &Cluster) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "k3s-ha");
-    dn.push(DnType::CommonName, format!("k3s-ha demo CA {}", cluster.name));
+    dn.push(
+        DnType::CommonName,
+        format!("k3s-ha demo CA {}", cluster.name),
+    );
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -109,7 +112,9 @@ pub fn issue_leaf(cluster: &Cluster, ca_key_pem: &str, today: Date) -> Result<(S
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
-    let cert = p.signed_by(&key, &issuer).context("signing the certificate")?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .context("signing the certificate")?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -117,9 +122,19 @@ pub(super) fn render_manifest(cluster: &Cluster, tls: &TlsMaterial) -> String {
     let host = demo_host(cluster);
     let labels = format!("app.kubernetes.io/name: {APP}\n");
     let mut m = String::new();
-    let _ = writeln!(m, "# Demo app for cluster {}: https://{host}/ through the ingress.", cluster.name);
-    let _ = writeln!(m, "# Rendered by `lbctl install demo-app`; holds a private key (mode 0600).");
-    let _ = writeln!(m, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n---");
+    let _ = writeln!(
+        m,
+        "# Demo app for cluster {}: https://{host}/ through the ingress.",
+        cluster.name
+    );
+    let _ = writeln!(
+        m,
+        "# Rendered by `lbctl install demo-app`; holds a private key (mode 0600)."
+    );
+    let _ = writeln!(
+        m,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n---"
+    );
     let _ = write!(
         m,
         "apiVersion: apps/v1
@@ -232,7 +247,9 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
         ..Plan::default()
     };
     plan.commands.push(
-        ["k3s", "kubectl", "apply", "-f", MANIFEST_PATH].map(String::from).to_vec(),
+        ["k3s", "kubectl", "apply", "-f", MANIFEST_PATH]
+            .map(String::from)
+            .to_vec(),
     );
     plan.commands.push(vec![
         "k3s".into(),
@@ -269,7 +286,12 @@ mod tests {
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(key.contains("PRIVATE KEY"));
         assert_ne!(ca, leaf);
-        let tls = TlsMaterial { ca_cert_pem: ca, ca_key_pem: ca_key, cert_pem: leaf, key_pem: key };
+        let tls = TlsMaterial {
+            ca_cert_pem: ca,
+            ca_key_pem: ca_key,
+            cert_pem: leaf,
+            key_pem: key,
+        };
         let m = render_manifest(&c, &tls);
         assert!(m.contains("- host: \"nginx.k3s.test.local\""));
         assert!(m.contains(&base64(tls.cert_pem.as_bytes())));

@@ -47,12 +47,19 @@ pub fn reverse_zone_v4(addr: Ipv4Addr, prefix: u8) -> (String, usize) {
 pub fn reverse_zone_v6(addr: Ipv6Addr, prefix: u8) -> (String, usize) {
     let nibbles = usize::from(prefix / 4).clamp(1, 31);
     let all = nibbles_of(addr);
-    let labels: Vec<String> = all[..nibbles].iter().rev().map(|n| format!("{n:x}")).collect();
+    let labels: Vec<String> = all[..nibbles]
+        .iter()
+        .rev()
+        .map(|n| format!("{n:x}"))
+        .collect();
     (format!("{}.ip6.arpa", labels.join(".")), nibbles)
 }
 
 fn nibbles_of(addr: Ipv6Addr) -> Vec<u8> {
-    addr.octets().iter().flat_map(|b| [b >> 4, b & 0xf]).collect()
+    addr.octets()
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .collect()
 }
 
 /// The next `YYYYMMDDnn` serial after `current` (RFC 1982 ordering is not needed: the serial
@@ -76,7 +83,10 @@ struct Zone {
 
 impl Zone {
     fn new(name: String) -> Self {
-        Zone { name, records: Vec::new() }
+        Zone {
+            name,
+            records: Vec::new(),
+        }
     }
 
     fn file(&self) -> PathBuf {
@@ -135,7 +145,10 @@ fn zones(cluster: &Cluster) -> Result<(Vec<Zone>, Vec<String>)> {
             );
         }
         if node.name == API_LABEL {
-            bail!("node name {API_LABEL:?} clashes with the VIP's name {}", fq(API_LABEL));
+            bail!(
+                "node name {API_LABEL:?} clashes with the VIP's name {}",
+                fq(API_LABEL)
+            );
         }
     }
     let ns: Vec<String> = cluster.servers().map(|s| fq(&s.name)).collect();
@@ -146,7 +159,8 @@ fn zones(cluster: &Cluster) -> Result<(Vec<Zone>, Vec<String>)> {
     let vip6 = cluster.vip.v6.map(|v| v.addr);
     let add_addr = |zone: &mut Zone, owner: &str, addr: IpAddr| {
         let kind = if addr.is_ipv4() { "A" } else { "AAAA" };
-        zone.records.push((owner.to_string(), kind, addr.to_string()));
+        zone.records
+            .push((owner.to_string(), kind, addr.to_string()));
     };
     if let Some(a) = vip4 {
         add_addr(&mut fwd, API_LABEL, a.into());
@@ -225,7 +239,11 @@ fn zones(cluster: &Cluster) -> Result<(Vec<Zone>, Vec<String>)> {
             }
         };
         let (zone, fixed) = &mut v6_zones[idx];
-        let owner: Vec<String> = nib[fixed.len()..].iter().rev().map(|n| format!("{n:x}")).collect();
+        let owner: Vec<String> = nib[fixed.len()..]
+            .iter()
+            .rev()
+            .map(|n| format!("{n:x}"))
+            .collect();
         zone.records.push((owner.join("."), "PTR", target));
     }
     out.extend(v4_zones.into_iter().map(|(z, _)| z));
@@ -244,7 +262,11 @@ pub(super) fn state_paths(cluster: &Cluster) -> Vec<PathBuf> {
 
 fn render_stanzas(cluster: &Cluster, zones: &[Zone]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "// Zones of cluster {} ({}).", cluster.name, cluster.domain);
+    let _ = writeln!(
+        s,
+        "// Zones of cluster {} ({}).",
+        cluster.name, cluster.domain
+    );
     let _ = writeln!(
         s,
         "// Rendered by `lbctl install dns` from cluster.toml; re-run it instead of editing."
@@ -269,7 +291,8 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
     let stanza_file = stanza_path(cluster);
     let stanzas = render_stanzas(cluster, &zones);
     changed |= state.existing(&stanza_file) != Some(stanzas.as_bytes());
-    plan.files.push(PlannedFile::new(&stanza_file, stanzas, 0o644));
+    plan.files
+        .push(PlannedFile::new(&stanza_file, stanzas, 0o644));
 
     let include = format!("include \"{}\";", stanza_file.display());
     let local = match state.existing(NAMED_CONF_LOCAL.as_ref()) {
@@ -279,11 +302,19 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
     let local = if local.lines().any(|l| l.trim() == include) {
         local
     } else {
-        let sep = if local.is_empty() || local.ends_with('\n') { "" } else { "\n" };
+        let sep = if local.is_empty() || local.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         changed = true;
-        format!("{local}{sep}\n// k3s-ha cluster {} (lbctl install dns)\n{include}\n", cluster.name)
+        format!(
+            "{local}{sep}\n// k3s-ha cluster {} (lbctl install dns)\n{include}\n",
+            cluster.name
+        )
     };
-    plan.files.push(PlannedFile::new(NAMED_CONF_LOCAL, local, 0o644));
+    plan.files
+        .push(PlannedFile::new(NAMED_CONF_LOCAL, local, 0o644));
 
     for zone in &zones {
         let path = zone.file();
@@ -307,7 +338,8 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
         };
         plan.commands.push(conf);
     } else {
-        plan.notes.push("named-checkconf not found: the configuration was not checked".into());
+        plan.notes
+            .push("named-checkconf not found: the configuration was not checked".into());
     }
     if state.tools.named_checkzone {
         for zone in &zones {
@@ -320,14 +352,17 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
             ]);
         }
     } else {
-        plan.notes.push("named-checkzone not found: the zones were not checked".into());
+        plan.notes
+            .push("named-checkzone not found: the zones were not checked".into());
     }
     if !changed {
-        plan.notes.push("zones unchanged: serials kept, named not reloaded".into());
+        plan.notes
+            .push("zones unchanged: serials kept, named not reloaded".into());
     } else if state.tools.named_running {
         plan.commands.push(vec!["rndc".into(), "reload".into()]);
     } else {
-        plan.notes.push("named is not running: start it (systemctl enable --now named)".into());
+        plan.notes
+            .push("named is not running: start it (systemctl enable --now named)".into());
     }
     Ok(plan)
 }
@@ -340,9 +375,15 @@ mod tests {
     #[test]
     fn reverse_zones_cut_at_octet_and_nibble_boundaries() {
         let a: Ipv4Addr = "192.168.168.100".parse().unwrap();
-        assert_eq!(reverse_zone_v4(a, 24), ("168.168.192.in-addr.arpa".into(), 3));
+        assert_eq!(
+            reverse_zone_v4(a, 24),
+            ("168.168.192.in-addr.arpa".into(), 3)
+        );
         assert_eq!(reverse_zone_v4(a, 20), ("168.192.in-addr.arpa".into(), 2));
-        assert_eq!(reverse_zone_v4(a, 26), ("168.168.192.in-addr.arpa".into(), 3));
+        assert_eq!(
+            reverse_zone_v4(a, 26),
+            ("168.168.192.in-addr.arpa".into(), 3)
+        );
         assert_eq!(reverse_zone_v4(a, 8), ("192.in-addr.arpa".into(), 1));
         let b: Ipv6Addr = "fd00:20:30::10".parse().unwrap();
         assert_eq!(
@@ -354,12 +395,20 @@ mod tests {
 
     #[test]
     fn serial_grows_and_starts_at_01() {
-        let d = Date { year: 2026, month: 11, day: 24 };
+        let d = Date {
+            year: 2026,
+            month: 11,
+            day: 24,
+        };
         assert_eq!(next_serial(None, d), 2026112401);
         assert_eq!(next_serial(Some(2025010105), d), 2026112401);
         assert_eq!(next_serial(Some(2026112401), d), 2026112402);
         assert_eq!(next_serial(Some(2026112499), d), 2026112500);
-        assert_eq!(next_serial(Some(2030010101), d), 2030010102, "never goes back");
+        assert_eq!(
+            next_serial(Some(2030010101), d),
+            2030010102,
+            "never goes back"
+        );
     }
 
     #[test]
@@ -368,11 +417,18 @@ mod tests {
         let mut s = InstallState::empty(today());
         s.tools.named_running = true;
         let p1 = plan(&c, &s).unwrap();
-        assert_eq!(p1.commands.last().unwrap(), &vec!["rndc".to_string(), "reload".into()]);
+        assert_eq!(
+            p1.commands.last().unwrap(),
+            &vec!["rndc".to_string(), "reload".into()]
+        );
         for f in &p1.files {
             s.existing.insert(f.path.clone(), f.contents.clone());
         }
-        s.today = Date { year: 2027, month: 1, day: 2 };
+        s.today = Date {
+            year: 2027,
+            month: 1,
+            day: 2,
+        };
         let p2 = plan(&c, &s).unwrap();
         assert_eq!(p1.files, p2.files, "same cluster, same files, next day too");
         assert!(p2.commands.is_empty(), "{:?}", p2.commands);
@@ -381,7 +437,11 @@ mod tests {
         let mut c2 = c.clone();
         c2.nodes[4].address = "192.168.168.123".parse().unwrap();
         let p3 = plan(&c2, &s).unwrap();
-        let fwd = p3.files.iter().find(|f| f.path.ends_with("db.k3s.test.local")).unwrap();
+        let fwd = p3
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("db.k3s.test.local"))
+            .unwrap();
         assert!(String::from_utf8_lossy(&fwd.contents).contains("2027010201 "));
         assert_eq!(p3.commands.last().unwrap()[0], "rndc");
     }
@@ -390,15 +450,34 @@ mod tests {
     fn include_is_appended_once_to_an_existing_named_conf_local() {
         let c = lab();
         let mut s = InstallState::empty(today());
-        s.existing.insert(NAMED_CONF_LOCAL.into(), b"zone \"other\" { type primary; file \"x\"; };".to_vec());
+        s.existing.insert(
+            NAMED_CONF_LOCAL.into(),
+            b"zone \"other\" { type primary; file \"x\"; };".to_vec(),
+        );
         let p = plan(&c, &s).unwrap();
-        let local = p.files.iter().find(|f| f.path.ends_with("named.conf.local")).unwrap();
+        let local = p
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("named.conf.local"))
+            .unwrap();
         let text = String::from_utf8(local.contents.clone()).unwrap();
-        assert!(text.starts_with("zone \"other\""), "operator's zones kept: {text}");
-        assert_eq!(text.matches("include \"/etc/bind/k3s-ha/k3s-lab.conf\";").count(), 1);
-        s.existing.insert(NAMED_CONF_LOCAL.into(), local.contents.clone());
+        assert!(
+            text.starts_with("zone \"other\""),
+            "operator's zones kept: {text}"
+        );
+        assert_eq!(
+            text.matches("include \"/etc/bind/k3s-ha/k3s-lab.conf\";")
+                .count(),
+            1
+        );
+        s.existing
+            .insert(NAMED_CONF_LOCAL.into(), local.contents.clone());
         let again = plan(&c, &s).unwrap();
-        let local2 = again.files.iter().find(|f| f.path.ends_with("named.conf.local")).unwrap();
+        let local2 = again
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("named.conf.local"))
+            .unwrap();
         assert_eq!(local2.contents, local.contents);
     }
 
@@ -408,7 +487,21 @@ mod tests {
         c.nodes[3].address = "10.9.8.7".parse().unwrap();
         let (zones, _) = zones(&c).unwrap();
         let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-        assert_eq!(names, ["k3s.test.local", "168.168.192.in-addr.arpa", "8.9.10.in-addr.arpa"]);
-        assert_eq!(zones[2].records, [("7".to_string(), "PTR", "lx-k3s-agent-01.k3s.test.local.".to_string())]);
+        assert_eq!(
+            names,
+            [
+                "k3s.test.local",
+                "168.168.192.in-addr.arpa",
+                "8.9.10.in-addr.arpa"
+            ]
+        );
+        assert_eq!(
+            zones[2].records,
+            [(
+                "7".to_string(),
+                "PTR",
+                "lx-k3s-agent-01.k3s.test.local.".to_string()
+            )]
+        );
     }
 }

@@ -57,7 +57,10 @@ pub(super) fn render_values(cluster: &Cluster) -> Result<String> {
     let _ = writeln!(v, "    kubernetes.io/os: linux");
     let _ = writeln!(v, "    node-role.kubernetes.io/control-plane: \"true\"");
     let _ = writeln!(v, "  tolerations:");
-    for key in ["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"] {
+    for key in [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ] {
         let _ = writeln!(v, "    - key: {key}");
         let _ = writeln!(v, "      operator: Exists");
         let _ = writeln!(v, "      effect: NoSchedule");
@@ -95,7 +98,10 @@ pub(super) fn render_helmchart(cluster: &Cluster) -> Result<String> {
         "# ingress-nginx for cluster {}, installed by k3s's helm-controller (no helm needed).",
         cluster.name
     );
-    let _ = writeln!(m, "# Rendered by `lbctl install ingress`; values as in {VALUES_PATH}.");
+    let _ = writeln!(
+        m,
+        "# Rendered by `lbctl install ingress`; values as in {VALUES_PATH}."
+    );
     let _ = writeln!(m, "apiVersion: helm.cattle.io/v1");
     let _ = writeln!(m, "kind: HelmChart");
     let _ = writeln!(m, "metadata:");
@@ -140,11 +146,19 @@ pub(super) fn helm_command() -> Vec<String> {
 
 pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
     let mut plan = Plan::default();
-    plan.files.push(PlannedFile::new(VALUES_PATH, render_values(cluster)?, 0o644));
+    plan.files.push(PlannedFile::new(
+        VALUES_PATH,
+        render_values(cluster)?,
+        0o644,
+    ));
     if state.tools.helm {
         plan.commands.push(helm_command());
     } else {
-        plan.files.push(PlannedFile::new(HELMCHART_PATH, render_helmchart(cluster)?, 0o600));
+        plan.files.push(PlannedFile::new(
+            HELMCHART_PATH,
+            render_helmchart(cluster)?,
+            0o600,
+        ));
         plan.notes.push(format!(
             "helm not found: k3s's helm-controller installs the chart from {HELMCHART_PATH} \
              (watch: k3s kubectl -n {NAMESPACE} get pods)"
@@ -164,11 +178,17 @@ mod tests {
         let mut s = InstallState::empty(today());
         let without = plan(&c, &s).unwrap();
         assert!(without.commands.is_empty());
-        assert!(without.files.iter().any(|f| f.path.to_str() == Some(HELMCHART_PATH)));
+        assert!(without
+            .files
+            .iter()
+            .any(|f| f.path.to_str() == Some(HELMCHART_PATH)));
         s.tools.helm = true;
         let with = plan(&c, &s).unwrap();
         assert_eq!(with.commands, [helm_command()]);
-        assert!(with.files.iter().all(|f| f.path.to_str() != Some(HELMCHART_PATH)));
+        assert!(with
+            .files
+            .iter()
+            .all(|f| f.path.to_str() != Some(HELMCHART_PATH)));
     }
 
     #[test]

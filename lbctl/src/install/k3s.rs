@@ -206,11 +206,17 @@ mod tests {
         assert!(first.contains("cluster-init: true\n"));
         assert!(!first.contains("server:"));
         let second = render_config(&c, &c.nodes[1]).unwrap();
-        assert!(second.contains("server: \"https://192.168.168.100:8443\"\n"), "{second}");
+        assert!(
+            second.contains("server: \"https://192.168.168.100:8443\"\n"),
+            "{second}"
+        );
         assert!(!second.contains("cluster-init"));
         let agent = render_config(&c, &c.nodes[3]).unwrap();
         assert!(agent.contains("server: \"https://192.168.168.100:8443\"\n"));
-        assert!(!agent.contains("tls-san"), "agents take no server flags: {agent}");
+        assert!(
+            !agent.contains("tls-san"),
+            "agents take no server flags: {agent}"
+        );
         assert!(!agent.contains("disable"));
     }
 
@@ -252,8 +258,10 @@ mod tests {
         let mut s = state();
         s.tools.k3s_version = Some(K3S_VERSION.into());
         s.tools.k3s_active = true;
-        s.existing
-            .insert(CONFIG_PATH.into(), render_config(&c, &c.nodes[1]).unwrap().into_bytes());
+        s.existing.insert(
+            CONFIG_PATH.into(),
+            render_config(&c, &c.nodes[1]).unwrap().into_bytes(),
+        );
         let p = plan(&c, &c.nodes[1], &s).unwrap();
         assert!(p.commands.is_empty(), "{:?}", p.commands);
         assert_eq!(p.waits.len(), 1, "still waits for Ready");

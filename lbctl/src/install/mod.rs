@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use common::config::{Cluster, Node, Role};
 
-pub use apply::today_utc;
+pub use apply::{describe_steps, today_utc};
 pub use demo::{demo_host, issue_ca, issue_leaf, TlsMaterial};
 pub use dns::{next_serial, reverse_zone_v4, reverse_zone_v6};
 
@@ -100,7 +100,11 @@ pub struct PlannedFile {
 
 impl PlannedFile {
     fn new(path: impl Into<PathBuf>, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
-        PlannedFile { path: path.into(), contents: contents.into(), mode }
+        PlannedFile {
+            path: path.into(),
+            contents: contents.into(),
+            mode,
+        }
     }
 
     /// A secret (token, private key): printed redacted by `--dry-run`.
@@ -232,7 +236,10 @@ fn select_node<'a>(cluster: &'a Cluster, flag: Option<&str>) -> Result<&'a Node>
     if let Some(name) = flag {
         return cluster.node(name).with_context(|| {
             let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!("no node named {name:?} in the cluster; nodes: {}", names.join(", "))
+            format!(
+                "no node named {name:?} in the cluster; nodes: {}",
+                names.join(", ")
+            )
         });
     }
     match common::config::identify(cluster, None) {
@@ -243,7 +250,10 @@ fn select_node<'a>(cluster: &'a Cluster, flag: Option<&str>) -> Result<&'a Node>
 
 /// The first server in file order: the one that runs `cluster-init`.
 fn first_server(cluster: &Cluster) -> Result<&Node> {
-    cluster.servers().next().context("the cluster has no node with role \"server\"")
+    cluster
+        .servers()
+        .next()
+        .context("the cluster has no node with role \"server\"")
 }
 
 /// The port on the VIP that proxies to the apiservers (the service with backend 6443).

@@ -7,11 +7,21 @@ use common::config::*;
 use super::Date;
 
 pub(crate) fn today() -> Date {
-    Date { year: 2026, month: 11, day: 24 }
+    Date {
+        year: 2026,
+        month: 11,
+        day: 24,
+    }
 }
 
 fn node(name: &str, addr: &str, role: Role, priority: Option<u8>) -> Node {
-    Node { name: name.into(), address: addr.parse().unwrap(), address6: None, role, priority }
+    Node {
+        name: name.into(),
+        address: addr.parse().unwrap(),
+        address6: None,
+        role,
+        priority,
+    }
 }
 
 fn service(name: &str, listen: u16, backend_port: u16, servers: &[&Node]) -> Service {
@@ -58,9 +68,24 @@ fn service(name: &str, listen: u16, backend_port: u16, servers: &[&Node]) -> Ser
 
 pub(crate) fn lab() -> Cluster {
     let nodes = vec![
-        node("lx-k3s-server-01", "192.168.168.111", Role::Server, Some(150)),
-        node("lx-k3s-server-02", "192.168.168.112", Role::Server, Some(140)),
-        node("lx-k3s-server-03", "192.168.168.113", Role::Server, Some(130)),
+        node(
+            "lx-k3s-server-01",
+            "192.168.168.111",
+            Role::Server,
+            Some(150),
+        ),
+        node(
+            "lx-k3s-server-02",
+            "192.168.168.112",
+            Role::Server,
+            Some(140),
+        ),
+        node(
+            "lx-k3s-server-03",
+            "192.168.168.113",
+            Role::Server,
+            Some(130),
+        ),
         node("lx-k3s-agent-01", "192.168.168.121", Role::Agent, None),
         node("lx-k3s-agent-02", "192.168.168.122", Role::Agent, None),
     ];
@@ -75,7 +100,10 @@ pub(crate) fn lab() -> Cluster {
         name: "k3s-lab".into(),
         domain: "k3s.test.local".into(),
         vip: Vip {
-            v4: Some(IpNet4 { addr: "192.168.168.100".parse().unwrap(), prefix: 24 }),
+            v4: Some(IpNet4 {
+                addr: "192.168.168.100".parse().unwrap(),
+                prefix: 24,
+            }),
             v6: None,
             interface: None,
         },
@@ -112,6 +140,9 @@ pub(crate) fn lab() -> Cluster {
             password: None,
             refresh_secs: 5,
         },
-        lbd: LbdSettings { max_connections: 10000, drain_timeout: Duration::from_secs(30) },
+        lbd: LbdSettings {
+            max_connections: 10000,
+            drain_timeout: Duration::from_secs(30),
+        },
     }
 }
