@@ -1,0 +1,798 @@
+//! lbd vs HAProxy (Debian's haproxy, TCP mode), side by side in one run, each also against
+//! a direct connection to the backend. Loopback only; every phase is bounded in time.
+//!
+//! ```text
+//!   cargo bench -p benches --bench lbd_vs_haproxy        (LBD_BIN=path to skip the build)
+//!
+//!   bench client ──► direct ─────────────────────────────► iperf3 -s / echo child
+//!                ──► lbd     (release, --config bench.toml) ──┘
+//!                ──► haproxy (-f bench.cfg -db, nbthread = nproc) ──┘
+//! ```
+//!
+//! Phases: bulk throughput (iperf3, 1 and 8 streams), short-connection rate (connect, 16-byte
+//! echo, close, from CONN_CONCURRENCY tasks), keep-alive latency (64-byte ping-pong on one
+//! connection, p50/p99), memory per idle connection (RSS before/after IDLE_CONNS
+//! connections, on freshly started proxies). Ratios are lbd/HAProxy.
+//!
+//! The echo backend is this same binary re-executed with `LBD_BENCH_ROLE=echo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use benches::{
+    free_port, percentile, raise_nofile, rss_kib, tail, threads, wait_listening, workspace_root,
+    write_file, ChildGuard,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const IPERF_SECS: u64 = 5;
+const CONN_SECS: u64 = 5;
+const CONN_CONCURRENCY: usize = 32;
+const LATENCY_WARMUP: usize = 1_000;
+const LATENCY_SAMPLES: usize = 20_000;
+const IDLE_CONNS: usize = 10_000;
+/// Repetitions of the short phases (connection rate, latency); the median is reported.
+const ROUNDS: usize = 3;
+const HEALTH_INTERVAL: &str = "2s";
+
+fn main() -> ExitCode {
+    if std::env::var("LBD_BENCH_ROLE").as_deref() == Ok("echo") {
+        return match echo_server() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo backend: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` would run us too: only a real
+    // bench invocation runs the (minutes-long) benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("lbd_vs_haproxy: run with `cargo bench -p benches --bench lbd_vs_haproxy`");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbd_vs_haproxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The echo backend (child process)
+
+fn echo_server() -> Result<()> {
+    let ports = std::env::var("LBD_BENCH_PORTS").context("LBD_BENCH_PORTS")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for p in ports.split(',') {
+            let port: u16 = p.parse().with_context(|| format!("port {p:?}"))?;
+            let l = TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("binding echo port {port}"))?;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = l.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if s.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Set-up
+
+#[derive(Clone, Copy)]
+struct Ports {
+    iperf_backend: u16,
+    echo_backends: [u16; 2],
+}
+
+#[derive(Clone, Copy)]
+struct Frontends {
+    iperf: u16,
+    echo: u16,
+}
+
+struct Target {
+    name: &'static str,
+    iperf: SocketAddr,
+    echo: SocketAddr,
+    process: Option<ChildGuard>,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+fn require_tool(path: &str) -> Result<()> {
+    if !Path::new(path).exists() {
+        bail!(
+            "{path} is missing: run the README test command (./scripts/test.sh), which \
+             installs Debian's haproxy and iperf3"
+        );
+    }
+    Ok(())
+}
+
+fn haproxy_config(p: Ports, fe: Frontends) -> String {
+    format!(
+        "global\n  nbthread {threads}\n  maxconn 40000\n\
+         defaults\n  mode tcp\n  maxconn 40000\n  timeout connect 5s\n  timeout client 300s\n  \
+         timeout server 300s\n\
+         frontend iperf\n  bind 127.0.0.1:{fi}\n  default_backend iperf\n\
+         backend iperf\n  balance roundrobin\n  \
+         server s1 127.0.0.1:{bi} check inter {HEALTH_INTERVAL} rise 2 fall 3\n\
+         frontend echo\n  bind 127.0.0.1:{fe}\n  default_backend echo\n\
+         backend echo\n  balance roundrobin\n  \
+         server e1 127.0.0.1:{e1} check inter {HEALTH_INTERVAL} rise 2 fall 3\n  \
+         server e2 127.0.0.1:{e2} check inter {HEALTH_INTERVAL} rise 2 fall 3\n",
+        threads = nproc(),
+        fi = fe.iperf,
+        bi = p.iperf_backend,
+        fe = fe.echo,
+        e1 = p.echo_backends[0],
+        e2 = p.echo_backends[1],
+    )
+}
+
+fn lbd_config(p: Ports, fe: Frontends, stats: u16) -> String {
+    format!(
+        r#"# Generated by benches/benches/lbd_vs_haproxy.rs
+[cluster]
+name = "bench"
+domain = "bench.test"
+
+[vip]
+address = "127.0.0.100/8"
+
+[[nodes]]
+name = "bench-1"
+address = "127.0.0.1"
+role = "server"
+
+[[services]]
+name = "iperf"
+listen = {fi}
+bind = "127.0.0.1"
+backends = ["127.0.0.1:{bi}"]
+balance = "roundrobin"
+check = {{ kind = "tcp", interval = "{HEALTH_INTERVAL}", rise = 2, fall = 3 }}
+timeouts = {{ idle = "300s", tunnel = "300s" }}
+
+[[services]]
+name = "echo"
+listen = {fe}
+bind = "127.0.0.1"
+backends = ["127.0.0.1:{e1}", "127.0.0.1:{e2}"]
+balance = "roundrobin"
+check = {{ kind = "tcp", interval = "{HEALTH_INTERVAL}", rise = 2, fall = 3 }}
+timeouts = {{ idle = "300s", tunnel = "300s" }}
+
+[stats]
+listen = "127.0.0.1:{stats}"
+
+[lbd]
+max_connections = 40000
+"#,
+        fi = fe.iperf,
+        bi = p.iperf_backend,
+        fe = fe.echo,
+        e1 = p.echo_backends[0],
+        e2 = p.echo_backends[1],
+    )
+}
+
+/// The lbd binary: `LBD_BIN`, or a fresh `cargo build --release -p lbd` (bounded 20 min).
+fn lbd_binary() -> Result<PathBuf> {
+    if let Ok(bin) = std::env::var("LBD_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.exists() {
+            bail!("LBD_BIN={} does not exist", bin.display());
+        }
+        return Ok(bin);
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building lbd: {cargo} build --release -p lbd");
+    let mut child = Command::new(&cargo)
+        .args(["build", "--release", "-p", "lbd", "--bin", "lbd"])
+        .current_dir(&root)
+        .spawn()
+        .context("starting cargo build")?;
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    let status = loop {
+        if let Some(s) = child.try_wait().context("waiting for cargo")? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("cargo build --release -p lbd took over 20 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        bail!("cargo build --release -p lbd failed ({status})");
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    Ok(target.join("release").join("lbd"))
+}
+
+/// Waits until a 16-byte echo through `addr` comes back (the proxy is up and its health
+/// checks have admitted the backends).
+fn wait_echo(rt: &tokio::runtime::Runtime, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ok = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(500), echo_once(addr))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        });
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("no echo through {addr} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_haproxy(dir: &Path, p: Ports, rt: &tokio::runtime::Runtime, tag: &str) -> Result<Target> {
+    let fe = Frontends {
+        iperf: free_port()?,
+        echo: free_port()?,
+    };
+    let cfg = dir.join(format!("haproxy-{tag}.cfg"));
+    write_file(&cfg, &haproxy_config(p, fe))?;
+    let mut cmd = Command::new("/usr/sbin/haproxy");
+    cmd.arg("-f").arg(&cfg).arg("-db");
+    let mut child = ChildGuard::spawn("haproxy", cmd, &dir.join(format!("haproxy-{tag}.log")))?;
+    let target = Target {
+        name: "haproxy",
+        iperf: loopback(fe.iperf),
+        echo: loopback(fe.echo),
+        process: None,
+    };
+    let ready = wait_listening(target.echo, Duration::from_secs(10))
+        .and_then(|()| wait_echo(rt, target.echo, Duration::from_secs(15)));
+    if let Err(e) = ready {
+        child.check_alive()?;
+        return Err(e.context(format!("haproxy log:\n{}", tail(&child.log, 15))));
+    }
+    child.check_alive()?;
+    Ok(Target {
+        process: Some(child),
+        ..target
+    })
+}
+
+fn start_lbd(
+    bin: &Path,
+    dir: &Path,
+    p: Ports,
+    rt: &tokio::runtime::Runtime,
+    tag: &str,
+) -> Result<Target> {
+    let fe = Frontends {
+        iperf: free_port()?,
+        echo: free_port()?,
+    };
+    let text = lbd_config(p, fe, free_port()?);
+    let cfg = dir.join(format!("lbd-{tag}.toml"));
+    write_file(&cfg, &text)?;
+    common::config::parse(&text, Some(&cfg))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the generated lbd config does not validate")?;
+    let run_dir = dir.join(format!("lbd-run-{tag}"));
+    std::fs::create_dir_all(&run_dir).context("creating lbd run dir")?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--node")
+        .arg("bench-1")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("RUST_LOG", "warn");
+    let mut child = ChildGuard::spawn("lbd", cmd, &dir.join(format!("lbd-{tag}.log")))?;
+    let target = Target {
+        name: "lbd",
+        iperf: loopback(fe.iperf),
+        echo: loopback(fe.echo),
+        process: None,
+    };
+    let ready = wait_listening(target.echo, Duration::from_secs(10))
+        .and_then(|()| wait_echo(rt, target.echo, Duration::from_secs(15)));
+    if let Err(e) = ready {
+        child.check_alive()?;
+        return Err(e.context(format!("lbd log:\n{}", tail(&child.log, 15))));
+    }
+    child.check_alive()?;
+    Ok(Target {
+        process: Some(child),
+        ..target
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+async fn echo_once(addr: SocketAddr) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let msg = [0x5au8; 16];
+    s.write_all(&msg).await?;
+    let mut back = [0u8; 16];
+    s.read_exact(&mut back).await?;
+    if back != msg {
+        return Err(std::io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+/// iperf3 client through `addr`; returns the receiver's Gbit/s.
+fn iperf(addr: SocketAddr, streams: u32) -> Result<f64> {
+    let out_path = std::env::temp_dir().join(format!(
+        "lbd-bench-iperf-{}-{}.json",
+        std::process::id(),
+        addr.port()
+    ));
+    let out = std::fs::File::create(&out_path).context("iperf3 output file")?;
+    let mut child = Command::new("/usr/bin/iperf3")
+        .args(["-c", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(["-t", &IPERF_SECS.to_string(), "-P", &streams.to_string()])
+        .args(["-J", "--connect-timeout", "3000"])
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting iperf3 -c")?;
+    let deadline = Instant::now() + Duration::from_secs(IPERF_SECS + 30);
+    let status = loop {
+        if let Some(s) = child.try_wait().context("waiting for iperf3")? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("iperf3 through {addr} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&out_path).context("reading iperf3 output")?;
+    let _ = std::fs::remove_file(&out_path);
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("iperf3 output is not JSON ({status})"))?;
+    if let Some(err) = json.get("error").and_then(|e| e.as_str()) {
+        bail!("iperf3 through {addr}: {err}");
+    }
+    let bps = json
+        .pointer("/end/sum_received/bits_per_second")
+        .and_then(serde_json::Value::as_f64)
+        .context("iperf3 JSON has no end.sum_received.bits_per_second")?;
+    Ok(bps / 1e9)
+}
+
+/// Short connections for CONN_SECS: connect, 16-byte echo, close. Returns connections/s.
+async fn conn_rate(addr: SocketAddr) -> Result<f64> {
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(CONN_SECS);
+    let mut tasks = Vec::new();
+    for _ in 0..CONN_CONCURRENCY {
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < stop {
+                match tokio::time::timeout(Duration::from_secs(2), echo_once(addr)).await {
+                    Ok(Ok(())) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for t in tasks {
+        let (o, f) = t.await.context("conn-rate task")?;
+        ok += o;
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if failed > ok / 100 {
+        bail!(
+            "{failed} of {} short connections through {addr} failed",
+            ok + failed
+        );
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    Ok(ok as f64 / secs)
+}
+
+/// 64-byte ping-pong on one connection; returns the sorted round-trip times.
+async fn latency(addr: SocketAddr) -> Result<Vec<Duration>> {
+    let mut s = TcpStream::connect(addr).await.context("connect")?;
+    s.set_nodelay(true)?;
+    let msg = [0xa5u8; 64];
+    let mut back = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for i in 0..LATENCY_WARMUP + LATENCY_SAMPLES {
+        if Instant::now() > deadline {
+            bail!("latency run through {addr} took over 60 s");
+        }
+        let t0 = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+        if i >= LATENCY_WARMUP {
+            samples.push(t0.elapsed());
+        }
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+/// Opens IDLE_CONNS connections through `addr`, each proven established end to end by one
+/// echo, and returns them (still open).
+async fn open_idle(addr: SocketAddr) -> Result<Vec<TcpStream>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut conns = Vec::with_capacity(IDLE_CONNS);
+    while conns.len() < IDLE_CONNS {
+        if Instant::now() > deadline {
+            bail!("only {} idle connections after 120 s", conns.len());
+        }
+        let batch = (IDLE_CONNS - conns.len()).min(200);
+        let mut tasks = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            tasks.push(tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await?;
+                s.write_all(b"x").await?;
+                let mut b = [0u8; 1];
+                tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
+                    .await
+                    .map_err(|_| std::io::Error::other("echo timeout"))??;
+                Ok::<_, std::io::Error>(s)
+            }));
+        }
+        for t in tasks {
+            match t.await.context("idle task")? {
+                Ok(s) => conns.push(s),
+                Err(e) => bail!("opening idle connection {}: {e}", conns.len() + 1),
+            }
+        }
+    }
+    Ok(conns)
+}
+
+/// RSS growth per idle connection, in KiB, for the process `pid` proxying `addr`.
+fn memory_per_conn(
+    rt: &tokio::runtime::Runtime,
+    pid: u32,
+    addr: SocketAddr,
+) -> Result<(f64, u64, u64)> {
+    // Warm up: a few connections, so one-time allocations are not counted.
+    rt.block_on(async {
+        for _ in 0..20 {
+            echo_once(addr).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(pid)?;
+    let conns = rt.block_on(open_idle(addr))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(pid)?;
+    drop(conns);
+    #[expect(clippy::cast_precision_loss, reason = "KiB figures")]
+    let per = (after.saturating_sub(before)) as f64 / IDLE_CONNS as f64;
+    Ok((per, before, after))
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+struct Row {
+    what: String,
+    direct: Option<f64>,
+    lbd: Option<f64>,
+    haproxy: Option<f64>,
+    goal: Goal,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| {:<34} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
+        "measure", "direct", "lbd", "haproxy", "lbd/haproxy", "target", "met"
+    );
+    println!(
+        "|{:-<36}|{:->12}|{:->12}|{:->12}|{:->13}|{:->10}|{:-<8}|",
+        "", "", "", "", "", "", ""
+    );
+    for r in rows {
+        let ratio = match (r.lbd, r.haproxy) {
+            (Some(l), Some(h)) if h > 0.0 => Some(l / h),
+            _ => None,
+        };
+        let (goal, met) = match (r.goal, ratio) {
+            (Goal::AtLeast(g), Some(x)) => {
+                (format!(">= {g:.2}"), if x >= g { "yes" } else { "NO" })
+            }
+            (Goal::AtMost(g), Some(x)) => (format!("<= {g:.2}"), if x <= g { "yes" } else { "NO" }),
+            (Goal::AtLeast(g), None) => (format!(">= {g:.2}"), "n/a"),
+            (Goal::AtMost(g), None) => (format!("<= {g:.2}"), "n/a"),
+        };
+        println!(
+            "| {:<34} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
+            r.what,
+            cell(r.direct),
+            cell(r.lbd),
+            cell(r.haproxy),
+            ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+            goal,
+            met
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn run() -> Result<()> {
+    require_tool("/usr/sbin/haproxy")?;
+    require_tool("/usr/bin/iperf3")?;
+    let nofile = raise_nofile(65_536)?;
+    if nofile < 2 * IDLE_CONNS as u64 + 1_000 {
+        bail!(
+            "RLIMIT_NOFILE is {nofile}; the idle-connection test needs {}",
+            2 * IDLE_CONNS + 1_000
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("client runtime")?;
+    let dir = tempfile::Builder::new()
+        .prefix("lbd-bench-")
+        .tempdir()
+        .context("temp dir")?;
+    let d = dir.path();
+
+    let ports = Ports {
+        iperf_backend: free_port()?,
+        echo_backends: [free_port()?, free_port()?],
+    };
+    let mut iperf_cmd = Command::new("/usr/bin/iperf3");
+    iperf_cmd.args([
+        "-s",
+        "-B",
+        "127.0.0.1",
+        "-p",
+        &ports.iperf_backend.to_string(),
+    ]);
+    let _iperf_server = ChildGuard::spawn("iperf3 -s", iperf_cmd, &d.join("iperf3.log"))?;
+    let mut echo_cmd = Command::new(std::env::current_exe().context("current_exe")?);
+    echo_cmd.env("LBD_BENCH_ROLE", "echo").env(
+        "LBD_BENCH_PORTS",
+        format!("{},{}", ports.echo_backends[0], ports.echo_backends[1]),
+    );
+    let _echo = ChildGuard::spawn("echo backend", echo_cmd, &d.join("echo.log"))?;
+    wait_listening(loopback(ports.iperf_backend), Duration::from_secs(10))?;
+    for p in ports.echo_backends {
+        wait_listening(loopback(p), Duration::from_secs(10))?;
+    }
+
+    let lbd_bin = lbd_binary();
+    let mut lbd_missing: Option<String> = None;
+    let mut targets = vec![Target {
+        name: "direct",
+        iperf: loopback(ports.iperf_backend),
+        echo: loopback(ports.echo_backends[0]),
+        process: None,
+    }];
+    match lbd_bin
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|bin| start_lbd(bin, d, ports, &rt, "main"))
+    {
+        Ok(t) => targets.push(t),
+        Err(e) => {
+            eprintln!("\n*** lbd is not available, measuring haproxy and direct only: {e:#}\n");
+            lbd_missing = Some(format!("{e:#}"));
+        }
+    }
+    targets.push(start_haproxy(d, ports, &rt, "main")?);
+    for t in &targets {
+        if let Some(p) = &t.process {
+            eprintln!(
+                "{}: pid {}, {} threads",
+                t.name,
+                p.pid(),
+                threads(p.pid()).unwrap_or(0)
+            );
+        }
+    }
+
+    let mut rows = Vec::new();
+    let by_name = |rows_vals: &[(&'static str, f64)], name: &str| {
+        rows_vals.iter().find(|(n, _)| *n == name).map(|x| x.1)
+    };
+
+    for streams in [1u32, 8] {
+        let mut vals = Vec::new();
+        for t in &targets {
+            eprintln!("throughput, {streams} stream(s), {} ...", t.name);
+            let gbps = iperf(t.iperf, streams)?;
+            eprintln!("  {gbps:.2} Gbit/s");
+            vals.push((t.name, gbps));
+        }
+        rows.push(Row {
+            what: format!("throughput, {streams} stream(s) (Gbit/s)"),
+            direct: by_name(&vals, "direct"),
+            lbd: by_name(&vals, "lbd"),
+            haproxy: by_name(&vals, "haproxy"),
+            goal: Goal::AtLeast(1.1),
+        });
+    }
+
+    let mut rates: Vec<(&'static str, Vec<f64>)> =
+        targets.iter().map(|t| (t.name, Vec::new())).collect();
+    let mut p50s: Vec<(&'static str, Vec<f64>)> = rates.clone();
+    let mut p99s: Vec<(&'static str, Vec<f64>)> = rates.clone();
+    for round in 1..=ROUNDS {
+        // Alternate the order so neither proxy always runs on a warmer machine.
+        let order: Vec<usize> = if round % 2 == 1 {
+            (0..targets.len()).collect()
+        } else {
+            (0..targets.len()).rev().collect()
+        };
+        for &i in &order {
+            let t = &targets[i];
+            eprintln!("connection rate, round {round}, {} ...", t.name);
+            let r = rt.block_on(conn_rate(t.echo))?;
+            eprintln!("  {r:.0} conn/s");
+            rates[i].1.push(r);
+            // Let TIME_WAIT sockets of the last run settle a little.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        for &i in &order {
+            let t = &targets[i];
+            eprintln!("keep-alive latency, round {round}, {} ...", t.name);
+            let s = rt.block_on(latency(t.echo))?;
+            let (p50, p99) = (percentile(&s, 50.0), percentile(&s, 99.0));
+            eprintln!("  p50 {p50:?} p99 {p99:?}");
+            p50s[i].1.push(p50.as_secs_f64() * 1e6);
+            p99s[i].1.push(p99.as_secs_f64() * 1e6);
+        }
+    }
+    let pick = |v: &[(&'static str, Vec<f64>)], name: &str| {
+        v.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, x)| median(x.clone()))
+    };
+    rows.push(Row {
+        what: format!("short connections (conn/s, {CONN_CONCURRENCY} clients)"),
+        direct: pick(&rates, "direct"),
+        lbd: pick(&rates, "lbd"),
+        haproxy: pick(&rates, "haproxy"),
+        goal: Goal::AtLeast(1.0),
+    });
+    rows.push(Row {
+        what: "keep-alive latency p50 (us)".to_owned(),
+        direct: pick(&p50s, "direct"),
+        lbd: pick(&p50s, "lbd"),
+        haproxy: pick(&p50s, "haproxy"),
+        goal: Goal::AtMost(1.0),
+    });
+    rows.push(Row {
+        what: "keep-alive latency p99 (us)".to_owned(),
+        direct: pick(&p99s, "direct"),
+        lbd: pick(&p99s, "lbd"),
+        haproxy: pick(&p99s, "haproxy"),
+        goal: Goal::AtMost(1.0),
+    });
+
+    // Memory: fresh processes, so memory freed by the earlier phases is not reused.
+    let had_lbd = targets.iter().any(|t| t.name == "lbd");
+    drop(targets);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut mem = Vec::new();
+    let mut mem_detail = Vec::new();
+    let mut fresh = Vec::new();
+    if had_lbd {
+        if let Ok(bin) = &lbd_bin {
+            fresh.push(start_lbd(bin, d, ports, &rt, "mem")?);
+        }
+    }
+    fresh.push(start_haproxy(d, ports, &rt, "mem")?);
+    for t in &fresh {
+        let Some(p) = &t.process else { continue };
+        eprintln!("memory, {IDLE_CONNS} idle connections, {} ...", t.name);
+        let (per, before, after) = memory_per_conn(&rt, p.pid(), t.echo)?;
+        eprintln!("  {per:.2} KiB/conn (RSS {before} -> {after} KiB)");
+        mem.push((t.name, per));
+        mem_detail.push(format!("{}: RSS {before} KiB -> {after} KiB", t.name));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    rows.push(Row {
+        what: format!("memory per idle conn (KiB, {IDLE_CONNS})"),
+        direct: None,
+        lbd: by_name(&mem, "lbd"),
+        haproxy: by_name(&mem, "haproxy"),
+        goal: Goal::AtMost(0.5),
+    });
+    drop(fresh);
+
+    println!(
+        "\nlbd vs HAProxy, loopback, {} CPUs ({}), haproxy nbthread {}",
+        nproc(),
+        cpu_model(),
+        nproc()
+    );
+    if let Some(why) = &lbd_missing {
+        println!("lbd NOT measured: {why}");
+    }
+    print_table(&rows);
+    println!("\nmemory detail: {}", mem_detail.join("; "));
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
