@@ -9,6 +9,9 @@
 //! - `golden_files_match`: every target, every node, both clusters.
 //! - `replanning_from_the_rendered_files_changes_nothing`: idempotence of plan().
 //! - `nothing_of_the_reference_lab_leaks_into_the_second_cluster`.
+//! - `dry_run_touches_nothing`: `run(--dry-run --render DIR)` leaves DIR empty.
+//! - `render_writes_files_with_their_modes`: token generated once (0600), reused, required.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod install_support;
 
@@ -191,4 +194,66 @@ fn nothing_of_the_reference_lab_leaks_into_the_second_cluster() {
             }
         }
     }
+}
+
+#[test]
+fn dry_run_touches_nothing() {
+    for (_, cluster) in clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        for target in [Target::K3s, Target::Dns, Target::Ingress, Target::DemoApp] {
+            let opts = InstallOpts {
+                dry_run: true,
+                render_dir: Some(dir.path().to_path_buf()),
+                node: Some(cluster.nodes[1].name.clone()),
+            };
+            lbctl::install::run(&cluster, target, &opts).unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{}: dry run wrote {left:?}", cluster.name);
+    }
+}
+
+#[test]
+fn render_writes_files_with_their_modes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_, cluster) = &clusters()[0];
+    let dir = tempfile::tempdir().unwrap();
+    // The first server generates the token when none exists.
+    let opts = InstallOpts {
+        render_dir: Some(dir.path().to_path_buf()),
+        node: Some(cluster.nodes[0].name.clone()),
+        ..InstallOpts::default()
+    };
+    lbctl::install::run(cluster, Target::K3s, &opts).unwrap();
+    let token_path = dir.path().join("etc/k3s-ha/k3s-token");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert_eq!(token.trim().len(), 64, "{token:?}");
+    assert!(token.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let config = dir.path().join("etc/rancher/k3s/config.yaml");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    // Re-run: the token is reused, and a joining server finds it.
+    lbctl::install::run(cluster, Target::K3s, &opts).unwrap();
+    assert_eq!(std::fs::read_to_string(&token_path).unwrap(), token);
+    let join = InstallOpts {
+        node: Some(cluster.nodes[2].name.clone()),
+        ..opts.clone()
+    };
+    lbctl::install::run(cluster, Target::K3s, &join).unwrap();
+    assert_eq!(std::fs::read_to_string(&token_path).unwrap(), token);
+    // Without a token a joining node is refused with the way out.
+    let empty = tempfile::tempdir().unwrap();
+    let join = InstallOpts {
+        render_dir: Some(empty.path().to_path_buf()),
+        ..join
+    };
+    let err = lbctl::install::run(cluster, Target::K3s, &join).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("copy it to this node"),
+        "{err:#}"
+    );
 }

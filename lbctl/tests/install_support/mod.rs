@@ -1,5 +1,5 @@
 //! Shared helpers of the installer tests (`install_*.rs`).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
