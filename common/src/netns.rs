@@ -488,6 +488,16 @@ impl NsChild {
         child.wait().ok()
     }
 
+    /// Take the child's piped stdout (when the `Command` had `Stdio::piped()`).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    /// Take the child's piped stderr.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.as_mut().and_then(|c| c.stderr.take())
+    }
+
     /// Hand the `Child` over (it will no longer be killed on drop).
     pub fn into_inner(mut self) -> Option<Child> {
         self.child.take()

@@ -1,1 +1,58 @@
-//! I/O shell (in progress).
+//! The I/O shell's system interface: everything vrrpd does to the network besides thinking.
+//!
+//! - [`iface`]: find the VRRP interface (by name, or the one holding the node's address),
+//!   its index, MAC, IPv4 addresses and IPv6 link-local address (`getifaddrs`).
+//! - [`socket`]: raw IP protocol 112 sockets, IPv4 (header included on receive, for the TTL)
+//!   and IPv6 (hop limit and destination from `IPV6_RECVHOPLIMIT` / `IPV6_RECVPKTINFO`),
+//!   multicast group joined, TTL / hop limit 255, loopback off, bound to the device; sends
+//!   pick the source address with `IP_PKTINFO` / `IPV6_PKTINFO`.
+//! - [`netlink`]: add / remove the VIPs (idempotent, IPv6 with `nodad`) and watch link state
+//!   (rtnetlink, `RTNLGRP_LINK`).
+//! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements, built here and
+//!   sent on an `AF_PACKET` socket from the interface's MAC.
+//!
+//! Nothing in here decides anything: the core ([`crate::core`]) does.
+
+pub mod announce;
+pub mod iface;
+pub mod netlink;
+pub mod socket;
+
+pub use announce::Announcer;
+pub use iface::Interface;
+pub use netlink::{LinkEvents, Netlink};
+pub use socket::{RxMeta, VrrpSocket};
+
+use std::net::IpAddr;
+
+/// A system-level failure of the shell, one variant per thing an operator would fix
+/// differently.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A syscall failed (`what` names it and its arguments).
+    // The cause is part of the message and deliberately not a `#[source]`, so that
+    // `{:#}` chains do not print it twice.
+    #[error("{what}: {err}")]
+    Sys { what: String, err: std::io::Error },
+    #[error("netlink {what}: {err}")]
+    Netlink { what: String, err: rtnetlink::Error },
+    #[error("no interface holds the address {0}")]
+    NoInterfaceFor(IpAddr),
+    #[error("no interface named {0:?}")]
+    NoSuchInterface(String),
+    #[error("interface {0} has no IPv6 link-local address")]
+    NoLinkLocal(String),
+    #[error("interface {0} has no IPv4 address")]
+    NoIpv4(String),
+    #[error("interface {0} has no Ethernet (AF_PACKET) address")]
+    NoLinkAddress(String),
+}
+
+impl IoError {
+    pub(crate) fn sys(what: impl Into<String>, source: impl Into<std::io::Error>) -> IoError {
+        IoError::Sys {
+            what: what.into(),
+            err: source.into(),
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Daemon wiring (in progress).

@@ -1,0 +1,221 @@
+//! From the cluster model to the core's per-family [`crate::core::Config`]s.
+//!
+//! Pure: the interface facts it needs (the IPv6 link-local address) are passed in.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use common::config::{Cluster, Node, Role};
+
+use crate::core::Config;
+
+/// One VRRP instance to run: the core's config plus the VIP prefix length for netlink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePlan {
+    pub cfg: Config,
+    pub prefix: u8,
+}
+
+impl InstancePlan {
+    pub fn family(&self) -> &'static str {
+        if self.cfg.primary.is_ipv6() {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("node {0} is not a server: only servers run vrrpd")]
+    NotAServer(String),
+    #[error("node {0} has no VRRP priority")]
+    NoPriority(String),
+    #[error("node {node} has no IPv4 address, but the cluster has an IPv4 VIP")]
+    NoIpv4 { node: String },
+    #[error(
+        "the cluster has an IPv6 VIP but interface {interface} has no IPv6 link-local address"
+    )]
+    NoLinkLocal { interface: String },
+    #[error("the cluster has no VIP")]
+    NoVip,
+}
+
+/// The instances this node runs: one for the IPv4 VIP and one for the IPv6 VIP, whichever
+/// the cluster has. `link_local` is the interface's IPv6 link-local address (the source of
+/// IPv6 adverts).
+pub fn plan(
+    cluster: &Cluster,
+    node: &Node,
+    interface: &str,
+    link_local: Option<Ipv6Addr>,
+) -> Result<Vec<InstancePlan>, MapError> {
+    if node.role != Role::Server {
+        return Err(MapError::NotAServer(node.name.clone()));
+    }
+    let priority = node
+        .priority
+        .ok_or_else(|| MapError::NoPriority(node.name.clone()))?;
+    let v = &cluster.vrrp;
+    let password = v.password.as_ref().map(|p| {
+        let mut b = [0u8; 8];
+        for (dst, src) in b.iter_mut().zip(p.bytes()) {
+            *dst = src;
+        }
+        b
+    });
+    let others = || cluster.servers().filter(|n| n.name != node.name);
+    let base = |primary: IpAddr, vips: Vec<IpAddr>| Config {
+        vrid: v.vrid,
+        version: v.version,
+        priority,
+        adver_interval: v.interval,
+        preempt: v.preempt,
+        preempt_delay: v.preempt_delay,
+        accept_mode: v.accept_mode,
+        primary,
+        vips,
+        checksum: v.checksum,
+        password: if v.version == 2 { password } else { None },
+        allowed_sources: None,
+        unicast_peers: Vec::new(),
+        garp_repeat: v.garp_repeat,
+        garp_interval: v.garp_interval,
+        garp_refresh: v.garp_refresh,
+        handover_timeout: v.handover_timeout,
+    };
+    let mut out = Vec::new();
+    if let Some(vip4) = cluster.vip.v4 {
+        if !node.address.is_ipv4() {
+            return Err(MapError::NoIpv4 {
+                node: node.name.clone(),
+            });
+        }
+        let mut cfg = base(node.address, vec![IpAddr::V4(vip4.addr)]);
+        if v.only_cluster_nodes {
+            cfg.allowed_sources = Some(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.address)
+                    .filter(IpAddr::is_ipv4)
+                    .collect(),
+            );
+        }
+        if v.unicast {
+            cfg.unicast_peers = others()
+                .map(|n| n.address)
+                .filter(IpAddr::is_ipv4)
+                .collect();
+        }
+        out.push(InstancePlan {
+            cfg,
+            prefix: vip4.prefix,
+        });
+    }
+    if let Some(vip6) = cluster.vip.v6 {
+        let ll = link_local.ok_or_else(|| MapError::NoLinkLocal {
+            interface: interface.to_owned(),
+        })?;
+        // IPv6 adverts come from link-local addresses, which cluster.toml does not list, so
+        // there is no source allow-list for IPv6 (the hop limit 255 check still proves the
+        // sender is on the link).
+        let mut cfg = base(IpAddr::V6(ll), vec![IpAddr::V6(vip6.addr)]);
+        if v.unicast {
+            cfg.unicast_peers = others()
+                .filter_map(|n| {
+                    n.address6
+                        .map(IpAddr::V6)
+                        .or(Some(n.address).filter(IpAddr::is_ipv6))
+                })
+                .collect();
+        }
+        out.push(InstancePlan {
+            cfg,
+            prefix: vip6.prefix,
+        });
+    }
+    if out.is_empty() {
+        return Err(MapError::NoVip);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[cluster]
+name = "t"
+domain = "t.local"
+
+[vip]
+address = "10.9.0.100/24"
+address6 = "fd09::100/64"
+
+[vrrp]
+unicast = true
+interval = "100ms"
+
+[[nodes]]
+name = "s1"
+address = "10.9.0.11"
+address6 = "fd09::11"
+role = "server"
+priority = 150
+
+[[nodes]]
+name = "s2"
+address = "10.9.0.12"
+address6 = "fd09::12"
+role = "server"
+priority = 100
+
+[[nodes]]
+name = "a1"
+address = "10.9.0.21"
+role = "agent"
+"#;
+
+    #[test]
+    fn maps_both_families_with_unicast_peers_and_sources() {
+        let c = common::config::parse(TEXT, None).unwrap();
+        let s1 = c.node("s1").unwrap();
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let p = plan(&c, s1, "eth0", Some(ll)).unwrap();
+        assert_eq!(p.len(), 2);
+        let v4 = &p[0].cfg;
+        assert_eq!(p[0].prefix, 24);
+        assert_eq!(v4.priority, 150);
+        assert_eq!(v4.primary, "10.9.0.11".parse::<IpAddr>().unwrap());
+        assert_eq!(v4.vips, vec!["10.9.0.100".parse::<IpAddr>().unwrap()]);
+        assert_eq!(v4.adver_interval, std::time::Duration::from_millis(100));
+        assert_eq!(
+            v4.unicast_peers,
+            vec!["10.9.0.12".parse::<IpAddr>().unwrap()]
+        );
+        let allowed = v4.allowed_sources.clone().unwrap();
+        assert_eq!(allowed.len(), 3);
+        let v6 = &p[1].cfg;
+        assert_eq!(p[1].family(), "ipv6");
+        assert_eq!(v6.primary, IpAddr::V6(ll));
+        assert_eq!(
+            v6.unicast_peers,
+            vec!["fd09::12".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(v6.allowed_sources, None);
+        // No link-local: refused with the interface named.
+        assert_eq!(
+            plan(&c, s1, "eth0", None),
+            Err(MapError::NoLinkLocal {
+                interface: "eth0".into()
+            })
+        );
+        // Agents do not run vrrpd.
+        assert!(matches!(
+            plan(&c, c.node("a1").unwrap(), "eth0", Some(ll)),
+            Err(MapError::NotAServer(_))
+        ));
+    }
+}

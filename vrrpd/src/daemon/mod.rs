@@ -1,0 +1,696 @@
+//! The daemon: wires the cluster file, the core, the I/O shell, trackers, the control
+//! socket and signals together. Everything runs on one current-thread tokio runtime.
+//!
+//! ```text
+//!  raw socket v4 ──┐                                   ┌─> VrrpSocket::send (adverts)
+//!  raw socket v6 ──┤                                   ├─> Netlink add/del VIPs
+//!  deadline timer ─┤                                   ├─> Announcer (GARP / NA)
+//!  link events ────┤   select! loop ── core::Instance ─┼─> notify command, log line
+//!  tracker tasks ──┤   (one per family)                └─> HandoverDone -> exit
+//!   (lbd, scripts) │      ^
+//!  ctl::serve task ┤      │ status / maintenance / reload (mpsc + oneshot answer)
+//!  SIGHUP, shutdown┘
+//! ```
+//!
+//! The loop owns all mutable state; other tasks talk to it through channels. After every
+//! call into a core instance its actions are drained and executed in order.
+
+pub mod map;
+pub mod track;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use common::config::{Cluster, Node, TrackEffect};
+use common::ctl::{Request, Response};
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::core::{Action, Instance, Received, State};
+use crate::io::socket::Rx;
+use crate::io::{Announcer, Interface, LinkEvents, Netlink, VrrpSocket};
+use map::InstancePlan;
+use track::{TrackUpdate, Tracking};
+
+/// How long a notify command may run before it is killed.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Link state is re-read this often even without a netlink notification.
+const LINK_POLL: Duration = Duration::from_secs(1);
+
+/// Where the daemon runs: flags that are not part of the cluster file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--node NAME`; `None`: work it out ([`common::config::identify`]).
+    pub node: Option<String>,
+    /// Holds `vrrpd.sock`; read `lbd.sock` from the same directory.
+    pub run_dir: PathBuf,
+}
+
+/// One VRRP instance (one address family) and its socket.
+struct Inst {
+    plan: InstancePlan,
+    core: Instance,
+    /// VIPs this process added and has not removed yet.
+    held: Vec<IpAddr>,
+    /// `HandoverDone` seen.
+    done: bool,
+    /// IPv4 packets whose IP header did not parse (never reach the core).
+    bad_ip_header: u64,
+}
+
+type CtlMsg = (Request, oneshot::Sender<Response>);
+
+struct Daemon {
+    cluster: Cluster,
+    node: Node,
+    opts: Options,
+    iface: Interface,
+    nl: Netlink,
+    announcer: Announcer,
+    insts: Vec<Inst>,
+    socks: Vec<VrrpSocket>,
+    tracking: Tracking,
+    trackers: Vec<JoinHandle<()>>,
+    track_tx: mpsc::Sender<TrackUpdate>,
+    shutdown_started: Option<Instant>,
+    reloads: u64,
+    last_reload_error: Option<String>,
+}
+
+/// Run vrrpd until `shutdown` completes and the handover is done. `cluster.source` is the
+/// file re-read on SIGHUP / `reload`. Must run inside a tokio runtime (current-thread is
+/// what `main` uses).
+pub async fn run(
+    cluster: Cluster,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (node, source) = common::config::identify(&cluster, opts.node.as_deref())
+        .context("identifying this node")?;
+    let node = node.clone();
+    let iface = find_interface(&cluster, &node)?;
+    let span = tracing::info_span!("vrrp", node = %node.name, interface = %iface.name, vrid = cluster.vrrp.vrid);
+    info!(parent: &span, node = %node.name, found_by = source.as_str(), interface = %iface.name, ifindex = iface.index, "starting");
+    run_inner(cluster, node, iface, opts, shutdown)
+        .instrument(span)
+        .await
+}
+
+fn find_interface(cluster: &Cluster, node: &Node) -> anyhow::Result<Interface> {
+    match &cluster.vip.interface {
+        Some(name) => Interface::by_name(name).with_context(|| format!("VIP interface {name}")),
+        None => Interface::holding(node.address)
+            .with_context(|| format!("finding the interface holding {}", node.address)),
+    }
+}
+
+async fn run_inner(
+    cluster: Cluster,
+    node: Node,
+    iface: Interface,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
+        .context("building the VRRP configuration")?;
+    let nl = Netlink::new().context("opening netlink")?;
+    let announcer = Announcer::new(&iface.name).context("opening the announce socket")?;
+    let mut socks = Vec::new();
+    for p in &plans {
+        let s = if p.cfg.primary.is_ipv6() {
+            VrrpSocket::open_v6(&iface)
+        } else {
+            VrrpSocket::open_v4(&iface)
+        };
+        socks.push(s.context("opening the VRRP socket")?);
+    }
+    let mut link_events = match LinkEvents::subscribe(iface.index) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "no link notifications; polling link state every second");
+            None
+        }
+    };
+
+    // After kill -9 the VIP may still be on the interface: we do not own it yet.
+    for p in &plans {
+        for vip in &p.cfg.vips {
+            if *vip == node.address || Some(*vip) == node.address6.map(IpAddr::V6) {
+                continue; // address owner: the VIP is this node's own address
+            }
+            match nl.del_addr(iface.index, *vip).await {
+                Ok(true) => {
+                    warn!(vip = %vip, "removed a VIP left on the interface by an earlier run")
+                }
+                Ok(false) => {}
+                Err(e) => warn!(vip = %vip, error = %e, "could not remove a stale VIP"),
+            }
+        }
+    }
+
+    let now = Instant::now();
+    let insts = plans
+        .into_iter()
+        .map(|plan| Inst {
+            core: Instance::new(plan.cfg.clone(), now),
+            plan,
+            held: Vec::new(),
+            done: false,
+            bad_ip_header: 0,
+        })
+        .collect();
+    let (track_tx, mut track_rx) = mpsc::channel::<TrackUpdate>(64);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<CtlMsg>(16);
+    let mut d = Daemon {
+        cluster,
+        node,
+        opts,
+        iface,
+        nl,
+        announcer,
+        insts,
+        socks,
+        tracking: Tracking::default(),
+        trackers: Vec::new(),
+        track_tx,
+        shutdown_started: None,
+        reloads: 0,
+        last_reload_error: None,
+    };
+    d.spawn_trackers();
+
+    // Control socket.
+    let sock_path = common::ctl::socket_path(&d.opts.run_dir, "vrrpd");
+    let (ctl_stop_tx, ctl_stop_rx) = oneshot::channel::<()>();
+    let ctl_task = {
+        let path = sock_path.clone();
+        let handler = move |req: Request| {
+            let tx = ctl_tx.clone();
+            async move {
+                let (atx, arx) = oneshot::channel();
+                if tx.send((req, atx)).await.is_err() {
+                    return Response::err("vrrpd is stopping");
+                }
+                arx.await
+                    .unwrap_or_else(|_| Response::err("vrrpd is stopping"))
+            }
+        };
+        // Bind now so a failure is a startup error, not a silent background one.
+        std::fs::create_dir_all(&d.opts.run_dir)
+            .with_context(|| format!("creating run dir {}", d.opts.run_dir.display()))?;
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = ctl_stop_rx.await;
+            };
+            if let Err(e) = common::ctl::serve(&path, handler, stop).await {
+                error!(error = %e, path = %path.display(), "control socket failed");
+            }
+        })
+    };
+
+    // Initial link state, then start.
+    let now = Instant::now();
+    let up = d.nl.link_up(d.iface.index).await.unwrap_or(d.iface.up);
+    d.set_link(now, up).await;
+    for i in 0..d.insts.len() {
+        d.insts[i].core.start(now);
+        d.drain(i).await;
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut wd_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
+        .then(|| Duration::from_micros(wd_usec / 2));
+    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut link_poll = tokio::time::interval(LINK_POLL);
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+
+    tokio::pin!(shutdown);
+    let mut shutdown_seen = false;
+    let mut buf0 = vec![0u8; 65536];
+    let mut buf1 = vec![0u8; 65536];
+    loop {
+        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done) {
+            info!("handover done, exiting");
+            break;
+        }
+        let deadline = d.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (s0, s1) = (d.socks.first(), d.socks.get(1));
+        let rx0 = async {
+            match s0 {
+                Some(s) => s.recv(&mut buf0).await,
+                None => std::future::pending().await,
+            }
+        };
+        let rx1 = async {
+            match s1 {
+                Some(s) => s.recv(&mut buf1).await,
+                None => std::future::pending().await,
+            }
+        };
+        let link_ev = async {
+            match link_events.as_mut() {
+                Some(l) => l.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {
+                let now = Instant::now();
+                for i in 0..d.insts.len() {
+                    d.insts[i].core.handle_timeout(now);
+                    d.drain(i).await;
+                }
+            }
+            r = rx0 => d.on_rx(0, r).await,
+            r = rx1 => d.on_rx(1, r).await,
+            ev = link_ev => match ev {
+                Some(up) => d.set_link(Instant::now(), up).await,
+                None => {
+                    warn!("link notifications ended; polling link state every second");
+                    link_events = None;
+                }
+            },
+            _ = link_poll.tick() => {
+                match d.nl.link_up(d.iface.index).await {
+                    Ok(up) => d.set_link(Instant::now(), up).await,
+                    Err(e) => debug!(error = %e, "link poll failed"),
+                }
+            }
+            Some(u) = track_rx.recv() => d.on_track(u).await,
+            Some((req, answer)) = ctl_rx.recv() => {
+                let resp = d.on_ctl(req).await;
+                let _ = answer.send(resp);
+            }
+            _ = hup.recv() => {
+                if let Err(e) = d.reload().await {
+                    error!(error = %e, "reload refused; the old configuration keeps running");
+                }
+            }
+            () = &mut shutdown, if !shutdown_seen => {
+                shutdown_seen = true;
+                d.begin_shutdown().await;
+            }
+            _ = wd_tick.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+        if let Some(t0) = d.shutdown_started {
+            let bound = d.cluster.vrrp.handover_timeout + Duration::from_secs(2);
+            if t0.elapsed() > bound {
+                warn!(
+                    waited_ms = t0.elapsed().as_millis() as u64,
+                    "handover did not finish in time; exiting anyway"
+                );
+                break;
+            }
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // Whatever happened, leave no VIP behind.
+    for i in 0..d.insts.len() {
+        d.remove_vips(i).await;
+    }
+    for t in d.trackers.drain(..) {
+        t.abort();
+    }
+    let _ = ctl_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
+    Ok(())
+}
+
+impl Daemon {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.insts
+            .iter()
+            .filter_map(|i| i.core.poll_timeout())
+            .min()
+    }
+
+    async fn on_rx(&mut self, i: usize, r: Result<Rx<'_>, crate::io::IoError>) {
+        match r {
+            Ok(Rx::Packet(meta, payload)) => {
+                let now = Instant::now();
+                if let Some(inst) = self.insts.get_mut(i) {
+                    inst.core.handle_packet(
+                        now,
+                        Received {
+                            src: meta.src,
+                            dst: meta.dst,
+                            ttl: meta.ttl,
+                            payload,
+                        },
+                    );
+                }
+                self.drain(i).await;
+            }
+            Ok(Rx::BadIpHeader(reason)) => {
+                if let Some(inst) = self.insts.get_mut(i) {
+                    inst.bad_ip_header += 1;
+                }
+                debug!(reason, "dropped a packet with a bad IPv4 header");
+            }
+            Err(e) => {
+                warn!(error = %e, "receive failed");
+                // Do not spin on a persistent error.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Execute every pending action of instance `i`, in order.
+    async fn drain(&mut self, i: usize) {
+        while let Some(action) = self.insts.get_mut(i).and_then(|x| x.core.poll_action()) {
+            self.execute(i, action).await;
+        }
+    }
+
+    async fn execute(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Send { dst, payload } => {
+                let src = self.insts[i].plan.cfg.primary;
+                if let Some(sock) = self.socks.get(i) {
+                    if let Err(e) = sock.send(src, dst, &payload).await {
+                        // Link down or no route: the core's timers carry on regardless.
+                        debug!(error = %e, "advert not sent");
+                    }
+                }
+            }
+            Action::AddVips => {
+                let inst = &mut self.insts[i];
+                for vip in inst.plan.cfg.vips.clone() {
+                    match self
+                        .nl
+                        .add_addr(self.iface.index, vip, inst.plan.prefix)
+                        .await
+                    {
+                        Ok(_) => {
+                            if !inst.held.contains(&vip) {
+                                inst.held.push(vip);
+                            }
+                            info!(vip = %vip, prefix = inst.plan.prefix, "VIP added");
+                        }
+                        Err(e) => error!(vip = %vip, error = %e, "could not add the VIP"),
+                    }
+                }
+            }
+            Action::RemoveVips => self.remove_vips(i).await,
+            Action::Announce => {
+                for vip in self.insts[i].plan.cfg.vips.clone() {
+                    if let Err(e) = self.announcer.announce(vip) {
+                        debug!(vip = %vip, error = %e, "announcement not sent");
+                    }
+                }
+            }
+            Action::StateChanged { from, to, cause } => {
+                let inst = &self.insts[i];
+                let st = inst.core.status(Instant::now());
+                info!(
+                    event = "transition",
+                    family = inst.plan.family(),
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    cause = cause.as_str(),
+                    priority = st.effective_priority,
+                    master = ?st.master,
+                    "state change"
+                );
+                self.notify(to);
+            }
+            Action::HandoverDone => {
+                self.insts[i].done = true;
+                info!(family = self.insts[i].plan.family(), "handover done");
+            }
+        }
+    }
+
+    async fn remove_vips(&mut self, i: usize) {
+        let inst = &mut self.insts[i];
+        let mut vips = std::mem::take(&mut inst.held);
+        for v in &inst.plan.cfg.vips {
+            if !vips.contains(v) {
+                vips.push(*v);
+            }
+        }
+        for vip in vips {
+            if vip == self.node.address || Some(vip) == self.node.address6.map(IpAddr::V6) {
+                continue; // never remove the node's own address (priority-255 owner)
+            }
+            match self.nl.del_addr(self.iface.index, vip).await {
+                Ok(true) => info!(vip = %vip, "VIP removed"),
+                Ok(false) => {}
+                Err(e) => {
+                    error!(vip = %vip, error = %e, "could not remove the VIP");
+                    inst.held.push(vip);
+                }
+            }
+        }
+    }
+
+    fn notify(&self, state: State) {
+        let Some(cmd) = self.cluster.vrrp.notify.clone() else {
+            return;
+        };
+        let line = format!("{cmd} {}", state.as_str());
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(NOTIFY_TIMEOUT, c.wait()).await {
+                        Ok(Ok(st)) if st.success() => {}
+                        Ok(Ok(st)) => warn!(command = %line, status = %st, "notify command failed"),
+                        Ok(Err(e)) => {
+                            warn!(command = %line, error = %e, "notify command: wait failed")
+                        }
+                        Err(_) => warn!(command = %line, "notify command timed out; killed"),
+                    }
+                });
+            }
+            Err(e) => warn!(command = %line, error = %e, "could not run the notify command"),
+        }
+    }
+
+    async fn set_link(&mut self, now: Instant, up: bool) {
+        if !self.cluster.vrrp.track.link {
+            return;
+        }
+        if self.tracking.link_down() != up {
+            return;
+        }
+        info!(
+            link = if up { "up" } else { "down" },
+            "interface link changed"
+        );
+        self.tracking.set_link_down(!up);
+        self.apply_tracking(now).await;
+    }
+
+    async fn on_track(&mut self, u: TrackUpdate) {
+        info!(tracker = %u.name, ok = u.ok, detail = %u.detail, "tracker changed");
+        self.tracking.update(u);
+        self.apply_tracking(Instant::now()).await;
+    }
+
+    async fn apply_tracking(&mut self, now: Instant) {
+        let (fault, offset) = (self.tracking.fault(), self.tracking.offset());
+        for i in 0..self.insts.len() {
+            self.insts[i].core.set_fault(now, fault);
+            self.insts[i].core.set_priority_offset(now, offset);
+            self.drain(i).await;
+        }
+    }
+
+    fn spawn_trackers(&mut self) {
+        for t in self.trackers.drain(..) {
+            t.abort();
+        }
+        let track = &self.cluster.vrrp.track;
+        let mut names = Vec::new();
+        if track.lbd != TrackEffect::Off {
+            if let Some(svc) = self.cluster.tracked_service() {
+                names.push(track::LBD_TRACKER.to_owned());
+                self.trackers.push(track::spawn_lbd(
+                    self.opts.run_dir.clone(),
+                    svc.name.clone(),
+                    track.lbd_interval,
+                    track.lbd,
+                    self.track_tx.clone(),
+                ));
+            }
+        }
+        for s in &track.scripts {
+            if s.effect == TrackEffect::Off {
+                continue;
+            }
+            names.push(format!("script:{}", s.name));
+            self.trackers
+                .push(track::spawn_script(s.clone(), self.track_tx.clone()));
+        }
+        self.tracking.remove_all_but(&names);
+    }
+
+    async fn begin_shutdown(&mut self) {
+        if self.shutdown_started.is_some() {
+            return;
+        }
+        info!("stopping: handing over");
+        self.shutdown_started = Some(Instant::now());
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let now = Instant::now();
+        for i in 0..self.insts.len() {
+            self.insts[i].core.shutdown(now);
+            self.drain(i).await;
+        }
+    }
+
+    /// Re-read the cluster file; apply it only if it is valid and compatible.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let r = self.try_reload().await;
+        match &r {
+            Ok(()) => {
+                self.reloads += 1;
+                self.last_reload_error = None;
+                info!("configuration reloaded");
+            }
+            Err(e) => self.last_reload_error = Some(format!("{e:#}")),
+        }
+        r
+    }
+
+    async fn try_reload(&mut self) -> anyhow::Result<()> {
+        let path = self
+            .cluster
+            .source
+            .clone()
+            .ok_or_else(|| anyhow!("the configuration was not read from a file"))?;
+        let new = common::config::load(&path).map_err(|e| anyhow!("{e}"))?;
+        let node = common::config::identify(&new, self.opts.node.as_deref())
+            .context("identifying this node")?
+            .0
+            .clone();
+        let iface_name = match &new.vip.interface {
+            Some(n) => n.clone(),
+            None => {
+                Interface::holding(node.address)
+                    .context("finding the interface")?
+                    .name
+            }
+        };
+        if iface_name != self.iface.name {
+            bail!(
+                "the VIP interface would change from {} to {iface_name}: restart vrrpd for that",
+                self.iface.name
+            );
+        }
+        let fresh = self.iface.refresh().unwrap_or_else(|_| self.iface.clone());
+        let plans = map::plan(&new, &node, &iface_name, fresh.link_local())?;
+        let families = |ps: &mut dyn Iterator<Item = &InstancePlan>| {
+            ps.map(InstancePlan::family).collect::<Vec<_>>()
+        };
+        if families(&mut plans.iter()) != families(&mut self.insts.iter().map(|i| &i.plan)) {
+            bail!("the VIP address families changed: restart vrrpd for that");
+        }
+        let now = Instant::now();
+        self.cluster = new;
+        self.node = node;
+        for (i, plan) in plans.into_iter().enumerate() {
+            self.insts[i].core.reconfigure(now, plan.cfg.clone());
+            self.drain(i).await;
+            // Keep removing VIPs of the old plan that are still held (RemoveVips above).
+            self.insts[i].plan = plan;
+        }
+        self.spawn_trackers();
+        self.apply_tracking(now).await;
+        Ok(())
+    }
+
+    async fn on_ctl(&mut self, req: Request) -> Response {
+        match req.cmd.as_str() {
+            "status" => Response::ok(self.status_json()),
+            "maintenance" => {
+                let Some(on) = req.args.get("on").and_then(Value::as_bool) else {
+                    return Response::err("maintenance needs {\"on\": true|false}");
+                };
+                let now = Instant::now();
+                info!(on, "maintenance switched");
+                for i in 0..self.insts.len() {
+                    self.insts[i].core.set_maintenance(now, on);
+                    self.drain(i).await;
+                }
+                Response::ok(json!({ "maintenance": on }))
+            }
+            "reload" => match self.reload().await {
+                Ok(()) => Response::ok(json!({ "reloaded": true, "reloads": self.reloads })),
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "reload refused; the old configuration keeps running");
+                    Response::err(format!(
+                        "reload refused, the old configuration keeps running: {e:#}"
+                    ))
+                }
+            },
+            other => Response::err(format!(
+                "unknown command {other:?}; vrrpd knows status, maintenance, reload"
+            )),
+        }
+    }
+
+    fn status_json(&self) -> Value {
+        let now = Instant::now();
+        let instances: Vec<Value> = self
+            .insts
+            .iter()
+            .map(|i| {
+                let mut v = serde_json::to_value(i.core.status(now)).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("family".into(), json!(i.plan.family()));
+                    m.insert("primary".into(), json!(i.plan.cfg.primary));
+                    m.insert("vips_on_interface".into(), json!(i.held));
+                    m.insert(
+                        "shell_drops".into(),
+                        json!({ "ip-header": i.bad_ip_header }),
+                    );
+                }
+                v
+            })
+            .collect();
+        // The first instance's fields at the top level, for readers that know one family.
+        let mut top = instances.first().cloned().unwrap_or_else(|| json!({}));
+        if let Value::Object(m) = &mut top {
+            m.insert("node".into(), json!(self.node.name));
+            m.insert("interface".into(), json!(self.iface.name));
+            m.insert("vrid".into(), json!(self.cluster.vrrp.vrid));
+            m.insert("version".into(), json!(self.cluster.vrrp.version));
+            m.insert("instances".into(), Value::Array(instances));
+            m.insert("tracking".into(), self.tracking.to_json());
+            m.insert(
+                "config".into(),
+                json!(self
+                    .cluster
+                    .source
+                    .as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())),
+            );
+            m.insert("reloads".into(), json!(self.reloads));
+            m.insert("last_reload_error".into(), json!(self.last_reload_error));
+            m.insert("stopping".into(), json!(self.shutdown_started.is_some()));
+        }
+        top
+    }
+}

@@ -1,0 +1,171 @@
+//! rtnetlink: the VIPs on the interface, and the interface's link state.
+
+use std::net::IpAddr;
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
+use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, MulticastGroup};
+
+use super::IoError;
+
+/// A netlink route connection (its I/O task runs on the current tokio runtime).
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// The address an `AddressMessage` is about (IPv4: `IFA_LOCAL`, IPv6: `IFA_ADDRESS`).
+fn message_addr(m: &AddressMessage) -> Option<IpAddr> {
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+fn link_is_up(m: &LinkMessage) -> bool {
+    m.header.flags.contains(LinkFlags::Up) && m.header.flags.contains(LinkFlags::Running)
+}
+
+impl Netlink {
+    /// Open a connection; must be called inside a tokio runtime (it spawns the I/O task).
+    pub fn new() -> Result<Netlink, IoError> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| IoError::sys("netlink socket", e))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Addresses on interface `index`, with their prefix length.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, IoError> {
+        Ok(self
+            .address_messages(index)
+            .await?
+            .iter()
+            .filter_map(|m| message_addr(m).map(|a| (a, m.header.prefix_len)))
+            .collect())
+    }
+
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>, IoError> {
+        self.handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("list addresses of interface {index}"),
+                err: source,
+            })
+    }
+
+    /// Add `addr/prefix` to interface `index` unless it is there already (IPv6: `nodad`,
+    /// the VIP must answer at once). Returns whether it was added.
+    pub async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<bool, IoError> {
+        if self.addresses(index).await?.iter().any(|(a, _)| *a == addr) {
+            return Ok(false);
+        }
+        let mut req = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            let m = req.message_mut();
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            // Added by someone else in between: the goal is reached.
+            Err(_) if self.addresses(index).await?.iter().any(|(a, _)| *a == addr) => Ok(false),
+            Err(source) => Err(IoError::Netlink {
+                what: format!("add {addr}/{prefix} to interface {index}"),
+                err: source,
+            }),
+        }
+    }
+
+    /// Remove `addr` (any prefix) from interface `index` if present. Returns whether it
+    /// was removed.
+    pub async fn del_addr(&self, index: u32, addr: IpAddr) -> Result<bool, IoError> {
+        let msgs = self.address_messages(index).await?;
+        let mut removed = false;
+        for m in msgs.into_iter().filter(|m| message_addr(m) == Some(addr)) {
+            match self.handle.address().del(m).execute().await {
+                Ok(()) => removed = true,
+                Err(_) if !self.addresses(index).await?.iter().any(|(a, _)| *a == addr) => {}
+                Err(source) => {
+                    return Err(IoError::Netlink {
+                        what: format!("remove {addr} from interface {index}"),
+                        err: source,
+                    })
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Is interface `index` up with carrier right now?
+    pub async fn link_up(&self, index: u32) -> Result<bool, IoError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(m)) => Ok(link_is_up(&m)),
+            Ok(None) => Ok(false),
+            Err(source) => Err(IoError::Netlink {
+                what: format!("get link {index}"),
+                err: source,
+            }),
+        }
+    }
+}
+
+/// Link state changes of one interface, from the kernel's `RTNLGRP_LINK` notifications.
+#[derive(Debug)]
+pub struct LinkEvents {
+    index: u32,
+    rx: UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl LinkEvents {
+    /// Subscribe; must be called inside a tokio runtime.
+    pub fn subscribe(index: u32) -> Result<LinkEvents, IoError> {
+        let (conn, _handle, rx) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+            .map_err(|e| IoError::sys("netlink link-notification socket", e))?;
+        tokio::spawn(conn);
+        Ok(LinkEvents { index, rx })
+    }
+
+    /// The next up/down state reported for our interface (`None`: the connection ended).
+    /// Repeats are possible (every attribute change is reported); callers compare.
+    pub async fn next(&mut self) -> Option<bool> {
+        loop {
+            let (msg, _) = self.rx.next().await?;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))
+                    if m.header.index == self.index =>
+                {
+                    return Some(link_is_up(&m))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m))
+                    if m.header.index == self.index =>
+                {
+                    return Some(false)
+                }
+                _ => {}
+            }
+        }
+    }
+}

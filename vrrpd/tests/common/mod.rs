@@ -1,0 +1,440 @@
+//! Helpers for vrrpd's namespace tests: a three-server lab on a bridge plus a client, the
+//! real `vrrpd` binary in each server namespace, and a 20 ms ping prober on the client.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::netns::{Lab, NetNs, NsChild};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Timing-sensitive scenarios run one at a time (the machine has 2 cores).
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One server of the test cluster.
+pub struct Server {
+    pub name: String,
+    pub addr: IpAddr,
+    pub priority: u8,
+    pub run_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<NsChild>,
+    pub starts: u32,
+}
+
+/// Three servers (n1, n2, n3) and a client on one bridge, in subnet 10.`net`.0.0/24 and
+/// fd`net`::/64, with the VIP at .100 / ::100.
+pub struct TestCluster {
+    pub lab: Lab,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub servers: Vec<Server>,
+    pub vip4: IpAddr,
+    pub vip6: IpAddr,
+    pub interval: Duration,
+}
+
+pub struct Settings {
+    pub net: u8,
+    pub priorities: [u8; 3],
+    pub interval_ms: u64,
+    /// Extra lines for the [vrrp] table.
+    pub vrrp_extra: String,
+    pub ipv6_vip: bool,
+}
+
+impl Settings {
+    pub fn new(net: u8) -> Settings {
+        Settings {
+            net,
+            priorities: [200, 150, 100],
+            interval_ms: 100,
+            vrrp_extra: String::new(),
+            ipv6_vip: false,
+        }
+    }
+}
+
+pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
+    let n = s.net;
+    let mut t = format!(
+        "[cluster]\nname = \"t{n}\"\ndomain = \"t{n}.test\"\n\n[vip]\naddress = \"10.{n}.0.100/24\"\n"
+    );
+    if s.ipv6_vip {
+        t.push_str(&format!("address6 = \"fd{n}::100/64\"\n"));
+    }
+    t.push_str(&format!(
+        "\n[vrrp]\nvrid = {vrid}\ninterval = \"{}ms\"\n{}\n\n[vrrp.track]\nlbd = \"off\"\n",
+        s.interval_ms, s.vrrp_extra
+    ));
+    for (i, p) in s.priorities.iter().enumerate() {
+        let k = i + 1;
+        t.push_str(&format!(
+            "\n[[nodes]]\nname = \"n{k}\"\naddress = \"10.{n}.0.1{k}\"\naddress6 = \"fd{n}::1{k}\"\nrole = \"server\"\npriority = {p}\n"
+        ));
+    }
+    t
+}
+
+impl TestCluster {
+    pub fn new(tag: &str, s: Settings) -> TestCluster {
+        let n = s.net;
+        let mut b = Lab::builder(&format!("vt{tag}"));
+        let a: Vec<(String, String, String)> = (1..=3)
+            .map(|k| {
+                (
+                    format!("n{k}"),
+                    format!("10.{n}.0.1{k}/24"),
+                    format!("fd{n}::1{k}/64"),
+                )
+            })
+            .collect();
+        for (name, v4, v6) in &a {
+            b = b.host(name, &[v4, v6]);
+        }
+        let c4 = format!("10.{n}.0.200/24");
+        let c6 = format!("fd{n}::200/64");
+        b = b.host("client", &[&c4, &c6]);
+        let lab = b.build().expect("lab");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, cluster_toml(&s, n)).expect("write cluster.toml");
+        let servers = (1..=3)
+            .map(|k| {
+                let run_dir = dir.path().join(format!("run-n{k}"));
+                std::fs::create_dir_all(&run_dir).expect("run dir");
+                Server {
+                    name: format!("n{k}"),
+                    addr: format!("10.{n}.0.1{k}").parse().expect("addr"),
+                    priority: s.priorities[k - 1],
+                    log: dir.path().join(format!("n{k}.log")),
+                    run_dir,
+                    child: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        TestCluster {
+            lab,
+            dir,
+            config,
+            servers,
+            vip4: format!("10.{n}.0.100").parse().expect("vip"),
+            vip6: format!("fd{n}::100").parse().expect("vip6"),
+            interval: Duration::from_millis(s.interval_ms),
+        }
+    }
+
+    pub fn ns(&self, name: &str) -> &NetNs {
+        self.lab.ns(name).expect("namespace")
+    }
+
+    pub fn client(&self) -> &NetNs {
+        self.ns("client")
+    }
+
+    /// Start vrrpd on server `i` (0-based); its stderr is appended to `n{i+1}.log`.
+    pub fn start(&mut self, i: usize) {
+        let s = &self.servers[i];
+        let ns = self.lab.ns(&s.name).expect("ns");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)
+            .expect("log");
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_vrrpd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--node")
+            .arg(&s.name)
+            .arg("--run-dir")
+            .arg(&s.run_dir)
+            .env("RUST_LOG", "vrrpd=debug,info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = ns.spawn(cmd).expect("spawn vrrpd");
+        let s = &mut self.servers[i];
+        s.child = Some(child);
+        s.starts += 1;
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.servers.len() {
+            self.start(i);
+        }
+    }
+
+    /// SIGTERM server `i` and wait for it to exit; returns (exit status, time to exit).
+    pub fn stop(&mut self, i: usize) -> (std::process::ExitStatus, Duration) {
+        let child = self.servers[i].child.as_mut().expect("running");
+        let t0 = Instant::now();
+        child.signal(Signal::SIGTERM).expect("SIGTERM");
+        let st = child
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} did not exit after SIGTERM", self.servers[i].name));
+        let took = t0.elapsed();
+        self.servers[i].child = None;
+        (st, took)
+    }
+
+    /// kill -9 server `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].child.take() {
+            c.kill();
+        }
+    }
+
+    /// Which servers hold `vip` on eth0 right now (0-based indices).
+    pub fn holders(&self, vip: IpAddr) -> Vec<usize> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                self.lab
+                    .ns(&s.name)
+                    .and_then(|ns| ns.has_addr("eth0", vip))
+                    .unwrap_or(false)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Poll until exactly `want` holds `vip` alone; returns the time it took.
+    pub fn wait_sole_holder(&self, vip: IpAddr, want: usize, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let h = self.holders(vip);
+            if h == [want] {
+                return t0.elapsed();
+            }
+            if t0.elapsed() > timeout {
+                self.dump_logs();
+                panic!("after {timeout:?}: holders of {vip} are {h:?}, wanted only {want}",);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Poll until `want` holds `vip` (others may too); returns the time it took.
+    pub fn wait_holder(&self, vip: IpAddr, want: usize, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.holders(vip).contains(&want) {
+                return t0.elapsed();
+            }
+            if t0.elapsed() > timeout {
+                self.dump_logs();
+                panic!("after {timeout:?}: {want} does not hold {vip}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// `status` from server `i`'s control socket.
+    pub fn status(&self, i: usize) -> Value {
+        let path = common::ctl::socket_path(&self.servers[i].run_dir, "vrrpd");
+        common::ctl::call(&path, "status", Value::Null, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("status of {}: {e}", self.servers[i].name))
+    }
+
+    /// Wait until server `i` answers on its control socket.
+    pub fn wait_ctl(&self, i: usize, timeout: Duration) {
+        let path = common::ctl::socket_path(&self.servers[i].run_dir, "vrrpd");
+        let t0 = Instant::now();
+        while common::ctl::call(&path, "status", Value::Null, Duration::from_millis(500)).is_err() {
+            let exited = self.servers[i]
+                .child
+                .as_ref()
+                .and_then(|c| c.pid())
+                .map(|pid| !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid))
+                .unwrap_or(true);
+            if exited || t0.elapsed() > timeout {
+                self.dump_logs();
+                panic!(
+                    "{} never answered on {}",
+                    self.servers[i].name,
+                    path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ctl(&self, i: usize, cmd: &str, args: Value) -> Result<Value, common::ctl::CtlError> {
+        let path = common::ctl::socket_path(&self.servers[i].run_dir, "vrrpd");
+        common::ctl::call(&path, cmd, args, Duration::from_secs(2))
+    }
+
+    pub fn mac(&self, i: usize) -> String {
+        self.ns(&self.servers[i].name).mac("eth0").expect("mac")
+    }
+
+    /// The client's neighbour entry (MAC) for `vip`, if any.
+    pub fn client_neighbour(&self, vip: IpAddr) -> Option<String> {
+        self.client().neighbour(vip).ok().flatten().map(|(m, _)| m)
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.servers[i].log).unwrap_or_default()
+    }
+
+    pub fn dump_logs(&self) {
+        for (i, s) in self.servers.iter().enumerate() {
+            eprintln!("----- {} log -----\n{}", s.name, self.log(i));
+        }
+    }
+
+    pub fn skew(&self, priority: u8) -> Duration {
+        self.interval * (256 - u32::from(priority)) / 256
+    }
+
+    /// Master_Down_Interval of a backup with this priority.
+    pub fn master_down(&self, priority: u8) -> Duration {
+        self.interval * 3 + self.skew(priority)
+    }
+}
+
+/// One ICMP echo reply the prober saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub seq: u64,
+    pub at: Instant,
+}
+
+/// `ping -i 0.02` from a namespace, collecting every reply with its arrival time.
+pub struct Prober {
+    child: NsChild,
+    replies: Arc<Mutex<Vec<Reply>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub started: Instant,
+    pub interval: Duration,
+}
+
+impl Prober {
+    pub fn start(ns: &NetNs, target: IpAddr) -> Prober {
+        let interval = Duration::from_millis(20);
+        let mut cmd = ns.command("ping");
+        cmd.args(["-n", "-i", "0.02", "-W", "1"])
+            .arg(target.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let desc = format!("ping {target}");
+        let mut child = ns.spawn(cmd).unwrap_or_else(|e| panic!("{desc}: {e}"));
+        let stdout = child_stdout(&mut child);
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let r2 = replies.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // "64 bytes from 10.1.0.100: icmp_seq=12 ttl=64 time=0.061 ms"
+                if let Some(rest) = line.split("icmp_seq=").nth(1) {
+                    if line.contains("bytes from") {
+                        if let Ok(seq) = rest.split_whitespace().next().unwrap_or("").parse() {
+                            r2.lock().unwrap_or_else(|e| e.into_inner()).push(Reply {
+                                seq,
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        Prober {
+            child,
+            replies,
+            reader: Some(reader),
+            started: Instant::now(),
+            interval,
+        }
+    }
+
+    pub fn replies(&self) -> Vec<Reply> {
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait until at least one reply has arrived after `t`.
+    pub fn wait_reply_after(&self, t: Instant, timeout: Duration) -> Option<Instant> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Some(r) = self.replies().iter().find(|r| r.at > t) {
+                return Some(r.at);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
+    /// Missing sequence numbers among probes whose replies were due between `from` and
+    /// `to` (sequence numbers between the last reply before `from` and the first after
+    /// `to`), and the longest time between two consecutive replies in that window.
+    pub fn loss_between(&self, from: Instant, to: Instant) -> (u64, u64, Duration) {
+        let mut r = self.replies();
+        r.sort_by_key(|x| x.seq);
+        r.dedup_by_key(|x| x.seq);
+        let before = r.iter().filter(|x| x.at <= from).map(|x| x.seq).max();
+        let after = r.iter().filter(|x| x.at >= to).map(|x| x.seq).min();
+        let (Some(lo), Some(hi)) = (before, after) else {
+            return (u64::MAX, 0, Duration::MAX);
+        };
+        let got = r.iter().filter(|x| x.seq > lo && x.seq < hi).count() as u64;
+        let sent = hi.saturating_sub(lo + 1);
+        let mut times: Vec<Instant> = r
+            .iter()
+            .filter(|x| x.seq >= lo && x.seq <= hi)
+            .map(|x| x.at)
+            .collect();
+        times.sort();
+        let gap = times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default();
+        (sent - got.min(sent), sent, gap)
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.child.kill();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn child_stdout(child: &mut NsChild) -> std::process::ChildStdout {
+    child.take_stdout().expect("piped stdout")
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+pub fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
