@@ -212,7 +212,10 @@ fn print_dry_run(plan: &Plan, root: &Path) {
         };
         println!("--- {} (mode {:04o}, {status})", f.path.display(), f.mode);
         if f.is_secret() {
-            println!("<secret: {} bytes, not shown>", f.contents.len());
+            match redacted_manifest(&f.contents) {
+                Some(text) => print!("{text}"),
+                None => println!("<secret: {} bytes, not shown>", f.contents.len()),
+            }
         } else {
             print!("{}", String::from_utf8_lossy(&f.contents));
         }
@@ -220,6 +223,31 @@ fn print_dry_run(plan: &Plan, root: &Path) {
     println!("--- steps, in order (dry run: nothing was written or run)");
     print!("{}", describe_steps(plan));
     print_notes(plan);
+}
+
+/// A Kubernetes manifest holding a Secret, with the Secret's data values replaced.
+fn redacted_manifest(contents: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(contents).ok()?;
+    if !text.contains("\nkind: Secret\n") {
+        return None;
+    }
+    let mut in_data = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            in_data = line == "data:";
+        }
+        match line.split_once(": ") {
+            Some((key, _)) if in_data && line.starts_with("  ") => {
+                out.push_str(&format!("{key}: <redacted>\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Some(out)
 }
 
 fn print_notes(plan: &Plan) {
@@ -478,24 +506,42 @@ pub(super) fn run(cluster: &Cluster, target: Target, opts: &InstallOpts) -> Resu
         print_dry_run(&plan, &root);
         return Ok(());
     }
-    let backups = write_files(&plan, &root)?;
+    let helmchart = Path::new(super::ingress::HELMCHART_PATH);
+    if opts.render_dir.is_none()
+        && plan.files.iter().any(|f| f.path == helmchart)
+        && !helmchart.parent().is_some_and(Path::is_dir)
+    {
+        bail!(
+            "helm is not installed and {} does not exist: run `lbctl install ingress` on a k3s \
+             server (its helm-controller applies the chart), or install helm",
+            helmchart
+                .parent()
+                .map_or_else(String::new, |p| p.display().to_string())
+        );
+    }
     if opts.render_dir.is_some() {
+        write_files(&plan, &root)?;
         println!("--- steps not run (--render {}):", root.display());
         print!("{}", describe_steps(&plan));
         print_notes(&plan);
         return Ok(());
     }
-    if let Err(e) = execute(&plan) {
+    apply(&plan, &root).with_context(|| format!("lbctl install {}", target.as_str()))?;
+    print_notes(&plan);
+    Ok(())
+}
+
+/// Write the files under `root`, then run the steps; on a failed step put back every file
+/// this call replaced.
+fn apply(plan: &Plan, root: &Path) -> Result<()> {
+    let backups = write_files(plan, root)?;
+    if let Err(e) = execute(plan) {
         if !backups.is_empty() {
-            eprintln!(
-                "{} failed; putting the previous files back",
-                target.as_str()
-            );
+            eprintln!("a step failed; putting the previous files back");
             restore(&backups);
         }
-        return Err(e.context(format!("lbctl install {}", target.as_str())));
+        return Err(e);
     }
-    print_notes(&plan);
     Ok(())
 }
 
@@ -530,6 +576,61 @@ mod tests {
                 day: 24
             }
         );
+    }
+
+    #[test]
+    fn dry_run_hides_secret_data_only() {
+        let m = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  tls.crt: QUJD\n  tls.key: REVG\n---\nkind: Service\n";
+        let r = redacted_manifest(m.as_bytes()).unwrap();
+        assert!(r.contains("  tls.key: <redacted>\n") && r.contains("  tls.crt: <redacted>\n"));
+        assert!(!r.contains("REVG"));
+        assert!(r.contains("  name: x\n") && r.contains("kind: Service\n"));
+        assert!(redacted_manifest(b"secret-token\n").is_none());
+    }
+
+    #[test]
+    fn failed_command_puts_the_previous_files_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/old"), "before").unwrap();
+        let mut plan = Plan {
+            files: vec![
+                super::super::PlannedFile::new("/etc/old", "after", 0o644),
+                super::super::PlannedFile::new("/etc/new", "x", 0o644),
+            ],
+            commands: vec![vec!["true".into()], vec!["false".into()]],
+            ..Plan::default()
+        };
+        let err = apply(&plan, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("false failed"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/old")).unwrap(),
+            "before"
+        );
+        assert!(!dir.path().join("etc/new").exists());
+        plan.commands.pop();
+        apply(&plan, dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/old")).unwrap(),
+            "after"
+        );
+    }
+
+    #[test]
+    fn tcp_wait_succeeds_on_a_listener_and_times_out_without_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let w = |addr, ms| PlannedWait {
+            before_command: 0,
+            what: WaitFor::TcpConnect(addr),
+            timeout: Duration::from_millis(ms),
+        };
+        wait(&w(addr, 2000)).unwrap();
+        drop(listener);
+        let start = Instant::now();
+        let err = wait(&w(addr, 500)).unwrap_err();
+        assert!(err.to_string().contains("timed out after"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn select_node<'a>(cluster: &'a Cluster, flag: Option<&str>) -> Result<&'a Node>
     }
     match common::config::identify(cluster, None) {
         Ok((node, _)) => Ok(node),
-        Err(e) => bail!("cannot tell which node this machine is ({e}); pass --node NAME"),
+        Err(e) => bail!("{e}"),
     }
 }
 
