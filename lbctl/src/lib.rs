@@ -2,6 +2,10 @@
 //!
 //! - [`check`]: `lbctl config check`.
 //! - [`install`]: `lbctl install k3s|dns|ingress|demo-app`.
+//! - [`lab`]: `lbctl lab up|down|status|fail|recover|test`.
+//! - [`ops`]: `status`, `drain`/`enable`/`disable`, `reload`, `maintenance`.
 
 pub mod check;
 pub mod install;
+pub mod lab;
+pub mod ops;

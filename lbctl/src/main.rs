@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use lbctl::{check, install, ops};
 
 #[derive(Parser)]
 #[command(
@@ -12,6 +15,13 @@ use clap::{Parser, Subcommand};
     about = "Operate k3s-ha: vrrpd (the VIP) and lbd (the proxy)"
 )]
 struct Cli {
+    /// Directory holding this node's control sockets (vrrpd.sock, lbd.sock).
+    #[arg(long, global = true, default_value = common::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// The cluster file (default /etc/k3s-ha/cluster.toml; for `lab up`, the embedded
+    /// reference lab).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -23,15 +33,129 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// This node's VRRP state, the VIP holder and each service's backends.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh in place every second.
+        #[arg(long)]
+        watch: bool,
+        /// Ask every server's stats page and show the whole cluster.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Stop sending new connections to a backend server (open ones continue).
+    Drain {
+        /// SERVICE/SERVER, e.g. kube-apiserver/lx-k3s-server-02.
+        target: String,
+    },
+    /// Put a backend server in maintenance: no new connections, checks ignored.
+    Disable { target: String },
+    /// Return a drained or disabled backend server to service.
+    Enable { target: String },
+    /// Re-read cluster.toml in both daemons (a bad file keeps the old config running).
+    Reload,
+    /// Planned maintenance of this node: hand the VIP over and stay backup until `off`.
+    Maintenance { state: OnOff },
+    /// Install k3s, the DNS zones, the ingress controller or the demo app from cluster.toml.
+    Install {
+        what: InstallWhat,
+        /// Print every file and command; touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write files under DIR instead of the system; run nothing.
+        #[arg(long, value_name = "DIR")]
+        render: Option<PathBuf>,
+        /// Which node to install (k3s); default: this machine's node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// The reference cluster's HA layer on this machine, in network namespaces.
+    Lab {
+        /// Where the lab keeps its state, sockets and logs.
+        #[arg(long, global = true, default_value = lbctl::lab::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab and start vrrpd, lbd and stand-in backends on every server.
+    Up {
+        /// Namespace name prefix.
+        #[arg(long, default_value = lbctl::lab::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Do not give this host a veth into the lab network.
+        #[arg(long)]
+        no_host_link: bool,
+        /// Where vrrpd, lbd and lbctl are (default: next to this lbctl).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Remove everything the lab made (also after a crash).
+    Down,
+    /// Nodes, cables, processes and VRRP states.
+    Status,
+    /// Break a node.
+    Fail {
+        node: String,
+        /// link: cut its cable; kill: SIGKILL its daemons; stop: SIGTERM them.
+        #[arg(long, value_enum, default_value = "link")]
+        how: How,
+    },
+    /// Reconnect a node and restart whatever of its daemons is not running.
+    Recover { node: String },
+    /// Run the validation procedures against the running lab and report figures.
+    Test {
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// (internal) Serve the stand-in backends of one node.
+    #[command(hide = true)]
+    Backend {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        api_port: Option<u16>,
+        #[arg(long)]
+        http_port: Option<u16>,
+        #[arg(long)]
+        https_port: Option<u16>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum How {
+    Link,
+    Kill,
+    Stop,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InstallWhat {
+    K3s,
+    Dns,
+    Ingress,
+    DemoApp,
 }
 
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate a cluster file and print, per node, what it will run.
     Check {
-        /// The cluster file.
-        #[arg(default_value = common::DEFAULT_CONFIG)]
-        file: PathBuf,
+        /// The cluster file (default: --config).
+        file: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -40,29 +164,251 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli_config: &Option<PathBuf>) -> Result<common::config::Cluster> {
+    let path = cli_config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(common::DEFAULT_CONFIG));
+    Ok(common::config::load(&path)?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Config {
             cmd: ConfigCmd::Check { file, json },
-        } => match common::config::load(&file) {
-            Ok(cluster) => {
-                if json {
-                    println!("{:#}", lbctl::check::render_json(&cluster));
-                } else {
-                    print!("{}", lbctl::check::render_text(&cluster));
+        } => {
+            let file = file
+                .or(cli.config)
+                .unwrap_or_else(|| PathBuf::from(common::DEFAULT_CONFIG));
+            match common::config::load(&file) {
+                Ok(cluster) => {
+                    if json {
+                        println!("{:#}", check::render_json(&cluster));
+                    } else {
+                        print!("{}", check::render_text(&cluster));
+                    }
+                    Ok(ExitCode::SUCCESS)
                 }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{:#}",
+                            serde_json::json!({ "valid": false, "error": e.to_string(), "file": e.file,
+                                "line": e.line, "column": e.column, "key": e.key })
+                        );
+                    } else {
+                        eprintln!("error: {e}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Cmd::Status {
+            json,
+            watch,
+            cluster,
+        } => {
+            loop {
+                let (text, ok) = if cluster {
+                    let c = load(&cli.config)?;
+                    let (views, text) = ops::cluster_status(&c);
+                    if json {
+                        let v: serde_json::Map<String, serde_json::Value> = views
+                            .into_iter()
+                            .map(|(n, v)| {
+                                let v = v.map_or_else(
+                                    |e| serde_json::json!({ "error": e }),
+                                    |s| serde_json::to_value(s).unwrap_or_default(),
+                                );
+                                (n, v)
+                            })
+                            .collect();
+                        (format!("{:#}\n", serde_json::Value::Object(v)), true)
+                    } else {
+                        (text, true)
+                    }
+                } else {
+                    let s = ops::node_status(&cli.run_dir);
+                    let ok = s.vrrp.is_ok() || s.lbd.is_ok();
+                    if json {
+                        (format!("{:#}\n", ops::node_status_json(&s)), ok)
+                    } else {
+                        (ops::render_node_status(&s), ok)
+                    }
+                };
+                if watch {
+                    // Clear the screen and home the cursor, then redraw.
+                    print!("\x1b[2J\x1b[H{text}");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                print!("{text}");
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+        }
+        Cmd::Drain { target } => {
+            ops::set_server(&cli.run_dir, &target, "drain")?;
+            println!("{target}: DRAIN (no new connections; open ones continue)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Disable { target } => {
+            ops::set_server(&cli.run_dir, &target, "maint")?;
+            println!("{target}: MAINT");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Enable { target } => {
+            ops::set_server(&cli.run_dir, &target, "ready")?;
+            println!("{target}: ready (UP once its checks pass)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload => {
+            print!("{}", ops::reload(&cli.run_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Maintenance { state } => {
+            println!(
+                "{}",
+                ops::maintenance(&cli.run_dir, matches!(state, OnOff::On))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Install {
+            what,
+            dry_run,
+            render,
+            node,
+        } => {
+            let c = load(&cli.config).context("install reads the cluster file")?;
+            let target = match what {
+                InstallWhat::K3s => install::Target::K3s,
+                InstallWhat::Dns => install::Target::Dns,
+                InstallWhat::Ingress => install::Target::Ingress,
+                InstallWhat::DemoApp => install::Target::DemoApp,
+            };
+            install::run(
+                &c,
+                target,
+                &install::InstallOpts {
+                    dry_run,
+                    render_dir: render,
+                    node,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab { state_dir, cmd } => lab_cmd(cli.config, state_dir, cmd),
+    }
+}
+
+fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<ExitCode> {
+    use lbctl::lab;
+    match cmd {
+        LabCmd::Backend {
+            node,
+            api_port,
+            http_port,
+            https_port,
+        } => {
+            lab::backend::run(lab::backend::BackendOpts {
+                node,
+                api_port,
+                http_port,
+                https_port,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Up {
+            prefix,
+            no_host_link,
+            bin_dir,
+        } => {
+            if !nix::unistd::geteuid().is_root() {
+                anyhow::bail!("the lab makes network namespaces: run it as root");
+            }
+            let (config_text, config_origin) = match &config {
+                Some(p) => (
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                    p.display().to_string(),
+                ),
+                None => (
+                    common::config::REFERENCE_LAB.to_owned(),
+                    "examples/cluster.toml (embedded)".to_owned(),
+                ),
+            };
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .ok_or_else(|| anyhow::anyhow!("cannot tell where lbctl is"))?,
+            };
+            let st = lab::up(&lab::LabOptions {
+                config_text,
+                config_origin,
+                prefix,
+                state_dir,
+                host_link: !no_host_link,
+                bin_dir,
+            })?;
+            print!("{}", lab::describe(&st)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Down => {
+            println!("{}", lab::down(&state_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Status => {
+            let st = lab::LabState::load(&state_dir)?;
+            print!("{}", lab::status(&st));
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Fail { node, how } => {
+            let mut st = lab::LabState::load(&state_dir)?;
+            let how = match how {
+                How::Link => lab::FailHow::Link,
+                How::Kill => lab::FailHow::Kill,
+                How::Stop => lab::FailHow::Stop,
+            };
+            println!("{}", lab::fail(&mut st, &node, how)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Recover { node } => {
+            let mut st = lab::LabState::load(&state_dir)?;
+            println!("{}", lab::recover(&mut st, &node)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Test { json, markdown } => {
+            let mut st = lab::LabState::load(&state_dir)?;
+            let report = lab::scenarios::run_all(&mut st)?;
+            if json {
+                println!("{:#}", serde_json::to_value(&report)?);
+            } else if markdown {
+                print!(
+                    "{}",
+                    lab::scenarios::render_markdown(&report, "lbctl lab test --markdown")
+                );
+            } else {
+                print!("{}", lab::scenarios::render_text(&report));
+            }
+            let ok = report.scenarios.iter().all(|s| s.passed);
+            Ok(if ok {
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                if json {
-                    println!(
-                        "{:#}",
-                        serde_json::json!({ "valid": false, "error": e.to_string(), "file": e.file, "line": e.line, "column": e.column, "key": e.key })
-                    );
-                } else {
-                    eprintln!("error: {e}");
-                }
+            } else {
                 ExitCode::FAILURE
-            }
-        },
+            })
+        }
     }
 }

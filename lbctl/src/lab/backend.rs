@@ -1,0 +1,178 @@
+//! Stand-in backends for the lab, run inside each server's namespace by
+//! `lbctl lab backend`: an HTTPS "kube-apiserver" answering `/readyz` and `/version`, and the
+//! ingress NodePorts (HTTP and HTTPS) answering with the node's name.
+//!
+//! Deliberately small: HTTP/1.1 with keep-alive and Content-Length, nothing else. Each
+//! listener is its own task; the process exits on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// What one backend process serves.
+#[derive(Debug, Clone)]
+pub struct BackendOpts {
+    pub node: String,
+    pub api_port: Option<u16>,
+    pub http_port: Option<u16>,
+    pub https_port: Option<u16>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Api,
+    App,
+}
+
+fn answer(kind: Kind, node: &str, path: &str) -> (u16, &'static str, String) {
+    match (kind, path) {
+        (Kind::Api, "/readyz" | "/livez" | "/healthz") => (200, "text/plain", "ok".into()),
+        (Kind::Api, "/version") => (
+            200,
+            "application/json",
+            format!(
+                "{{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0+k3s-ha-lab\",\"node\":\"{node}\"}}"
+            ),
+        ),
+        (Kind::Api, _) => (404, "text/plain", "not found".into()),
+        (Kind::App, _) => (200, "text/plain", format!("{node}\n")),
+    }
+}
+
+/// Serve HTTP/1.1 requests on one connection until the client closes or goes quiet.
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    kind: Kind,
+    node: &str,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return Ok(());
+            }
+            let n = match tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        let mut lines = head.lines();
+        let path = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("/")
+            .to_owned();
+        let close = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("connection:") && l.contains("close")
+        }) || head.starts_with("GET / HTTP/1.0")
+            || head.contains(" HTTP/1.0\r\n");
+        let (code, ctype, body) = answer(kind, node, path.split('?').next().unwrap_or("/"));
+        let reason = if code == 200 { "OK" } else { "Not Found" };
+        let resp = format!(
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Backend: {node}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        s.write_all(resp.as_bytes()).await?;
+        s.flush().await?;
+        if close {
+            let _ = s.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+fn tls_acceptor(node: &str) -> Result<TlsAcceptor> {
+    let cert = rcgen::generate_simple_self_signed(vec![
+        node.to_owned(),
+        "kubernetes".to_owned(),
+        "localhost".to_owned(),
+    ])
+    .context("generating the stand-in certificate")?;
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("stand-in key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .context("TLS server config")?;
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>) -> Result<()> {
+    let l = TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding port {port}"))?;
+    loop {
+        let (s, _) = match l.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let r = match tls {
+                Some(acc) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acc.accept(s)).await {
+                        Ok(Ok(t)) => serve_conn(t, kind, &node).await,
+                        _ => Ok(()),
+                    }
+                }
+                None => serve_conn(s, kind, &node).await,
+            };
+            drop(r);
+        });
+    }
+}
+
+/// Run until SIGTERM / SIGINT.
+pub fn run(opts: BackendOpts) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let node: Arc<str> = opts.node.as_str().into();
+        let tls = tls_acceptor(&opts.node)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(p) = opts.api_port {
+            tasks.spawn(listen(p, Kind::Api, node.clone(), Some(tls.clone())));
+        }
+        if let Some(p) = opts.http_port {
+            tasks.spawn(listen(p, Kind::App, node.clone(), None));
+        }
+        if let Some(p) = opts.https_port {
+            tasks.spawn(listen(p, Kind::App, node.clone(), Some(tls)));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            Some(r) = tasks.join_next() => match r {
+                Ok(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
+        }
+    })
+}

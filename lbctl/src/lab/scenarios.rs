@@ -1,0 +1,679 @@
+//! `lbctl lab test`: the reference lab's validation procedures, run against the running
+//! lab, each with measured figures: time to recover, and failed requests out of requests
+//! sent by a client probing through the VIP every 20 ms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::probe::{analyse, Outcome, Probe, Sample, Target};
+use super::{alive, fail, recover, signal, start_node, FailHow, LabState};
+
+/// Probe cadence (the lab's validation procedure: every 20 ms).
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// A request with no answer after this is failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request slower than this counts as disrupted (it survived on a TCP retransmit).
+pub const SLOW_MS: f64 = 250.0;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub what: String,
+    /// Headline measured time (ms): what "recover" means is in `what`.
+    pub recovered_ms: Option<f64>,
+    pub bound_ms: Option<f64>,
+    pub outcome: Outcome,
+    pub passed: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub config: String,
+    pub vrrp_interval_ms: u64,
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+fn vrrp_status(st: &LabState, node: &str) -> Option<Value> {
+    let n = st.node(node).ok()?;
+    crate::ops::call(&n.run_dir, "vrrpd", "status", Value::Null).ok()
+}
+
+/// The server whose vrrpd says it is master (exactly one), if any.
+pub fn master(st: &LabState) -> Option<String> {
+    let masters: Vec<String> = st
+        .servers()
+        .filter(|n| vrrp_status(st, &n.name).is_some_and(|v| v["state"] == "master"))
+        .map(|n| n.name.clone())
+        .collect();
+    (masters.len() == 1).then(|| masters[0].clone())
+}
+
+/// Poll until `cond` holds, every 5 ms, up to `timeout`; the time it took.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        super::reap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// The status of `service/server` as lbd on `on_node` sees it.
+fn backend_status(st: &LabState, on_node: &str, service: &str, server: &str) -> Option<String> {
+    let n = st.node(on_node).ok()?;
+    let v = crate::ops::call(&n.run_dir, "lbd", "status", Value::Null).ok()?;
+    v["frontends"]
+        .as_array()?
+        .iter()
+        .find(|f| f["name"] == service)?["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == server)
+        .and_then(|s| s["status"].as_str().map(str::to_owned))
+}
+
+struct Ctx<'a> {
+    st: &'a mut LabState,
+    vip: std::net::IpAddr,
+    interval: Duration,
+    client_ns: String,
+    api_port: u16,
+    http_port: u16,
+}
+
+impl Ctx<'_> {
+    fn probe(&self, api: bool) -> Result<Probe> {
+        let target = if api {
+            Target {
+                addr: SocketAddr::new(self.vip, self.api_port),
+                tls: true,
+                path: "/version".into(),
+            }
+        } else {
+            Target {
+                addr: SocketAddr::new(self.vip, self.http_port),
+                tls: false,
+                path: "/".into(),
+            }
+        };
+        Probe::start(&self.client_ns, target, PROBE_INTERVAL, PROBE_TIMEOUT)
+    }
+
+    /// Master_Down_Interval for a backup of priority `p`, plus the margin we allow.
+    fn failover_bound_ms(&self, prio: u64) -> f64 {
+        let i = self.interval.as_secs_f64() * 1000.0;
+        let skew = (256.0 - prio as f64) * i / 256.0;
+        3.0 * i + skew + 200.0
+    }
+
+    fn priority(&self, node: &str) -> u64 {
+        vrrp_status(self.st, node)
+            .and_then(|v| v["base_priority"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+/// Keep the probe running for `quiet` after the event settled, so late disruptions show.
+fn settle(quiet: Duration) {
+    std::thread::sleep(quiet);
+}
+
+fn finish(probe: Probe, event_ms: f64) -> Result<(Outcome, Vec<Sample>)> {
+    let samples = probe.finish()?;
+    Ok((analyse(&samples, event_ms, SLOW_MS), samples))
+}
+
+/// Stop a server's HA daemons the way systemd would: vrrpd first (its make-before-break
+/// handover needs lbd still serving on the old master), then lbd.
+fn graceful_stop(st: &mut LabState, node: &str, timeout: Duration) -> Result<Duration> {
+    let n = st.node(node)?.clone();
+    let start = Instant::now();
+    for what in ["vrrpd", "lbd"] {
+        if let Some(p) = n.procs.iter().find(|p| p.what == what) {
+            signal(p.pid, nix::sys::signal::Signal::SIGTERM);
+            if wait_for(timeout, || !alive(p.pid)).is_none() {
+                bail!("{what} on {node} did not exit within {timeout:?} after SIGTERM");
+            }
+        }
+    }
+    Ok(start.elapsed())
+}
+
+fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master before the test"))?;
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let event = probe.now_ms();
+    fail(c.st, &m, FailHow::Link)?;
+    let st: &LabState = c.st;
+    let others: Vec<String> = st
+        .servers()
+        .filter(|n| n.name != m)
+        .map(|n| n.name.clone())
+        .collect();
+    let moved = wait_for(Duration::from_secs(20), || {
+        others
+            .iter()
+            .any(|o| vrrp_status(st, o).is_some_and(|v| v["state"] == "master"))
+    });
+    let new_master = others
+        .iter()
+        .find(|o| vrrp_status(st, o).is_some_and(|v| v["state"] == "master"))
+        .cloned();
+    settle(Duration::from_secs(3));
+    let (out, _) = finish(probe, event)?;
+    let prio = new_master.as_deref().map_or(0, |n| c.priority(n));
+    let bound = c.failover_bound_ms(prio);
+    let mut notes = vec![format!(
+        "cut the cable of the master {m}; {} took over after {}",
+        new_master.as_deref().unwrap_or("nobody"),
+        moved.map_or("(never)".into(), |d| format!(
+            "{:.0} ms (vrrpd state)",
+            d.as_secs_f64() * 1000.0
+        ))
+    )];
+    notes.push(format!(
+        "bound: 3 x interval + skew({prio}) + 200 ms = {bound:.0} ms"
+    ));
+    let link = ScenarioReport {
+        name: "vip-failover-link".into(),
+        what: "VIP failover after link loss of the VIP holder: time until requests through the VIP succeed again".into(),
+        recovered_ms: Some(out.recovered_after_ms),
+        bound_ms: Some(bound),
+        passed: moved.is_some() && out.recovered_after_ms <= bound,
+        outcome: out,
+        notes,
+    };
+    // Recovery with preemption: reconnect the old master; it must take the VIP back.
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let event = probe.now_ms();
+    recover(c.st, &m)?;
+    let st: &LabState = c.st;
+    let back = wait_for(Duration::from_secs(20), || {
+        master(st).as_deref() == Some(m.as_str())
+    });
+    settle(Duration::from_secs(2));
+    let (out, _) = finish(probe, event)?;
+    let preempt = ScenarioReport {
+        name: "vip-recovery-preempt".into(),
+        what: "recovery with preemption: the old master returns and takes the VIP back; requests failed meanwhile".into(),
+        recovered_ms: back.map(|d| d.as_secs_f64() * 1000.0),
+        bound_ms: None,
+        passed: back.is_some() && out.failed == 0,
+        notes: vec![format!(
+            "reconnected {m}; master again after {}",
+            back.map_or("(never)".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+        )],
+        outcome: out,
+    };
+    Ok(vec![link, preempt])
+}
+
+fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master before the test"))?;
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let event = probe.now_ms();
+    let stopped = graceful_stop(c.st, &m, Duration::from_secs(15))?;
+    let st: &LabState = c.st;
+    let new_master = master(st);
+    settle(Duration::from_secs(2));
+    let (out, _) = finish(probe, event)?;
+    start_node(c.st, &m, &["vrrpd", "lbd"])?;
+    let st: &LabState = c.st;
+    let back = wait_for(Duration::from_secs(20), || {
+        master(st).as_deref() == Some(m.as_str())
+    });
+    Ok(ScenarioReport {
+        name: "vip-graceful-stop".into(),
+        what:
+            "graceful stop of the VIP holder (SIGTERM vrrpd, then lbd): make-before-break handover"
+                .into(),
+        recovered_ms: Some(stopped.as_secs_f64() * 1000.0),
+        bound_ms: None,
+        passed: out.failed == 0 && new_master.is_some(),
+        notes: vec![
+            format!(
+                "stopped {m}: vrrpd handed over and exited after {:.0} ms; new master {}",
+                stopped.as_secs_f64() * 1000.0,
+                new_master.as_deref().unwrap_or("none")
+            ),
+            format!(
+                "restarted {m}: master again after {}",
+                back.map_or("(never)".into(), |d| format!(
+                    "{:.0} ms",
+                    d.as_secs_f64() * 1000.0
+                ))
+            ),
+        ],
+        outcome: out,
+    })
+}
+
+/// A non-master server fails (cable cut): lbd on the VIP holder must route around it.
+fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    let victim =
+        c.st.servers()
+            .map(|n| n.name.clone())
+            .find(|n| *n != m)
+            .ok_or_else(|| anyhow!("need two servers"))?;
+    let cluster = c.st.cluster()?;
+    let svc = cluster
+        .services
+        .iter()
+        .find(|s| {
+            s.listen
+                == if api {
+                    c.api_port_listen()
+                } else {
+                    c.http_port_listen()
+                }
+        })
+        .ok_or_else(|| anyhow!("service missing"))?;
+    let (svc_name, check) = (svc.name.clone(), svc.check.clone());
+    let probe = c.probe(api)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let event = probe.now_ms();
+    fail(c.st, &victim, FailHow::Link)?;
+    let st: &LabState = c.st;
+    let down = wait_for(Duration::from_secs(30), || {
+        backend_status(st, &m, &svc_name, &victim).as_deref() == Some("DOWN")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (out, _) = finish(probe, event)?;
+    // Recovery: traffic must come back to the node.
+    let probe = c.probe(api)?;
+    let rec_event = probe.now_ms();
+    recover(c.st, &victim)?;
+    let st: &LabState = c.st;
+    let up = wait_for(Duration::from_secs(30), || {
+        backend_status(st, &m, &svc_name, &victim).as_deref() == Some("UP")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (rec_out, samples) = finish(probe, rec_event)?;
+    let back_on_node = samples
+        .iter()
+        .filter(|s| s.backend.as_deref().is_some_and(|b| b.contains(&victim)))
+        .count();
+    let bound = check.interval.as_secs_f64() * 1000.0 * f64::from(check.fall)
+        + check.timeout.as_secs_f64() * 1000.0;
+    let name = if api {
+        "api-node-failure"
+    } else {
+        "app-node-failure"
+    };
+    let via = if api {
+        format!("https://VIP:{}/version", c.api_port_listen())
+    } else {
+        format!("http://VIP:{}/", c.http_port_listen())
+    };
+    Ok(ScenarioReport {
+        name: name.into(),
+        what: format!("{} availability through the VIP ({via}) while server {victim} is cut off; recover = backend marked DOWN", if api { "API" } else { "application" }),
+        recovered_ms: down.map(|d| d.as_secs_f64() * 1000.0),
+        bound_ms: Some(bound),
+        passed: out.failed == 0 && down.is_some() && up.is_some() && back_on_node > 0,
+        notes: vec![
+            format!("lbd on {m} marked {svc_name}/{victim} DOWN after {}", down.map_or("(never)".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))),
+            format!(
+                "after reconnecting: UP after {}; {back_on_node} of {} requests then reached {victim}; {} failed during recovery",
+                up.map_or("(never)".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
+                rec_out.sent,
+                rec_out.failed
+            ),
+        ],
+        outcome: out,
+    })
+}
+
+impl Ctx<'_> {
+    fn api_port_listen(&self) -> u16 {
+        self.api_port
+    }
+    fn http_port_listen(&self) -> u16 {
+        self.http_port
+    }
+}
+
+/// The stand-in application on one node stops; lbd takes it out and back in.
+fn backend_out_and_back(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    let victim =
+        c.st.servers()
+            .map(|n| n.name.clone())
+            .last()
+            .ok_or_else(|| anyhow!("no servers"))?;
+    let cluster = c.st.cluster()?;
+    let svc = cluster
+        .services
+        .iter()
+        .find(|s| s.listen == c.http_port)
+        .ok_or_else(|| anyhow!("no ingress-http"))?
+        .clone();
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let event = probe.now_ms();
+    let pid =
+        c.st.node(&victim)?
+            .procs
+            .iter()
+            .find(|p| p.what == "backend")
+            .map(|p| p.pid);
+    if let Some(pid) = pid {
+        super::stop_pid(
+            pid,
+            nix::sys::signal::Signal::SIGTERM,
+            Duration::from_secs(2),
+        );
+    }
+    let st: &LabState = c.st;
+    let down = wait_for(Duration::from_secs(30), || {
+        backend_status(st, &m, &svc.name, &victim).as_deref() == Some("DOWN")
+    });
+    let event_up = probe.now_ms();
+    start_node(c.st, &victim, &["backend"])?;
+    let st: &LabState = c.st;
+    let up = wait_for(Duration::from_secs(30), || {
+        backend_status(st, &m, &svc.name, &victim).as_deref() == Some("UP")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (out, samples) = finish(probe, event)?;
+    let after_up = samples
+        .iter()
+        .filter(|s| {
+            s.sent_ms > event_up && s.backend.as_deref().is_some_and(|b| b.contains(&victim))
+        })
+        .count();
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    let ch = &svc.check;
+    let bound_down =
+        ch.interval.as_secs_f64() * 1000.0 * f64::from(ch.fall) + ch.timeout.as_secs_f64() * 1000.0;
+    let bound_up =
+        ch.interval.as_secs_f64() * 1000.0 * f64::from(ch.rise) + ch.timeout.as_secs_f64() * 1000.0;
+    Ok(ScenarioReport {
+        name: "backend-out-and-back".into(),
+        what: format!("the application on {victim} stops: removed from rotation (DOWN), then started again and readmitted (UP)"),
+        recovered_ms: ms(down),
+        bound_ms: Some(bound_down),
+        passed: out.failed == 0 && down.is_some_and(|d| d.as_secs_f64() * 1000.0 <= bound_down) && up.is_some() && after_up > 0,
+        notes: vec![
+            format!("DOWN after {} (bound interval x fall + timeout = {bound_down:.0} ms)", ms(down).map_or("(never)".into(), |v| format!("{v:.0} ms"))),
+            format!("UP after {} (bound interval x rise + timeout = {bound_up:.0} ms); {after_up} requests reached it after restart", ms(up).map_or("(never)".into(), |v| format!("{v:.0} ms"))),
+        ],
+        outcome: out,
+    })
+}
+
+fn traffic_spread(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(4));
+    let (out, samples) = finish(probe, 0.0)?;
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.ok) {
+        *per.entry(s.backend.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let servers: Vec<String> = c.st.servers().map(|n| n.name.clone()).collect();
+    let ok_total: usize = per.values().sum();
+    let min_share = servers
+        .iter()
+        .map(|s| per.get(s).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0) as f64
+        / ok_total.max(1) as f64;
+    let spread: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{s}: {}", per.get(s).copied().unwrap_or(0)))
+        .collect();
+    Ok(ScenarioReport {
+        name: "traffic-spread".into(),
+        what: "requests through the VIP are spread across every server's backend".into(),
+        recovered_ms: None,
+        bound_ms: None,
+        passed: out.failed == 0 && min_share >= 0.8 / servers.len() as f64,
+        notes: vec![format!(
+            "{}; smallest share {:.0}%",
+            spread.join(", "),
+            min_share * 100.0
+        )],
+        outcome: out,
+    })
+}
+
+fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    let run_dir = c.st.node(&m)?.run_dir.clone();
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let event = probe.now_ms();
+    crate::ops::call(
+        &run_dir,
+        "vrrpd",
+        "maintenance",
+        serde_json::json!({ "on": true }),
+    )?;
+    let st: &LabState = c.st;
+    let moved = wait_for(Duration::from_secs(20), || {
+        master(st).is_some_and(|x| x != m)
+    });
+    let new_master = master(st);
+    std::thread::sleep(Duration::from_secs(2));
+    let still_backup = vrrp_status(st, &m).is_some_and(|v| v["state"] == "backup");
+    crate::ops::call(
+        &run_dir,
+        "vrrpd",
+        "maintenance",
+        serde_json::json!({ "on": false }),
+    )?;
+    let back = wait_for(Duration::from_secs(20), || {
+        master(st).as_deref() == Some(m.as_str())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (out, _) = finish(probe, event)?;
+    let ms = |d: Option<Duration>| {
+        d.map_or("(never)".into(), |d| {
+            format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+        })
+    };
+    Ok(ScenarioReport {
+        name: "planned-maintenance".into(),
+        what: "`lbctl maintenance on` on the VIP holder, then `off`: no request may fail".into(),
+        recovered_ms: moved.map(|d| d.as_secs_f64() * 1000.0),
+        bound_ms: None,
+        passed: out.failed == 0 && moved.is_some() && still_backup && back.is_some(),
+        notes: vec![
+            format!(
+                "maintenance on {m}: {} master after {}; {m} stayed backup: {still_backup}",
+                new_master.as_deref().unwrap_or("none"),
+                ms(moved)
+            ),
+            format!("maintenance off: {m} master again after {}", ms(back)),
+        ],
+        outcome: out,
+    })
+}
+
+/// Run every scenario in order; the lab is left as it was found (all nodes up).
+pub fn run_all(st: &mut LabState) -> Result<Report> {
+    let cluster = st.cluster()?;
+    let vip = cluster
+        .vip
+        .v4
+        .map(|v| std::net::IpAddr::V4(v.addr))
+        .ok_or_else(|| anyhow!("no IPv4 VIP"))?;
+    let client_ns = st
+        .client
+        .as_ref()
+        .map(|c| c.ns.clone())
+        .ok_or_else(|| anyhow!("the lab has no client namespace"))?;
+    let api_port = cluster
+        .services
+        .iter()
+        .find(|s| s.backend_port == 6443)
+        .map_or(8443, |s| s.listen);
+    let http_port = cluster
+        .services
+        .iter()
+        .find(|s| s.backend_port == 30080)
+        .map_or(80, |s| s.listen);
+    let interval = cluster.vrrp.interval;
+    super::wait_ready(st, Duration::from_secs(20))?;
+    let mut c = Ctx {
+        st,
+        vip,
+        interval,
+        client_ns,
+        api_port,
+        http_port,
+    };
+    let mut scenarios = Vec::new();
+    type Step = fn(&mut Ctx<'_>) -> Result<Vec<ScenarioReport>>;
+    let steps: [(&str, Step); 7] = [
+        ("traffic-spread", |c| traffic_spread(c).map(|r| vec![r])),
+        ("vip-failover-link", vip_failover_link),
+        ("vip-graceful-stop", |c| {
+            vip_graceful_stop(c).map(|r| vec![r])
+        }),
+        ("api-node-failure", |c| {
+            node_failure(c, true).map(|r| vec![r])
+        }),
+        ("app-node-failure", |c| {
+            node_failure(c, false).map(|r| vec![r])
+        }),
+        ("backend-out-and-back", |c| {
+            backend_out_and_back(c).map(|r| vec![r])
+        }),
+        ("planned-maintenance", |c| {
+            planned_maintenance(c).map(|r| vec![r])
+        }),
+    ];
+    for (name, step) in steps {
+        eprintln!("lab test: {name} ...");
+        match step(&mut c) {
+            Ok(r) => scenarios.extend(r),
+            Err(e) => scenarios.push(ScenarioReport {
+                name: name.into(),
+                what: "could not run".into(),
+                recovered_ms: None,
+                bound_ms: None,
+                outcome: analyse(&[], 0.0, SLOW_MS),
+                passed: false,
+                notes: vec![format!("error: {e:#}")],
+            }),
+        }
+        // Leave the lab whole for the next scenario.
+        let names: Vec<String> = c.st.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            let _ = super::recover(c.st, &n);
+        }
+        let _ = super::wait_ready(c.st, Duration::from_secs(20));
+        let st: &LabState = c.st;
+        let first = st
+            .servers()
+            .max_by_key(|n| {
+                vrrp_status(st, &n.name)
+                    .and_then(|v| v["base_priority"].as_u64())
+                    .unwrap_or(0)
+            })
+            .map(|n| n.name.clone());
+        if let Some(f) = first {
+            let _ = wait_for(Duration::from_secs(15), || {
+                master(st).as_deref() == Some(f.as_str())
+            });
+        }
+    }
+    Ok(Report {
+        config: c.st.config_origin.clone(),
+        vrrp_interval_ms: interval.as_millis() as u64,
+        scenarios,
+    })
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| {
+        if v.is_finite() {
+            format!("{v:.0} ms")
+        } else {
+            "never".into()
+        }
+    })
+}
+
+pub fn render_markdown(r: &Report, command: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Produced by `{command}` against `{}` (VRRP interval {} ms); client probing every {} ms, timeout {} ms, requests slower than {SLOW_MS:.0} ms count as disrupted.\n", r.config, r.vrrp_interval_ms, PROBE_INTERVAL.as_millis(), PROBE_TIMEOUT.as_millis());
+    let _ = writeln!(
+        o,
+        "| scenario | result | recovered | bound | failed / sent | slow | max latency |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    for s in &r.scenarios {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} / {} | {} | {:.0} ms |",
+            s.name,
+            if s.passed { "pass" } else { "FAIL" },
+            ms(s.recovered_ms),
+            ms(s.bound_ms),
+            s.outcome.failed,
+            s.outcome.sent,
+            s.outcome.slow,
+            s.outcome.max_latency_ms
+        );
+    }
+    o.push('\n');
+    for s in &r.scenarios {
+        let _ = writeln!(o, "**{}**: {}.", s.name, s.what);
+        for n in &s.notes {
+            let _ = writeln!(o, "- {n}");
+        }
+        o.push('\n');
+    }
+    o
+}
+
+pub fn render_text(r: &Report) -> String {
+    let rows: Vec<Vec<String>> = r
+        .scenarios
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                if s.passed {
+                    "pass".into()
+                } else {
+                    "FAIL".into()
+                },
+                ms(s.recovered_ms),
+                ms(s.bound_ms),
+                format!("{}/{}", s.outcome.failed, s.outcome.sent),
+                s.outcome.slow.to_string(),
+                s.notes.join("; "),
+            ]
+        })
+        .collect();
+    crate::ops::table(
+        &[
+            "SCENARIO",
+            "RESULT",
+            "RECOVERED",
+            "BOUND",
+            "FAILED/SENT",
+            "SLOW",
+            "NOTES",
+        ],
+        &rows,
+    )
+}

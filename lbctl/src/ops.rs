@@ -1,0 +1,457 @@
+//! Day-to-day operations through the daemons' control sockets: `status`, `drain`, `enable`,
+//! `disable`, `reload`, `maintenance`; and `status --cluster` through every server's stats
+//! page.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use common::config::Cluster;
+use common::ctl::{self, CtlError};
+use lbd::snapshot::Snapshot;
+use serde_json::{json, Value};
+
+/// How long lbctl waits for a daemon.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Call a daemon on this node.
+pub fn call(run_dir: &Path, daemon: &str, cmd: &str, args: Value) -> Result<Value, CtlError> {
+    ctl::call(&ctl::socket_path(run_dir, daemon), cmd, args, CALL_TIMEOUT)
+}
+
+/// What `lbctl status` shows: both daemons' views, either of which may be missing.
+#[derive(Debug)]
+pub struct NodeStatus {
+    pub vrrp: Result<Value, String>,
+    pub lbd: Result<Snapshot, String>,
+}
+
+pub fn node_status(run_dir: &Path) -> NodeStatus {
+    let vrrp = call(run_dir, "vrrpd", "status", Value::Null).map_err(|e| e.to_string());
+    let lbd = call(run_dir, "lbd", "status", Value::Null)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            serde_json::from_value::<Snapshot>(v)
+                .map_err(|e| format!("lbd answered an unexpected status: {e}"))
+        });
+    NodeStatus { vrrp, lbd }
+}
+
+pub fn node_status_json(s: &NodeStatus) -> Value {
+    json!({
+        "vrrp": s.vrrp.as_ref().map_or_else(|e| json!({ "error": e }), Clone::clone),
+        "lbd": s.lbd.as_ref().map_or_else(|e| json!({ "error": e }), |v| serde_json::to_value(v).unwrap_or(Value::Null)),
+    })
+}
+
+fn vrrp_line(v: &Value) -> String {
+    let state = v["state"].as_str().unwrap_or("?");
+    let prio = v["effective_priority"]
+        .as_u64()
+        .map_or("?".into(), |p| p.to_string());
+    let base = v["base_priority"]
+        .as_u64()
+        .map_or("?".into(), |p| p.to_string());
+    let master = v["master"].as_str().unwrap_or("unknown");
+    let vips: Vec<&str> = v["vips"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let holder = if state == "master" {
+        "held here".to_owned()
+    } else {
+        format!("held by {master}")
+    };
+    let mut line = format!(
+        "VRRP {state} (priority {prio}, base {base}); VIP {} {holder}",
+        vips.join(", ")
+    );
+    if v["maintenance"].as_bool() == Some(true) {
+        line.push_str("; MAINTENANCE on");
+    }
+    if v["fault"].as_bool() == Some(true) {
+        line.push_str("; FAULT");
+    }
+    line
+}
+
+/// A plain table: columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i].saturating_sub(c.chars().count());
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn fmt_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
+pub fn render_node_status(s: &NodeStatus) -> String {
+    let mut o = String::new();
+    let node = s.lbd.as_ref().map(|l| l.node.clone()).ok().or_else(|| {
+        s.vrrp
+            .as_ref()
+            .ok()
+            .and_then(|v| v["node"].as_str().map(str::to_owned))
+    });
+    let _ = writeln!(
+        o,
+        "node {}",
+        node.as_deref()
+            .unwrap_or("(unknown: neither daemon answers)")
+    );
+    match &s.vrrp {
+        Ok(v) => {
+            let _ = writeln!(o, "  {}", vrrp_line(v));
+        }
+        Err(e) => {
+            let _ = writeln!(o, "  vrrpd: {e}");
+        }
+    }
+    match &s.lbd {
+        Err(e) => {
+            let _ = writeln!(o, "  lbd: {e}");
+        }
+        Ok(snap) => {
+            let _ = writeln!(
+                o,
+                "  lbd: {} connections open (cap {}), up {}s, {} reloads{}",
+                snap.current_connections,
+                snap.max_connections,
+                snap.uptime_secs,
+                snap.reloads,
+                snap.last_reload_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(", last reload FAILED: {e}"))
+            );
+            let mut rows = Vec::new();
+            for f in &snap.frontends {
+                for sv in &f.servers {
+                    rows.push(vec![
+                        format!("{} :{}", f.name, f.listen.port()),
+                        sv.name.clone(),
+                        sv.addr.to_string(),
+                        format!(
+                            "{}{}",
+                            sv.status.as_str(),
+                            sv.transition
+                                .as_ref()
+                                .map_or(String::new(), |t| format!(" ({t})"))
+                        ),
+                        sv.check_status.clone(),
+                        sv.check_latency_ms
+                            .map_or("-".into(), |l| format!("{l:.1}ms")),
+                        sv.current_sessions.to_string(),
+                        sv.total_sessions.to_string(),
+                        format!("{}/{}", fmt_bytes(sv.bytes_in), fmt_bytes(sv.bytes_out)),
+                        sv.connect_errors.to_string(),
+                    ]);
+                }
+            }
+            o.push('\n');
+            o.push_str(&table(
+                &[
+                    "SERVICE", "SERVER", "ADDRESS", "STATUS", "CHECK", "LATENCY", "CUR", "TOTAL",
+                    "IN/OUT", "CONNERR",
+                ],
+                &rows,
+            ));
+        }
+    }
+    o
+}
+
+/// `SERVICE/SERVER` -> (service, server).
+pub fn split_target(t: &str) -> Result<(&str, &str)> {
+    t.split_once('/')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| {
+            anyhow!("expected SERVICE/SERVER, e.g. kube-apiserver/lx-k3s-server-02, got {t:?}")
+        })
+}
+
+/// Set a backend server's administrative state on this node's lbd.
+pub fn set_server(run_dir: &Path, target: &str, state: &str) -> Result<Value> {
+    let (service, server) = split_target(target)?;
+    Ok(call(
+        run_dir,
+        "lbd",
+        "set-server",
+        json!({ "service": service, "server": server, "state": state }),
+    )?)
+}
+
+/// `lbctl maintenance on|off`, waiting (bounded) for the handover to be visible.
+pub fn maintenance(run_dir: &Path, on: bool) -> Result<String> {
+    call(run_dir, "vrrpd", "maintenance", json!({ "on": on }))?;
+    // Report what vrrpd did; the handover itself is make-before-break inside vrrpd.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = call(run_dir, "vrrpd", "status", Value::Null)?;
+        let state = v["state"].as_str().unwrap_or("?").to_owned();
+        if !on || state != "master" || std::time::Instant::now() > deadline {
+            let verb = if on {
+                "on: this node resigned and stays backup until `lbctl maintenance off`"
+            } else {
+                "off: this node is a candidate again (it preempts if it has the highest priority)"
+            };
+            return Ok(format!("maintenance {verb}; now {}", vrrp_line(&v)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `lbctl reload`: both daemons re-read cluster.toml; a bad file keeps the old config.
+pub fn reload(run_dir: &Path) -> Result<String> {
+    let mut out = String::new();
+    let mut failed = false;
+    for d in ["vrrpd", "lbd"] {
+        match call(run_dir, d, "reload", Value::Null) {
+            Ok(v) => {
+                let _ = writeln!(
+                    out,
+                    "{d}: reloaded{}",
+                    if v.is_null() {
+                        String::new()
+                    } else {
+                        format!(" ({v})")
+                    }
+                );
+            }
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(out, "{d}: {e}");
+            }
+        }
+    }
+    if failed {
+        bail!("{}", out.trim_end());
+    }
+    Ok(out)
+}
+
+/// Minimal HTTP/1.0 GET for the stats pages (no dependency on an HTTP client crate).
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lbctl\r\n");
+    if let Some((u, p)) = auth {
+        let _ = write!(
+            req,
+            "Authorization: Basic {}\r\n",
+            base64(&format!("{u}:{p}"))
+        );
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut body = Vec::new();
+    s.take(32 << 20)
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading from {addr}"))?;
+    let text = String::from_utf8_lossy(&body);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{addr}: not an HTTP answer"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("{addr}: bad status line"))?;
+    Ok((code, rest.to_owned()))
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One server's stats page, or why it could not be read.
+pub fn fetch_snapshot(c: &Cluster, addr: std::net::IpAddr) -> Result<Snapshot> {
+    let target = SocketAddr::new(addr, c.stats.listen.port());
+    let auth = c.stats.user.as_deref().zip(c.stats.password.as_deref());
+    let (code, body) = http_get(target, "/stats.json", auth, Duration::from_secs(2))?;
+    if code != 200 {
+        bail!("{target} answered HTTP {code}");
+    }
+    serde_json::from_str(&body)
+        .with_context(|| format!("{target}: /stats.json is not an lbd snapshot"))
+}
+
+/// `lbctl status --cluster`: every server's view in one table.
+pub fn cluster_status(c: &Cluster) -> (Vec<(String, Result<Snapshot, String>)>, String) {
+    let views: Vec<(String, Result<Snapshot, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = c
+            .servers()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    s.spawn(move || fetch_snapshot(c, n.address).map_err(|e| format!("{e:#}"))),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, h)| {
+                (
+                    name,
+                    h.join().unwrap_or_else(|_| Err("internal error".into())),
+                )
+            })
+            .collect()
+    });
+    let mut o = String::new();
+    let mut rows = Vec::new();
+    for (name, v) in &views {
+        match v {
+            Ok(s) => {
+                let (state, master) = s.vrrp.as_ref().map_or(
+                    ("vrrpd not answering".to_owned(), "?".to_owned()),
+                    |v| {
+                        (
+                            format!(
+                                "{}{}",
+                                v.state,
+                                if v.maintenance { " (maintenance)" } else { "" }
+                            ),
+                            v.master.clone().unwrap_or_else(|| "?".into()),
+                        )
+                    },
+                );
+                rows.push(vec![
+                    name.clone(),
+                    state,
+                    master,
+                    s.current_connections.to_string(),
+                ]);
+            }
+            Err(e) => rows.push(vec![
+                name.clone(),
+                format!("NOT ANSWERING: {e}"),
+                "-".into(),
+                "-".into(),
+            ]),
+        }
+    }
+    o.push_str(&table(
+        &["NODE", "VRRP", "VIP HOLDER (its view)", "CONNS"],
+        &rows,
+    ));
+    // Each node's view of each backend.
+    let answering: Vec<&(String, Result<Snapshot, String>)> =
+        views.iter().filter(|(_, v)| v.is_ok()).collect();
+    let mut header = vec!["SERVICE".to_owned(), "SERVER".to_owned()];
+    header.extend(answering.iter().map(|(n, _)| format!("seen by {n}")));
+    let mut rows = Vec::new();
+    for svc in &c.services {
+        for b in &svc.backends {
+            let mut row = vec![svc.name.clone(), b.name.clone()];
+            for (_, v) in &answering {
+                let cell = v
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.frontends.iter().find(|f| f.name == svc.name))
+                    .and_then(|f| f.servers.iter().find(|sv| sv.addr == b.addr))
+                    .map_or("-".into(), |sv| {
+                        format!("{} {}", sv.status.as_str(), sv.check_status)
+                    });
+                row.push(cell);
+            }
+            rows.push(row);
+        }
+    }
+    let h: Vec<&str> = header.iter().map(String::as_str).collect();
+    o.push('\n');
+    o.push_str(&table(&h, &rows));
+    (views, o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i), o);
+        }
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    #[test]
+    fn targets_need_both_halves() {
+        assert_eq!(split_target("api/s1").unwrap(), ("api", "s1"));
+        assert!(split_target("api").is_err());
+        assert!(split_target("/s1").is_err());
+    }
+}
