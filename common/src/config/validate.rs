@@ -1012,11 +1012,11 @@ fn default_check(kind: CheckKind, path: &str, expect: Vec<u16>) -> Check {
         path: path.into(),
         expect,
         host: None,
-        interval: Duration::from_secs(2),
-        fast_interval: Duration::from_millis(500),
+        interval: Duration::from_secs(1),
+        fast_interval: Duration::from_millis(250),
         timeout: Duration::from_secs(1),
         rise: 2,
-        fall: 3,
+        fall: 2,
         ca: None,
         client_cert: None,
         client_key: None,
@@ -1025,7 +1025,9 @@ fn default_check(kind: CheckKind, path: &str, expect: Vec<u16>) -> Check {
 
 fn default_timeouts() -> Timeouts {
     Timeouts {
-        connect: Duration::from_secs(5),
+        // A LAN connect either completes in well under a millisecond or the server is gone:
+        // give up after 1 s and retry on another server.
+        connect: Duration::from_secs(1),
         idle: Duration::from_secs(60),
         tunnel: Duration::from_secs(3600),
         half_close: Duration::from_secs(30),
@@ -1447,17 +1449,18 @@ fn validate_check(cx: &Ctx<'_>, r: Option<&RawCheck>, key: &str, is_api: bool) -
             v
         }
     };
+    let d = default_check(kind, "/", Vec::new());
     let interval = cx.duration_in(
         &r.interval,
         &k("interval"),
-        Duration::from_secs(2),
+        d.interval,
         Duration::from_millis(10),
         Duration::from_secs(3600),
     )?;
     let fast_interval = cx.duration_in(
         &r.fast_interval,
         &k("fast_interval"),
-        interval.min(Duration::from_millis(500)),
+        interval.min(d.fast_interval),
         Duration::from_millis(10),
         interval,
     )?;
@@ -1515,8 +1518,10 @@ fn validate_check(cx: &Ctx<'_>, r: Option<&RawCheck>, key: &str, is_api: bool) -
         interval,
         fast_interval,
         timeout,
-        rise: u32::try_from(cx.int_in(&r.rise, &k("rise"), 2, 1, 100)?).unwrap_or(2),
-        fall: u32::try_from(cx.int_in(&r.fall, &k("fall"), 3, 1, 100)?).unwrap_or(3),
+        rise: u32::try_from(cx.int_in(&r.rise, &k("rise"), i64::from(d.rise), 1, 100)?)
+            .unwrap_or(d.rise),
+        fall: u32::try_from(cx.int_in(&r.fall, &k("fall"), i64::from(d.fall), 1, 100)?)
+            .unwrap_or(d.fall),
         ca: path_of(&r.ca),
         client_cert: path_of(&r.client_cert),
         client_key: path_of(&r.client_key),
