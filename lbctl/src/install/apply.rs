@@ -634,6 +634,33 @@ mod tests {
     }
 
     #[test]
+    fn download_without_network_fails_fast_with_the_air_gap_hint() {
+        // Port 1 on loopback: nothing listens, so curl fails to connect at once.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("install.sh");
+        let argv: Vec<String> = [
+            "curl",
+            "-sfL",
+            "--connect-timeout",
+            "2",
+            "--max-time",
+            "5",
+            "-o",
+            out.to_str().unwrap(),
+            "http://127.0.0.1:1/",
+        ]
+        .map(String::from)
+        .to_vec();
+        let start = Instant::now();
+        let err = run_command(&argv).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot connect") && err.contains("air-gapped"),
+            "{err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(
             command_line(&["a b".into(), "x=1".into(), "it's".into()]),
