@@ -40,6 +40,9 @@ struct Master {
     /// Next announcement (GARP / NA): the initial repeats, then the periodic refresh.
     garp_timer: Option<Instant>,
     garp_left: u32,
+    /// When we last answered a lower-priority master at once (rate limit: two routers
+    /// that both believed they win must not ping-pong at wire speed).
+    last_answer: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,7 +251,14 @@ impl Instance {
                 } else {
                     // A lower priority (or a lost tie) is also master: a partition has
                     // healed. Assert ourselves at once and re-announce the VIPs so the
-                    // switches and neighbours follow us.
+                    // switches and neighbours follow us; at most once per half interval.
+                    let quiet = self.cfg.adver_interval / 2;
+                    if m.last_answer
+                        .is_some_and(|t| after(t, quiet).is_some_and(|q| now < q))
+                    {
+                        return;
+                    }
+                    m.last_answer = Some(now);
                     m.adver_timer = after(now, self.cfg.adver_interval);
                     self.send_advert(self.priority);
                     self.actions.push_back(Action::Announce);
@@ -522,6 +532,7 @@ impl Instance {
                     adver_timer: after(now, self.cfg.adver_interval),
                     garp_timer: next_garp(&self.cfg, now, garp_left),
                     garp_left,
+                    last_answer: None,
                 })
             }
         };
