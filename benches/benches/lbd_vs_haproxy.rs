@@ -14,6 +14,10 @@
 //! connection, p50/p99), memory per idle connection (RSS before/after IDLE_CONNS_WANTED
 //! connections, on freshly started proxies). Ratios are lbd/HAProxy.
 //!
+//! Knobs (environment): `LBD_BIN` (an lbd binary; default: build it in release),
+//! `LBD_BENCH_PHASES` (comma list of throughput,connrate,latency,memory; default all),
+//! `LBD_BENCH_CONCURRENCY` (short-connection clients, default CONN_CONCURRENCY).
+//!
 //! The echo backend is this same binary re-executed with `LBD_BENCH_ROLE=echo`.
 
 use std::net::SocketAddr;
@@ -49,7 +53,7 @@ fn proxy_maxconn() -> usize {
     idle_conns() + 40
 }
 /// Repetitions of the short phases (connection rate, latency); the median is reported.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const HEALTH_INTERVAL: &str = "2s";
 
 fn main() -> ExitCode {
@@ -369,7 +373,19 @@ fn start_lbd(
 // Measurements
 
 async fn echo_once(addr: SocketAddr) -> std::io::Result<()> {
-    let mut s = TcpStream::connect(addr).await?;
+    echo_once_from(addr, None).await
+}
+
+/// Connect (optionally from source address `from`), 16-byte echo, close.
+async fn echo_once_from(addr: SocketAddr, from: Option<std::net::Ipv4Addr>) -> std::io::Result<()> {
+    let mut s = match from {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::from((ip, 0)))?;
+            sock.connect(addr).await?
+        }
+    };
     s.set_nodelay(true)?;
     let msg = [0x5au8; 16];
     s.write_all(&msg).await?;
@@ -424,15 +440,25 @@ fn iperf(addr: SocketAddr, streams: u32) -> Result<f64> {
 }
 
 /// Short connections for CONN_SECS: connect, 16-byte echo, close. Returns connections/s.
-async fn conn_rate(addr: SocketAddr) -> Result<f64> {
+async fn conn_rate(addr: SocketAddr, concurrency: usize) -> Result<f64> {
     let start = Instant::now();
     let stop = start + Duration::from_secs(CONN_SECS);
     let mut tasks = Vec::new();
-    for _ in 0..CONN_CONCURRENCY {
+    for task in 0..concurrency {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
+            let mut n = 0u32;
             while Instant::now() < stop {
-                match tokio::time::timeout(Duration::from_secs(2), echo_once(addr)).await {
+                // Spread client connections over 127.0.1.0/24 source addresses, so the
+                // client's own TIME_WAIT sockets do not make connect() hunt for a free
+                // port (that cost would cap direct and proxied runs alike).
+                n = n.wrapping_add(1);
+                #[expect(clippy::cast_possible_truncation, reason = "wraps on purpose")]
+                let host = ((task as u32).wrapping_mul(7).wrapping_add(n) % 250 + 1) as u8;
+                let from = std::net::Ipv4Addr::new(127, 0, 1, host);
+                match tokio::time::timeout(Duration::from_secs(2), echo_once_from(addr, Some(from)))
+                    .await
+                {
                     Ok(Ok(())) => ok += 1,
                     _ => failed += 1,
                 }
@@ -572,7 +598,10 @@ fn print_table(rows: &[Row]) {
         "|{:-<36}|{:->12}|{:->12}|{:->12}|{:->13}|{:->10}|{:-<8}|",
         "", "", "", "", "", "", ""
     );
-    for r in rows {
+    for r in rows
+        .iter()
+        .filter(|r| r.direct.is_some() || r.lbd.is_some() || r.haproxy.is_some())
+    {
         let ratio = match (r.lbd, r.haproxy) {
             (Some(l), Some(h)) if h > 0.0 => Some(l / h),
             _ => None,
@@ -600,7 +629,29 @@ fn print_table(rows: &[Row]) {
 
 // ---------------------------------------------------------------------------------------
 
+/// A measurement's value, or `None` after printing why it failed (the run goes on).
+fn attempt<T>(target: &str, r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("  *** {target}: {e:#}");
+            None
+        }
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn run() -> Result<()> {
+    let phases = std::env::var("LBD_BENCH_PHASES")
+        .unwrap_or_else(|_| "throughput,connrate,latency,memory".to_owned());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
+    let concurrency = env_usize("LBD_BENCH_CONCURRENCY", CONN_CONCURRENCY);
     require_tool("/usr/sbin/haproxy")?;
     require_tool("/usr/bin/iperf3")?;
     let nofile = raise_nofile(65_536)?;
@@ -688,13 +739,14 @@ fn run() -> Result<()> {
         rows_vals.iter().find(|(n, _)| *n == name).map(|x| x.1)
     };
 
-    for streams in [1u32, 8] {
+    for streams in [1u32, 8].into_iter().filter(|_| phase("throughput")) {
         let mut vals = Vec::new();
         for t in &targets {
             eprintln!("throughput, {streams} stream(s), {} ...", t.name);
-            let gbps = iperf(t.iperf, streams)?;
-            eprintln!("  {gbps:.2} Gbit/s");
-            vals.push((t.name, gbps));
+            if let Some(gbps) = attempt(t.name, iperf(t.iperf, streams)) {
+                eprintln!("  {gbps:.2} Gbit/s");
+                vals.push((t.name, gbps));
+            }
         }
         rows.push(Row {
             what: format!("throughput, {streams} stream(s) (Gbit/s)"),
@@ -716,32 +768,34 @@ fn run() -> Result<()> {
         } else {
             (0..targets.len()).rev().collect()
         };
-        for &i in &order {
+        for &i in order.iter().filter(|_| phase("connrate")) {
             let t = &targets[i];
             eprintln!("connection rate, round {round}, {} ...", t.name);
-            let r = rt.block_on(conn_rate(t.echo))?;
-            eprintln!("  {r:.0} conn/s");
-            rates[i].1.push(r);
+            if let Some(r) = attempt(t.name, rt.block_on(conn_rate(t.echo, concurrency))) {
+                eprintln!("  {r:.0} conn/s");
+                rates[i].1.push(r);
+            }
             // Let TIME_WAIT sockets of the last run settle a little.
             std::thread::sleep(Duration::from_secs(1));
         }
-        for &i in &order {
+        for &i in order.iter().filter(|_| phase("latency")) {
             let t = &targets[i];
             eprintln!("keep-alive latency, round {round}, {} ...", t.name);
-            let s = rt.block_on(latency(t.echo))?;
-            let (p50, p99) = (percentile(&s, 50.0), percentile(&s, 99.0));
-            eprintln!("  p50 {p50:?} p99 {p99:?}");
-            p50s[i].1.push(p50.as_secs_f64() * 1e6);
-            p99s[i].1.push(p99.as_secs_f64() * 1e6);
+            if let Some(s) = attempt(t.name, rt.block_on(latency(t.echo))) {
+                let (p50, p99) = (percentile(&s, 50.0), percentile(&s, 99.0));
+                eprintln!("  p50 {p50:?} p99 {p99:?}");
+                p50s[i].1.push(p50.as_secs_f64() * 1e6);
+                p99s[i].1.push(p99.as_secs_f64() * 1e6);
+            }
         }
     }
     let pick = |v: &[(&'static str, Vec<f64>)], name: &str| {
         v.iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, x)| *n == name && !x.is_empty())
             .map(|(_, x)| median(x.clone()))
     };
     rows.push(Row {
-        what: format!("short connections (conn/s, {CONN_CONCURRENCY} clients)"),
+        what: format!("short connections (conn/s, {concurrency} clients)"),
         direct: pick(&rates, "direct"),
         lbd: pick(&rates, "lbd"),
         haproxy: pick(&rates, "haproxy"),
@@ -769,16 +823,21 @@ fn run() -> Result<()> {
     let mut mem = Vec::new();
     let mut mem_detail = Vec::new();
     let mut fresh = Vec::new();
-    if had_lbd {
+    if had_lbd && phase("memory") {
         if let Ok(bin) = &lbd_bin {
             fresh.push(start_lbd(bin, d, ports, &rt, "mem")?);
         }
     }
-    fresh.push(start_haproxy(d, ports, &rt, "mem")?);
+    if phase("memory") {
+        fresh.push(start_haproxy(d, ports, &rt, "mem")?);
+    }
     for t in &fresh {
         let Some(p) = &t.process else { continue };
         eprintln!("memory, {} idle connections, {} ...", idle_conns(), t.name);
-        let (per, before, after) = memory_per_conn(&rt, p.pid(), t.echo)?;
+        let Some((per, before, after)) = attempt(t.name, memory_per_conn(&rt, p.pid(), t.echo))
+        else {
+            continue;
+        };
         eprintln!("  {per:.2} KiB/conn (RSS {before} -> {after} KiB)");
         mem.push((t.name, per));
         mem_detail.push(format!("{}: RSS {before} KiB -> {after} KiB", t.name));
