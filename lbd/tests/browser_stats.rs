@@ -2,6 +2,10 @@
 //! listener on loopback that is stopped and started again.
 //!
 //! Index:
+//! - `lbd_page_shows_a_backend_going_down_and_back_up`: the real lbd binary
+//!   (`CARGO_BIN_EXE_lbd`) proxying to a real loopback backend with TCP checks every 200 ms
+//!   (rise 2, fall 2); one connection is proxied; chromium shows the server UP with the
+//!   session counted, DOWN once the backend is stopped, UP again once it is restarted.
 //! - `page_shows_a_backend_going_down_and_back_up`: the stats server fed by a small TCP
 //!   health checker (fall 2, rise 2) probing a real loopback backend; chromium loads the
 //!   page, the backend is stopped, chromium shows it DOWN, it is started again on the same
@@ -340,4 +344,188 @@ async fn page_shows_a_backend_going_down_and_back_up() {
 
     checker.abort();
     backend.abort();
+}
+
+// ---------------------------------------------------------------------------------------
+// The real lbd binary
+
+/// lbd as a child process, killed (by its own pid) when dropped.
+struct Lbd {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Lbd {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Plain `GET path` over HTTP/1.1; returns the body of a 200 answer, or `None`.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200 ").then(|| body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The status column of `server`'s CSV row, as lbd reports it now.
+async fn csv_status(stats: SocketAddr, server: &str) -> Option<String> {
+    let csv = http_get(stats, "/stats.csv").await?;
+    let row = csv
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(server))?
+        .to_owned();
+    row.split(',').nth(17).map(str::to_owned)
+}
+
+async fn wait_csv_status(lbd: &Lbd, stats: SocketAddr, server: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = csv_status(stats, server).await;
+        if last.as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "lbd did not report {server} {want} within {within:?} (last: {last:?}); lbd log:\n{}",
+        lbd.log()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lbd_page_shows_a_backend_going_down_and_back_up() {
+    require_chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[cluster]
+name = "browser"
+domain = "browser.test"
+
+[vip]
+address = "127.0.0.100/8"
+
+[[nodes]]
+name = "browser-1"
+address = "127.0.0.1"
+role = "server"
+
+[[services]]
+name = "web"
+listen = {fport}
+bind = "127.0.0.1"
+backends = ["{backend_addr}"]
+balance = "roundrobin"
+check = {{ kind = "tcp", interval = "200ms", fast_interval = "100ms", timeout = "150ms", rise = 2, fall = 2 }}
+
+[stats]
+listen = "{stats}"
+"#,
+            fport = frontend.port(),
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let log = dir.path().join("lbd.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--node")
+        .arg("browser-1")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("lbd starts");
+    let lbd = Lbd { child, log };
+    let server = backend_addr.to_string();
+
+    // The backend is not there yet: lbd reports it DOWN.
+    wait_csv_status(&lbd, stats, &server, "DOWN", Duration::from_secs(10)).await;
+    let backend = start_backend(backend_addr).await;
+    wait_csv_status(&lbd, stats, &server, "UP", Duration::from_secs(5)).await;
+
+    // One real connection through lbd, so the page has a session to count.
+    let mut c = TcpStream::connect(frontend).await.unwrap();
+    let mut buf = [0u8; 1];
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+    )
+    .await;
+    drop(c);
+
+    let url = format!("http://{stats}/");
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    assert!(
+        dom.contains("<title>lbd on browser-1 (browser)</title>"),
+        "{dom}"
+    );
+    assert!(dom.contains("vrrpd not answering"), "{dom}");
+    let row = server_row(&dom, &server);
+    assert!(row.contains("class=\"srv st-up"), "{row}");
+    assert!(row.contains("<td class=\"status\">UP"), "{row}");
+    assert!(row.contains("L4OK"), "{row}");
+    let json = http_get(stats, "/stats.json").await.unwrap();
+    let snap: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(snap.frontends[0].servers[0].total_sessions, 1, "{json}");
+
+    // Stop the backend: DOWN within interval x fall (+ margin), and chromium shows it.
+    backend.abort();
+    let _ = backend.await;
+    wait_csv_status(&lbd, stats, &server, "DOWN", Duration::from_secs(3)).await;
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    let row = server_row(&dom, &server);
+    assert!(row.contains("class=\"srv st-down"), "{row}");
+    assert!(row.contains("<td class=\"status\">DOWN"), "{row}");
+    assert!(row.contains("L4CON"), "{row}");
+
+    // Start it again on the same port: UP within interval x rise (+ margin).
+    let backend = start_backend(backend_addr).await;
+    wait_csv_status(&lbd, stats, &server, "UP", Duration::from_secs(3)).await;
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    let row = server_row(&dom, &server);
+    assert!(row.contains("<td class=\"status\">UP"), "{row}");
+    assert!(row.contains("L4OK"), "{row}");
+    backend.abort();
+    drop(lbd);
 }
