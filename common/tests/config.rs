@@ -29,7 +29,7 @@ fn golden_errors() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let shown = Path::new("golden").join(&name);
         let got = match config::parse(&text, Some(&shown)) {
-            Ok(_) => format!("ACCEPTED (expected an error)"),
+            Ok(_) => "ACCEPTED (expected an error)".to_string(),
             Err(e) => e.to_string(),
         };
         let err_path = case.with_extension("err");

@@ -336,7 +336,10 @@ pub fn fetch_snapshot(c: &Cluster, addr: std::net::IpAddr) -> Result<Snapshot> {
 }
 
 /// `lbctl status --cluster`: every server's view in one table.
-pub fn cluster_status(c: &Cluster) -> (Vec<(String, Result<Snapshot, String>)>, String) {
+/// Each server's name and its stats snapshot, or why it could not be read.
+pub type ClusterViews = Vec<(String, Result<Snapshot, String>)>;
+
+pub fn cluster_status(c: &Cluster) -> (ClusterViews, String) {
     let views: Vec<(String, Result<Snapshot, String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = c
             .servers()

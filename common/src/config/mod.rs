@@ -5,6 +5,10 @@
 //! then `validate.rs` turns them into the [`Cluster`] model, filling defaults. Every error is
 //! a [`ConfigError`] naming file, line, column, key path, the bad value and what is allowed.
 
+// Config errors are rich on purpose (they are the whole operator message) and only ever
+// travel on the cold path of loading a file, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod error;
 mod identify;
 mod model;

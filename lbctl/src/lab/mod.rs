@@ -142,9 +142,9 @@ impl LabState {
 /// Is this pid alive (and not a zombie)?
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(") ").map_or(false, |(_, rest)| {
-            !rest.starts_with('Z') && !rest.starts_with('X')
-        }),
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
         Err(_) => false,
     }
 }

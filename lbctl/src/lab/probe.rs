@@ -287,7 +287,7 @@ pub fn analyse(samples: &[Sample], event_ms: f64, slow_ms: f64) -> Outcome {
         .iter()
         .find(|s| disrupted(s))
         .map(|s| s.sent_ms - event_ms);
-    let last_idx = samples.iter().rposition(|s| disrupted(s));
+    let last_idx = samples.iter().rposition(disrupted);
     let last = last_idx.map(|i| samples[i].sent_ms - event_ms);
     let recovered_after_ms = match last_idx {
         None => 0.0,

@@ -1,0 +1,124 @@
+//! The lab's scenarios, end to end, with real vrrpd, lbd and stand-in backends in network
+//! namespaces on this test's own subnet (10.77.1.0/24; no host link).
+//!
+//! Index (one lab, scenarios in sequence: the timings must not compete for 2 cores):
+//! - planned maintenance hands the VIP over with zero failed requests;
+//! - link loss of the VIP holder: the VIP serves again within 3 x interval + skew + 200 ms
+//!   and every failed request was sent inside that window;
+//! - a stopped backend is out of rotation within interval x fall (+ one check timeout);
+//! - a recovered node gets traffic again.
+
+use e2e::LabGuard;
+use lbctl::lab::scenarios::{self, ScenarioReport};
+
+const CONFIG: &str = r#"
+[cluster]
+name = "e2e"
+domain = "e2e.test"
+
+[vip]
+address = "10.77.1.100/24"
+
+[vrrp]
+interval = "200ms"
+
+[[nodes]]
+name = "s1"
+address = "10.77.1.11"
+role = "server"
+
+[[nodes]]
+name = "s2"
+address = "10.77.1.12"
+role = "server"
+
+[[nodes]]
+name = "s3"
+address = "10.77.1.13"
+role = "server"
+
+[[nodes]]
+name = "a1"
+address = "10.77.1.21"
+role = "agent"
+
+[[services]]
+name = "kube-apiserver"
+listen = 8443
+backend_port = 6443
+check = { interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }
+timeouts = { connect = "300ms" }
+
+[[services]]
+name = "ingress-http"
+listen = 80
+backend_port = 30080
+check = { interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }
+timeouts = { connect = "300ms" }
+"#;
+
+fn show(r: &[ScenarioReport]) {
+    for s in r {
+        eprintln!(
+            "{}: passed={} recovered={:?} bound={:?} {:?} notes={:?}",
+            s.name, s.passed, s.recovered_ms, s.bound_ms, s.outcome, s.notes
+        );
+    }
+}
+
+#[test]
+fn lab_scenarios() {
+    if !common::netns::require_root("e2e lab scenarios") {
+        return;
+    }
+    let mut lab = LabGuard::up("a", CONFIG).expect("lab up");
+
+    let r = scenarios::run_one(&mut lab.state, "planned-maintenance").unwrap();
+    show(&r);
+    assert_eq!(
+        r[0].outcome.failed, 0,
+        "planned maintenance must not fail a request"
+    );
+    assert!(r[0].passed, "{:?}", r[0].notes);
+
+    let r = scenarios::run_one(&mut lab.state, "vip-failover-link").unwrap();
+    show(&r);
+    let link = &r[0];
+    let bound = link.bound_ms.unwrap();
+    assert!(
+        link.recovered_ms.unwrap() <= bound,
+        "VIP serving again after {:?} ms, bound {bound} ms",
+        link.recovered_ms
+    );
+    assert!(
+        link.passed,
+        "failed requests outside the window: {:?}",
+        link.notes
+    );
+
+    let r = scenarios::run_one(&mut lab.state, "backend-out-and-back").unwrap();
+    show(&r);
+    let b = &r[0];
+    assert!(
+        b.recovered_ms.unwrap() <= b.bound_ms.unwrap(),
+        "backend DOWN after {:?} ms, bound {:?}",
+        b.recovered_ms,
+        b.bound_ms
+    );
+    assert!(b.passed, "{:?}", b.notes);
+
+    let r = scenarios::run_one(&mut lab.state, "app-node-failure").unwrap();
+    show(&r);
+    assert!(
+        r[0].notes
+            .iter()
+            .any(|n| n.contains("requests then reached s")),
+        "{:?}",
+        r[0].notes
+    );
+    assert!(
+        r[0].passed,
+        "traffic must come back to the recovered node: {:?}",
+        r[0].notes
+    );
+}
