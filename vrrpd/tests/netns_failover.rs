@@ -13,6 +13,8 @@
 //! - `maintenance_resigns_and_reload_keeps_state` (10.64): control socket `maintenance`
 //!   hands over without loss and stays backup; SIGHUP with a bad file is refused, a good
 //!   file with a new priority applies without dropping the VIP.
+//! - `rfc9568_checksum_between_vrrpd_nodes` (10.65): the RFC 9568 checksum form (no IPv4
+//!   pseudo-header) between vrrpd nodes: converges, no drop counted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -306,4 +308,34 @@ fn maintenance_resigns_and_reload_keeps_state() {
     assert_eq!(s0["state"], "master");
     assert_eq!(s0["counters"]["became_master"], before);
     assert_eq!(c.holders(c.vip4), vec![0]);
+}
+
+#[test]
+fn rfc9568_checksum_between_vrrpd_nodes() {
+    if !common::netns::require_root("vrrpd netns rfc9568_checksum_between_vrrpd_nodes") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(65);
+    s.checksum = Some("rfc9568".into());
+    let mut c = TestCluster::new("65", s);
+    converge_initial(&mut c);
+    std::thread::sleep(c.interval * 10);
+    assert_eq!(c.holders(c.vip4), vec![0]);
+    for i in 0..3 {
+        let st = c.status(i);
+        let drops = &st["counters"]["drops"];
+        assert!(
+            drops.as_object().is_none_or(|m| m.is_empty()),
+            "{}: unexpected drops {drops}",
+            c.servers[i].name
+        );
+        if i > 0 {
+            assert_eq!(st["state"], "backup");
+            assert!(
+                st["counters"]["rx_adverts"].as_u64().unwrap() >= 5,
+                "{st:#}"
+            );
+        }
+    }
 }

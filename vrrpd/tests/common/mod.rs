@@ -13,6 +13,33 @@ use common::netns::{Lab, NetNs, NsChild};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+/// Debian's keepalived.
+pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
+
+/// Is keepalived installed? If not, say so loudly (the caller skips).
+pub fn require_keepalived(what: &str) -> bool {
+    if Path::new(KEEPALIVED).exists() {
+        return true;
+    }
+    eprintln!("\n########## SKIPPED: {what}: {KEEPALIVED} is not installed (apt-get install keepalived) ##########\n");
+    false
+}
+
+/// Lines of a keepalived log that report a receive error on VRRP packets.
+pub fn keepalived_errors(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            l.contains("Invalid VRRPv3 checksum")
+                || l.contains("Invalid VRRPv2 checksum")
+                || l.contains("wrong version")
+                || l.contains("invalid TTL")
+                || l.contains("auth")
+                    && (l.contains("fail") || l.contains("invalid") || l.contains("bad"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Timing-sensitive scenarios run one at a time (the machine has 2 cores).
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -41,6 +68,7 @@ pub struct TestCluster {
     pub vip4: IpAddr,
     pub vip6: IpAddr,
     pub interval: Duration,
+    pub settings: Settings,
 }
 
 pub struct Settings {
@@ -50,6 +78,11 @@ pub struct Settings {
     /// Extra lines for the [vrrp] table.
     pub vrrp_extra: String,
     pub ipv6_vip: bool,
+    /// VRRP version (3, or 2 with `password`).
+    pub version: u8,
+    pub password: Option<String>,
+    /// `checksum = "..."` for vrrpd (`None`: the default, keepalived's form).
+    pub checksum: Option<String>,
 }
 
 impl Settings {
@@ -60,6 +93,9 @@ impl Settings {
             interval_ms: 100,
             vrrp_extra: String::new(),
             ipv6_vip: false,
+            version: 3,
+            password: None,
+            checksum: None,
         }
     }
 }
@@ -73,9 +109,16 @@ pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
         t.push_str(&format!("address6 = \"fd{n}::100/64\"\n"));
     }
     t.push_str(&format!(
-        "\n[vrrp]\nvrid = {vrid}\ninterval = \"{}ms\"\n{}\n\n[vrrp.track]\nlbd = \"off\"\n",
-        s.interval_ms, s.vrrp_extra
+        "\n[vrrp]\nvrid = {vrid}\nversion = {}\ninterval = \"{}ms\"\n{}\n",
+        s.version, s.interval_ms, s.vrrp_extra
     ));
+    if let Some(p) = &s.password {
+        t.push_str(&format!("password = \"{p}\"\n"));
+    }
+    if let Some(c) = &s.checksum {
+        t.push_str(&format!("checksum = \"{c}\"\n"));
+    }
+    t.push_str("\n[vrrp.track]\nlbd = \"off\"\n");
     for (i, p) in s.priorities.iter().enumerate() {
         let k = i + 1;
         t.push_str(&format!(
@@ -131,6 +174,7 @@ impl TestCluster {
             vip4: format!("10.{n}.0.100").parse().expect("vip"),
             vip6: format!("fd{n}::100").parse().expect("vip6"),
             interval: Duration::from_millis(s.interval_ms),
+            settings: s,
         }
     }
 
@@ -168,6 +212,66 @@ impl TestCluster {
         s.starts += 1;
     }
 
+    /// keepalived's configuration for server `i`, equivalent to the cluster file.
+    pub fn keepalived_conf(&self, i: usize) -> String {
+        let s = &self.settings;
+        let n = s.net;
+        let k = i + 1;
+        let interval = if s.version == 2 {
+            format!("{}", (s.interval_ms / 1000).max(1))
+        } else {
+            format!("{:.2}", s.interval_ms as f64 / 1000.0)
+        };
+        let auth = match &s.password {
+            Some(p) => format!(
+                "    authentication {{\n        auth_type PASS\n        auth_pass {p}\n    }}\n"
+            ),
+            None => String::new(),
+        };
+        let vips = format!("        10.{n}.0.100/24 dev eth0\n");
+        let mut v6 = String::new();
+        if s.ipv6_vip {
+            // keepalived runs IPv6 VIPs in their own instance.
+            v6 = format!(
+                "vrrp_instance VI6 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n    virtual_ipaddress {{\n        fd{n}::100/64 dev eth0\n    }}\n}}\n",
+                p = s.priorities[i]
+            );
+        }
+        format!(
+            "global_defs {{\n    router_id n{k}\n    vrrp_version {v}\n    vrrp_garp_master_delay 0\n}}\n\
+             vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n{auth}    virtual_ipaddress {{\n{vips}    }}\n}}\n{v6}",
+            v = s.version,
+            p = s.priorities[i],
+        )
+    }
+
+    /// Start keepalived (Debian's) on server `i` instead of vrrpd; output to `n{k}.log`.
+    pub fn start_keepalived(&mut self, i: usize) {
+        let conf = self.dir.path().join(format!("keepalived-n{}.conf", i + 1));
+        std::fs::write(&conf, self.keepalived_conf(i)).expect("write keepalived.conf");
+        let s = &self.servers[i];
+        let ns = self.lab.ns(&s.name).expect("ns");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)
+            .expect("log");
+        let mut cmd = ns.command(KEEPALIVED);
+        cmd.args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(self.dir.path().join(format!("ka-n{}.pid", i + 1)))
+            .arg("-r")
+            .arg(self.dir.path().join(format!("ka-vrrp-n{}.pid", i + 1)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = ns.spawn(cmd).expect("spawn keepalived");
+        let s = &mut self.servers[i];
+        s.child = Some(child);
+        s.starts += 1;
+    }
+
     pub fn start_all(&mut self) {
         for i in 0..self.servers.len() {
             self.start(i);
@@ -185,6 +289,22 @@ impl TestCluster {
         let took = t0.elapsed();
         self.servers[i].child = None;
         (st, took)
+    }
+
+    /// Send SIGTERM to server `i` without waiting.
+    pub fn sigterm(&self, i: usize) {
+        let child = self.servers[i].child.as_ref().expect("running");
+        child.signal(Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Wait (up to 10 s) for server `i` to exit.
+    pub fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let child = self.servers[i].child.as_mut().expect("running");
+        let st = child
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} did not exit", self.servers[i].name));
+        self.servers[i].child = None;
+        st
     }
 
     /// kill -9 server `i`.

@@ -1,0 +1,277 @@
+//! vrrpd and Debian's keepalived in one VRRP group, in namespaces: the migration an operator
+//! does node by node. Needs root and /usr/sbin/keepalived (skips loudly otherwise).
+//!
+//! Index:
+//! - `keepalived_master_vrrpd_backups` (10.71): keepalived (200) master, vrrpd (150, 100)
+//!   backups accept its adverts with no drop; link loss fails over to vrrpd within
+//!   Master_Down_Interval + margin; keepalived preempts back; keepalived's own graceful stop
+//!   measured for comparison.
+//! - `vrrpd_master_keepalived_backup` (10.72, vrrpd `checksum = "either"`): vrrpd (200)
+//!   master, keepalived (150) stays backup (it accepts our adverts); SIGTERM on vrrpd hands
+//!   over to keepalived with no lost probe; vrrpd preempts back.
+//! - `vrrpv2_password_interop` (10.73, VRRPv2, `auth_type PASS`, 1 s): keepalived master,
+//!   vrrpd backup with no auth drop; keepalived stops, vrrpd takes over.
+//! - `rfc9568_checksum_against_keepalived_is_counted` (10.74): keepalived 2.2.7 only knows
+//!   the pseudo-header form, so vrrpd in `rfc9568` mode counts every keepalived advert as a
+//!   checksum drop and keepalived logs ours as invalid: the counters catch a mismatch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{keepalived_errors, ms, require_keepalived, serial, Prober, Settings, TestCluster};
+
+const MARGIN: Duration = Duration::from_millis(150);
+
+fn skip(what: &str) -> bool {
+    !common::netns::require_root(what) || !require_keepalived(what)
+}
+
+fn drops(c: &TestCluster, i: usize) -> serde_json::Value {
+    c.status(i)["counters"]["drops"].clone()
+}
+
+fn no_drops(c: &TestCluster, i: usize) {
+    let d = drops(c, i);
+    assert!(
+        d.as_object().is_none_or(|m| m.is_empty()),
+        "{} dropped packets: {d}",
+        c.servers[i].name
+    );
+}
+
+#[test]
+fn keepalived_master_vrrpd_backups() {
+    if skip("keepalived_master_vrrpd_backups") {
+        return;
+    }
+    let _g = serial();
+    let mut c = TestCluster::new("71", Settings::new(71));
+    c.start_keepalived(0);
+    c.start(1);
+    c.start(2);
+    c.wait_ctl(1, Duration::from_secs(10));
+    c.wait_ctl(2, Duration::from_secs(10));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    std::thread::sleep(c.interval * 10);
+    assert_eq!(c.holders(c.vip4), vec![0]);
+    for i in [1, 2] {
+        let s = c.status(i);
+        assert_eq!(s["state"], "backup", "{s:#}");
+        assert_eq!(s["master"], "10.71.0.11");
+        assert!(s["counters"]["rx_adverts"].as_u64().unwrap() >= 5);
+        no_drops(&c, i);
+    }
+
+    let p = Prober::start(c.client(), c.vip4);
+    assert!(p
+        .wait_reply_after(Instant::now(), Duration::from_secs(3))
+        .is_some());
+    let t_cut = Instant::now();
+    c.lab.set_cable("n1", false).unwrap();
+    let took = c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    let reply = p
+        .wait_reply_after(Instant::now(), Duration::from_secs(5))
+        .unwrap();
+    let bound = c.master_down(150) + MARGIN;
+    eprintln!(
+        "MEASURED keepalived master link loss -> vrrpd: VIP on n2 after {} ms, answering after {} ms (bound {} ms)",
+        ms(took),
+        ms(reply.duration_since(t_cut)),
+        ms(bound)
+    );
+    assert!(took <= bound);
+    assert_eq!(c.client_neighbour(c.vip4), Some(c.mac(1)));
+
+    // keepalived comes back and preempts.
+    c.lab.set_cable("n1", true).unwrap();
+    let back = c.wait_holder(c.vip4, 0, Duration::from_secs(5));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(3));
+    eprintln!("MEASURED keepalived preempts back after {} ms", ms(back));
+    std::thread::sleep(c.interval * 5);
+    assert_eq!(c.status(1)["state"], "backup");
+    no_drops(&c, 1);
+    no_drops(&c, 2);
+
+    // For comparison: keepalived's own graceful stop, with vrrpd as the successor.
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    c.sigterm(0);
+    c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    let took = t0.elapsed();
+    c.wait_exit(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (lost, sent, gap) = p.loss_between(t0, Instant::now() - Duration::from_millis(100));
+    eprintln!(
+        "MEASURED keepalived graceful stop -> vrrpd: VIP on n2 after {} ms; probes lost \
+         {lost}/{sent}, longest gap {} ms (keepalived removes its VIP at once, the successor waits skew)",
+        ms(took),
+        ms(gap)
+    );
+    let log = c.log(0);
+    assert!(
+        keepalived_errors(&log).is_empty(),
+        "keepalived complained:\n{log}"
+    );
+}
+
+#[test]
+fn vrrpd_master_keepalived_backup() {
+    if skip("vrrpd_master_keepalived_backup") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(72);
+    s.checksum = Some("either".into());
+    let mut c = TestCluster::new("72", s);
+    c.start(0);
+    c.start_keepalived(1);
+    c.start(2);
+    c.wait_ctl(0, Duration::from_secs(10));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    // keepalived must stay backup: it accepts our adverts (else it would take the VIP).
+    let t = Instant::now();
+    while t.elapsed() < c.interval * 15 {
+        assert_eq!(c.holders(c.vip4), vec![0], "keepalived took the VIP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = c.log(1);
+    assert!(log.contains("Entering BACKUP STATE"), "{log}");
+    assert!(!log.contains("Entering MASTER STATE"), "{log}");
+    no_drops(&c, 0);
+    no_drops(&c, 2);
+
+    let p = Prober::start(c.client(), c.vip4);
+    assert!(p
+        .wait_reply_after(Instant::now(), Duration::from_secs(3))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    c.sigterm(0);
+    c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    let took = t0.elapsed();
+    let st = c.wait_exit(0);
+    let exited = t0.elapsed();
+    assert!(st.success());
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    let (lost, sent, gap) = p.loss_between(t0, Instant::now() - Duration::from_millis(100));
+    eprintln!(
+        "MEASURED vrrpd graceful stop -> keepalived: keepalived holds the VIP {} ms after \
+         SIGTERM (skew(150) = {} ms), vrrpd exited after {} ms; probes lost {lost}/{sent}, \
+         longest gap {} ms",
+        ms(took),
+        ms(c.skew(150)),
+        ms(exited),
+        ms(gap)
+    );
+    assert_eq!(
+        lost, 0,
+        "{lost}/{sent} probes lost handing over to keepalived"
+    );
+    assert_eq!(c.client_neighbour(c.vip4), Some(c.mac(1)));
+    let log = c.log(1);
+    assert!(log.contains("Entering MASTER STATE"), "{log}");
+
+    // vrrpd returns and preempts keepalived.
+    c.start(0);
+    let back = c.wait_holder(c.vip4, 0, Duration::from_secs(5));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(3));
+    eprintln!("MEASURED vrrpd preempts keepalived after {} ms", ms(back));
+    std::thread::sleep(c.interval * 5);
+    no_drops(&c, 0);
+    no_drops(&c, 2);
+    let log = c.log(1);
+    assert!(
+        keepalived_errors(&log).is_empty(),
+        "keepalived complained:\n{log}"
+    );
+}
+
+#[test]
+fn vrrpv2_password_interop() {
+    if skip("vrrpv2_password_interop") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(73);
+    s.version = 2;
+    s.interval_ms = 1000;
+    s.password = Some("s3cret".into());
+    s.priorities = [200, 150, 100];
+    let mut c = TestCluster::new("73", s);
+    c.start_keepalived(0);
+    c.start(1);
+    c.wait_ctl(1, Duration::from_secs(10));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(3));
+    let st = c.status(1);
+    assert_eq!(st["state"], "backup", "{st:#}");
+    assert_eq!(st["version"], 2);
+    assert!(st["counters"]["rx_adverts"].as_u64().unwrap() >= 2);
+    no_drops(&c, 1);
+
+    let t0 = Instant::now();
+    c.sigterm(0);
+    c.wait_holder(c.vip4, 1, Duration::from_secs(8));
+    let took = t0.elapsed();
+    c.wait_exit(0);
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(8));
+    eprintln!(
+        "MEASURED VRRPv2 (1 s) keepalived graceful stop -> vrrpd: VIP on n2 after {} ms \
+         (skew(150) = {} ms)",
+        ms(took),
+        ms(c.skew(150))
+    );
+    // keepalived returns and preempts; it accepts our v2 adverts meanwhile.
+    c.start_keepalived(0);
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(10));
+    let log = c.log(0);
+    assert!(
+        keepalived_errors(&log).is_empty(),
+        "keepalived complained:\n{log}"
+    );
+    no_drops(&c, 1);
+}
+
+#[test]
+fn rfc9568_checksum_against_keepalived_is_counted() {
+    if skip("rfc9568_checksum_against_keepalived_is_counted") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(74);
+    s.checksum = Some("rfc9568".into());
+    let mut c = TestCluster::new("74", s);
+    c.start_keepalived(0);
+    c.start(1);
+    c.wait_ctl(1, Duration::from_secs(10));
+    // Neither accepts the other: both end up master.
+    c.wait_holder(c.vip4, 0, Duration::from_secs(5));
+    c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    for _ in 0..10 {
+        std::thread::sleep(c.interval * 2);
+        if std::env::var_os("DUMP").is_some() {
+            let s = c.status(1);
+            eprintln!(
+                "{} {} {}",
+                s["state"], s["counters"]["drops"], s["counters"]["rx_adverts"]
+            );
+        }
+    }
+    let d = drops(&c, 1);
+    let n = d["checksum"].as_u64().unwrap_or(0);
+    eprintln!("MEASURED rfc9568 vrrpd vs keepalived 2.2.7: checksum drops {n}");
+    if n < 3 || std::env::var_os("DUMP").is_some() {
+        c.dump_logs();
+    }
+    assert!(n >= 3, "expected checksum drops, got {d}");
+    let log = c.log(0);
+    assert!(
+        log.contains("Invalid VRRPv3 checksum"),
+        "keepalived did not flag ours:\n{log}"
+    );
+}
