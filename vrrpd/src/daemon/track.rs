@@ -58,14 +58,13 @@ impl Tracking {
                 .any(|t| !t.ok && t.effect == TrackEffect::Fault)
     }
 
-    /// keepalived's weights: a negative weight applies while failing, a positive one while
-    /// succeeding.
+    /// The sum of the weights of failing trackers (cluster.toml: a weight is added to the
+    /// priority while its tracker fails; usually negative).
     pub fn offset(&self) -> i32 {
         self.trackers
             .values()
             .map(|t| match t.effect {
-                TrackEffect::Weight(w) if w < 0 && !t.ok => i32::from(w),
-                TrackEffect::Weight(w) if w > 0 && t.ok => i32::from(w),
+                TrackEffect::Weight(w) if !t.ok => i32::from(w),
                 _ => 0,
             })
             .sum()
@@ -232,11 +231,11 @@ mod tests {
     }
 
     #[test]
-    fn weights_and_faults_fold_like_keepalived() {
+    fn weights_of_failing_trackers_add_up_and_faults_win() {
         let mut t = Tracking::default();
         assert_eq!((t.fault(), t.offset()), (false, 0));
         t.update(upd("a", TrackEffect::Weight(-50), false));
-        t.update(upd("b", TrackEffect::Weight(10), true));
+        t.update(upd("b", TrackEffect::Weight(10), false));
         t.update(upd("c", TrackEffect::Weight(-5), true));
         t.update(upd("d", TrackEffect::Off, false));
         assert_eq!((t.fault(), t.offset()), (false, -40));

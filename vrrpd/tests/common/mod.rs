@@ -56,6 +56,8 @@ pub struct Server {
     pub log: PathBuf,
     pub child: Option<NsChild>,
     pub starts: u32,
+    /// Extra environment for this server's vrrpd (seen by notify and track commands).
+    pub env: Vec<(String, String)>,
 }
 
 /// Three servers (n1, n2, n3) and a client on one bridge, in subnet 10.`net`.0.0/24 and
@@ -83,6 +85,8 @@ pub struct Settings {
     pub password: Option<String>,
     /// `checksum = "..."` for vrrpd (`None`: the default, keepalived's form).
     pub checksum: Option<String>,
+    /// Body of the [vrrp.track] table (default: lbd tracking off).
+    pub track: String,
 }
 
 impl Settings {
@@ -96,6 +100,7 @@ impl Settings {
             version: 3,
             password: None,
             checksum: None,
+            track: "lbd = \"off\"\n".into(),
         }
     }
 }
@@ -118,7 +123,8 @@ pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
     if let Some(c) = &s.checksum {
         t.push_str(&format!("checksum = \"{c}\"\n"));
     }
-    t.push_str("\n[vrrp.track]\nlbd = \"off\"\n");
+    t.push_str("\n[vrrp.track]\n");
+    t.push_str(&s.track);
     for (i, p) in s.priorities.iter().enumerate() {
         let k = i + 1;
         t.push_str(&format!(
@@ -163,6 +169,7 @@ impl TestCluster {
                     run_dir,
                     child: None,
                     starts: 0,
+                    env: Vec::new(),
                 }
             })
             .collect();
@@ -203,6 +210,7 @@ impl TestCluster {
             .arg("--run-dir")
             .arg(&s.run_dir)
             .env("RUST_LOG", "vrrpd=debug,info")
+            .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

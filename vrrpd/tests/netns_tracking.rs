@@ -1,0 +1,178 @@
+//! vrrpd's trackers and notify command with real processes in namespaces (10.66). Needs root.
+//!
+//! - `scripts_lbd_and_notify`: a track script with a weight moves the VIP when it fails
+//!   and back when it recovers; lbd's health (a stand-in answering `status` on each node's
+//!   `lbd.sock`, as lbd does) forces a fault when the tracked frontend has no server UP and
+//!   when lbd does not answer; the notify command sees every transition.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ctl::{Request, Response};
+use serde_json::json;
+use support::{serial, Settings, TestCluster};
+
+/// What the stand-in lbd reports: 0 = a server UP, 1 = all servers DOWN, 2 = not answering.
+const HEALTHY: u8 = 0;
+const ALL_DOWN: u8 = 1;
+const SILENT: u8 = 2;
+
+/// A stand-in for lbd's control socket: answers `status` with a `frontends` list like
+/// lbd's snapshot, health taken from `mode`.
+fn stand_in_lbd(run_dir: PathBuf, mode: Arc<AtomicU8>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let path = common::ctl::socket_path(&run_dir, "lbd");
+            let handler = move |req: Request| {
+                let mode = mode.clone();
+                async move {
+                    match mode.load(Ordering::SeqCst) {
+                        SILENT => {
+                            // Do not answer within the tracker's timeout.
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            Response::err("late")
+                        }
+                        m if req.cmd == "status" => {
+                            let st = if m == HEALTHY { "UP" } else { "DOWN" };
+                            Response::ok(json!({"frontends": [
+                                {"name": "kube-apiserver", "servers": [
+                                    {"name": "a", "status": "DOWN"},
+                                    {"name": "b", "status": st},
+                                ]},
+                                {"name": "ingress-http", "servers": [{"name": "a", "status": "UP"}]},
+                            ]}))
+                        }
+                        _ => Response::err("unknown command"),
+                    }
+                }
+            };
+            // Runs until the process ends (the test binary exits).
+            let _ = common::ctl::serve(&path, handler, std::future::pending()).await;
+        });
+    })
+}
+
+fn wait_state(c: &TestCluster, i: usize, state: &str, timeout: Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        if c.status(i)["state"] == state {
+            return;
+        }
+        if t0.elapsed() > timeout {
+            c.dump_logs();
+            panic!(
+                "{} never reached {state}: {:#}",
+                c.servers[i].name,
+                c.status(i)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn scripts_lbd_and_notify() {
+    if !common::netns::require_root("vrrpd netns scripts_lbd_and_notify") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(66);
+    s.vrrp_extra = "notify = \"/bin/sh -c 'echo $0 >> $NOTIFY_FILE'\"".into();
+    s.track = "lbd = \"fault\"\nlbd_interval = \"100ms\"\n\n\
+               [[vrrp.track.script]]\nname = \"flag\"\ncommand = \"test ! -e $FLAG_FILE\"\n\
+               interval = \"100ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 2\neffect = -120\n"
+        .into();
+    let mut c = TestCluster::new("66", s);
+    let mut modes = Vec::new();
+    for i in 0..3 {
+        let dir = c.dir.path().to_path_buf();
+        let k = i + 1;
+        c.servers[i].env = vec![
+            (
+                "NOTIFY_FILE".into(),
+                dir.join(format!("notify-n{k}")).display().to_string(),
+            ),
+            (
+                "FLAG_FILE".into(),
+                dir.join(format!("flag-n{k}")).display().to_string(),
+            ),
+        ];
+        let mode = Arc::new(AtomicU8::new(HEALTHY));
+        stand_in_lbd(c.servers[i].run_dir.clone(), mode.clone());
+        modes.push(mode);
+    }
+    c.start_all();
+    for i in 0..3 {
+        c.wait_ctl(i, Duration::from_secs(10));
+    }
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    let notify1 = c.dir.path().join("notify-n1");
+    let notify2 = c.dir.path().join("notify-n2");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(&notify1), ["backup", "master"]);
+    assert_eq!(lines(&notify2), ["backup"]);
+    let st = c.status(0);
+    assert_eq!(st["tracking"]["fault"], false, "{st:#}");
+    assert_eq!(st["tracking"]["priority_offset"], 0);
+
+    // The script fails on n1: priority 200 - 120 = 80, below n2 (150) and n3 (100).
+    std::fs::write(c.dir.path().join("flag-n1"), "").unwrap();
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(3));
+    let st = c.status(0);
+    assert_eq!(st["effective_priority"], 80, "{st:#}");
+    assert_eq!(st["tracking"]["priority_offset"], -120);
+    assert_eq!(st["state"], "backup");
+    // It recovers: n1 preempts back.
+    std::fs::remove_file(c.dir.path().join("flag-n1")).unwrap();
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(3));
+    assert_eq!(c.status(0)["effective_priority"], 200);
+
+    // lbd on n1 reports no healthy apiserver backend: fault.
+    modes[0].store(ALL_DOWN, Ordering::SeqCst);
+    wait_state(&c, 0, "fault", Duration::from_secs(3));
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(3));
+    modes[0].store(HEALTHY, Ordering::SeqCst);
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(3));
+
+    // lbd on n1 does not answer: fault as well.
+    modes[0].store(SILENT, Ordering::SeqCst);
+    wait_state(&c, 0, "fault", Duration::from_secs(5));
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(3));
+    let st = c.status(0);
+    let trackers = st["tracking"]["trackers"].as_array().unwrap().clone();
+    assert!(
+        trackers
+            .iter()
+            .any(|t| t["name"] == "lbd" && t["ok"] == false),
+        "{st:#}"
+    );
+    modes[0].store(HEALTHY, Ordering::SeqCst);
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(8));
+
+    std::thread::sleep(Duration::from_millis(300));
+    let n1 = lines(&notify1);
+    eprintln!("notify on n1: {n1:?}");
+    assert_eq!(n1.first().map(String::as_str), Some("backup"));
+    assert_eq!(n1.last().map(String::as_str), Some("master"));
+    assert!(n1.iter().filter(|l| *l == "fault").count() >= 2, "{n1:?}");
+    assert!(n1.iter().filter(|l| *l == "master").count() >= 4, "{n1:?}");
+}
