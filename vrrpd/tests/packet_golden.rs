@@ -8,6 +8,7 @@
 //! - `ipv4_*`: raw IPv4 framing: options (IHL > 5) and Ethernet padding.
 //! - `drop_*`: one test per decode error, asserting its counter key.
 //! - `prop_*`: proptest round trips and never-panic on arbitrary bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
