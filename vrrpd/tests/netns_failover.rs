@@ -15,6 +15,8 @@
 //!   file with a new priority applies without dropping the VIP.
 //! - `rfc9568_checksum_between_vrrpd_nodes` (10.65): the RFC 9568 checksum form (no IPv4
 //!   pseudo-header) between vrrpd nodes: converges, no drop counted.
+//! - `unicast_peers_elect_and_fail_over` (10.67): `unicast = true`: one advert per peer,
+//!   same election and link-loss failover.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -338,4 +340,49 @@ fn rfc9568_checksum_between_vrrpd_nodes() {
             );
         }
     }
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    if !common::netns::require_root("vrrpd netns unicast_peers_elect_and_fail_over") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(67);
+    s.vrrp_extra = "unicast = true".into();
+    let mut c = TestCluster::new("67", s);
+    converge_initial(&mut c);
+    std::thread::sleep(c.interval * 10);
+    for i in 1..3 {
+        let st = c.status(i);
+        assert_eq!(st["state"], "backup");
+        assert_eq!(st["master"], "10.67.0.11");
+        assert!(
+            st["counters"]["rx_adverts"].as_u64().unwrap() >= 5,
+            "{st:#}"
+        );
+        let drops = &st["counters"]["drops"];
+        assert!(drops.as_object().is_none_or(|m| m.is_empty()), "{drops}");
+    }
+    // The master sends one advert per peer: tx counts two per interval.
+    let st = c.status(0);
+    let tx1 = st["counters"]["tx_adverts"].as_u64().unwrap();
+    std::thread::sleep(c.interval * 10);
+    let tx2 = c.status(0)["counters"]["tx_adverts"].as_u64().unwrap();
+    assert!(tx2 - tx1 >= 16, "unicast to 2 peers: {tx1} -> {tx2}");
+
+    let t_cut = std::time::Instant::now();
+    c.lab.set_cable("n1", false).unwrap();
+    c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    let took = t_cut.elapsed();
+    let bound = c.master_down(150) + MARGIN;
+    eprintln!(
+        "MEASURED unicast link loss: VIP on n2 after {} ms (bound {} ms)",
+        ms(took),
+        ms(bound)
+    );
+    assert!(took <= bound);
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(2));
+    c.lab.set_cable("n1", true).unwrap();
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
 }

@@ -1,9 +1,12 @@
-//! vrrpd's trackers and notify command with real processes in namespaces (10.66). Needs root.
+//! vrrpd's trackers, notify command and systemd notifications with real processes in
+//! namespaces. Needs root.
 //!
-//! - `scripts_lbd_and_notify`: a track script with a weight moves the VIP when it fails
+//! - `scripts_lbd_and_notify` (10.66): a track script with a weight moves the VIP when it fails
 //!   and back when it recovers; lbd's health (a stand-in answering `status` on each node's
 //!   `lbd.sock`, as lbd does) forces a fault when the tracked frontend has no server UP and
 //!   when lbd does not answer; the notify command sees every transition.
+//! - `systemd_ready_watchdog_and_stopping` (10.68): READY=1, WATCHDOG=1 at half of
+//!   WATCHDOG_USEC, STOPPING=1 on SIGTERM, on a NOTIFY_SOCKET of the test's own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -175,4 +178,46 @@ fn scripts_lbd_and_notify() {
     assert_eq!(n1.last().map(String::as_str), Some("master"));
     assert!(n1.iter().filter(|l| *l == "fault").count() >= 2, "{n1:?}");
     assert!(n1.iter().filter(|l| *l == "master").count() >= 4, "{n1:?}");
+}
+
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    if !common::netns::require_root("vrrpd netns systemd_ready_watchdog_and_stopping") {
+        return;
+    }
+    let _g = serial();
+    let mut c = TestCluster::new("68", Settings::new(68));
+    let sock_path = c.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    c.servers[0].env = vec![
+        ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "200000".into()),
+    ];
+    c.start(0);
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while t0.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        if got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+    }
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{got:?}"
+    );
+    c.sigterm(0);
+    let st = c.wait_exit(0);
+    assert!(st.success());
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
 }

@@ -223,9 +223,7 @@ async fn run_inner(
         d.drain(i).await;
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut wd_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
-        .then(|| Duration::from_micros(wd_usec / 2));
+    let watchdog = watchdog_interval();
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut link_poll = tokio::time::interval(LINK_POLL);
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -328,6 +326,18 @@ async fn run_inner(
     let _ = ctl_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
     Ok(())
+}
+
+/// Half of systemd's watchdog period, as `sd_watchdog_enabled(3)` defines it: `WATCHDOG_USEC`
+/// set, and `WATCHDOG_PID` either unset or ours.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 impl Daemon {
