@@ -679,8 +679,9 @@ impl Instance {
             .allowed_sources
             .as_ref()
             .is_some_and(|allowed| !allowed.contains(&rx.src))
-            || (!cfg.unicast_peers.is_empty() && !cfg.unicast_peers.contains(&rx.src))
         {
+            // Only the explicit allow-list: a unicast peer may send from another address
+            // than the one we send to (IPv6: from its link-local address).
             Some("source")
         } else if adv.version == 2 && adv.auth != cfg.password {
             // RFC 2338 section 7.1: authentication type and data must match.

@@ -54,7 +54,8 @@ pub struct Config {
     pub password: Option<[u8; 8]>,
     /// `Some`: drop adverts from any other source.
     pub allowed_sources: Option<Vec<IpAddr>>,
-    /// Empty = multicast. Otherwise one Send per peer, and adverts from others are dropped.
+    /// Empty = multicast. Otherwise one Send per peer. (Sources are checked only against
+    /// `allowed_sources`.)
     pub unicast_peers: Vec<IpAddr>,
     /// Announcements (GARP / unsolicited NA) sent on becoming master, the first at once.
     pub garp_repeat: u32,
@@ -250,4 +251,41 @@ pub fn effective_priority(base: u8, offset: i32) -> u8 {
     }
     let p = i64::from(base) + i64::from(offset);
     p.clamp(1, 254) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_timer_formulas() {
+        // RFC 5798 section 6.1 with RFC 9568's Skew_Time: priority 100, 1 s.
+        let i = Duration::from_secs(1);
+        assert_eq!(skew_time(100, i), Duration::from_micros(609_375));
+        assert_eq!(
+            master_down_interval(100, i),
+            Duration::from_micros(3_609_375)
+        );
+        // The owner's skew is 1/256 of the interval; priority 1's is 255/256.
+        assert_eq!(skew_time(255, i), Duration::from_micros(3_906_250) / 1000);
+        assert_eq!(
+            skew_time(1, i),
+            Duration::from_micros(996_093) + Duration::from_nanos(750)
+        );
+        // 100 ms (10 cs) at priority 200: (56 * 100 ms) / 256 = 21.875 ms.
+        assert_eq!(
+            skew_time(200, Duration::from_millis(100)),
+            Duration::from_micros(21_875)
+        );
+    }
+
+    #[test]
+    fn effective_priority_clamps_and_spares_the_owner() {
+        assert_eq!(effective_priority(100, 0), 100);
+        assert_eq!(effective_priority(100, -200), 1);
+        assert_eq!(effective_priority(100, 200), 254);
+        assert_eq!(effective_priority(255, -50), 255);
+        assert_eq!(effective_priority(254, i32::MAX), 254);
+        assert_eq!(effective_priority(1, i32::MIN), 1);
+    }
 }
