@@ -2,8 +2,8 @@
 //! does node by node. Needs root and /usr/sbin/keepalived (skips loudly otherwise).
 //!
 //! Index:
-//! - `keepalived_master_vrrpd_backups` (10.71): keepalived (200) master, vrrpd (150, 100)
-//!   backups accept its adverts with no drop; link loss fails over to vrrpd within
+//! - `keepalived_master_vrrpd_backups` (10.71, IPv4 and IPv6 VIPs): keepalived (200)
+//!   master, vrrpd (150, 100) backups accept its v4 and v6 adverts with no drop; link loss fails over to vrrpd within
 //!   Master_Down_Interval + margin; keepalived preempts back; keepalived's own graceful stop
 //!   measured for comparison.
 //! - `vrrpd_master_keepalived_backup` (10.72, vrrpd `checksum = "either"`): vrrpd (200)
@@ -49,20 +49,42 @@ fn keepalived_master_vrrpd_backups() {
         return;
     }
     let _g = serial();
-    let mut c = TestCluster::new("71", Settings::new(71));
+    let mut s = Settings::new(71);
+    s.ipv6_vip = true;
+    let mut c = TestCluster::new("71", s);
     c.start_keepalived(0);
     c.start(1);
     c.start(2);
     c.wait_ctl(1, Duration::from_secs(10));
     c.wait_ctl(2, Duration::from_secs(10));
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    c.wait_sole_holder(c.vip6, 0, Duration::from_secs(5));
     std::thread::sleep(c.interval * 10);
     assert_eq!(c.holders(c.vip4), vec![0]);
+    assert_eq!(c.holders(c.vip6), vec![0]);
     for i in [1, 2] {
         let s = c.status(i);
         assert_eq!(s["state"], "backup", "{s:#}");
         assert_eq!(s["master"], "10.71.0.11");
         assert!(s["counters"]["rx_adverts"].as_u64().unwrap() >= 5);
+        // The IPv6 instance: keepalived's adverts from its link-local address.
+        let v6 = &s["instances"][1];
+        assert_eq!(v6["family"], "ipv6");
+        assert_eq!(v6["state"], "backup", "{v6:#}");
+        assert!(
+            v6["master"].as_str().unwrap_or("").starts_with("fe80:"),
+            "{v6:#}"
+        );
+        assert!(
+            v6["counters"]["rx_adverts"].as_u64().unwrap() >= 5,
+            "{v6:#}"
+        );
+        assert!(
+            v6["counters"]["drops"]
+                .as_object()
+                .is_none_or(|m| m.is_empty()),
+            "{v6:#}"
+        );
         no_drops(&c, i);
     }
 
@@ -85,11 +107,13 @@ fn keepalived_master_vrrpd_backups() {
     );
     assert!(took <= bound);
     assert_eq!(c.client_neighbour(c.vip4), Some(c.mac(1)));
+    c.wait_sole_holder(c.vip6, 1, Duration::from_secs(3));
 
     // keepalived comes back and preempts.
     c.lab.set_cable("n1", true).unwrap();
     let back = c.wait_holder(c.vip4, 0, Duration::from_secs(5));
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(3));
+    c.wait_sole_holder(c.vip6, 0, Duration::from_secs(3));
     eprintln!("MEASURED keepalived preempts back after {} ms", ms(back));
     std::thread::sleep(c.interval * 5);
     assert_eq!(c.status(1)["state"], "backup");
