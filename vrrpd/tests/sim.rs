@@ -16,7 +16,8 @@
 //!   resign 0, split-brain heal, interval adoption, maintenance, fault, receive checks,
 //!   reconfigure, unicast, v2 with password, restart after kill -9.
 //!
-//! `SIM_SEEDS=N` changes the number of seeds per randomized test (default 300 for chaos).
+//! `SIM_SEEDS=N` changes the number of seeds per randomized test (defaults: chaos 1000,
+//! takeover 300, graceful 300).
 //! A failure prints the seed; rerun one with `SIM_SEED=N`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -146,6 +147,10 @@ fn chaos(seed: u64) {
     if rng.chance(0.15) {
         prios[0] = 255;
     }
+    let mut t = t;
+    if rng.chance(0.2) {
+        t.preempt_delay = interval * 5;
+    }
     let mut net = Net::new(seed, &t, &prios);
     net.knobs = Knobs {
         loss: 0.0,
@@ -162,7 +167,7 @@ fn chaos(seed: u64) {
         let d = rng.duration(interval * 3);
         net.run_for(d);
         let i = rng.below(n as u64) as usize;
-        match rng.below(12) {
+        match rng.below(13) {
             0 => {
                 for g in 0..n {
                     net.group[g] = rng.below(2) as u8;
@@ -186,6 +191,13 @@ fn chaos(seed: u64) {
                 let off = rng.below(121) as i32 - 60;
                 net.with(i, |inst, now| inst.set_priority_offset(now, off));
             }
+            10 => {
+                // SIGHUP with a new base priority (same VRID and VIPs: state kept).
+                let mut cfg = net.routers[i].cfg.clone();
+                cfg.priority = 1 + rng.below(254) as u8;
+                net.routers[i].cfg = cfg.clone();
+                net.with(i, |inst, now| inst.reconfigure(now, cfg));
+            }
             _ => {}
         }
     }
@@ -207,7 +219,15 @@ fn chaos(seed: u64) {
         .map(|&i| master_down_interval(net.priority(i), interval))
         .max()
         .unwrap_or(Duration::ZERO);
-    let window = slowest + interval + net.knobs.max_delay * 2;
+    // With a preempt delay, the best backup may first accept a lower master that itself
+    // only took over after its Master_Down_Interval, for preempt_delay (counted from the
+    // first lower advert, within an interval), and then wait its own Master_Down_Interval.
+    let preempt_wait = if t.preempt_delay.is_zero() {
+        Duration::ZERO
+    } else {
+        t.preempt_delay + slowest + interval
+    };
+    let window = slowest + interval + net.knobs.max_delay * 2 + preempt_wait;
     net.run_for(window);
     let preempt = t.preempt;
     assert_converged(&net, preempt, seed);
@@ -228,7 +248,7 @@ fn chaos(seed: u64) {
 
 #[test]
 fn chaos_converges_to_one_master_over_many_seeds() {
-    for_seeds(500, chaos);
+    for_seeds(1000, chaos);
 }
 
 // ----- takeover after the master dies -----
@@ -273,7 +293,7 @@ fn takeover(seed: u64) {
 
 #[test]
 fn takeover_after_master_death_within_master_down_interval() {
-    for_seeds(200, takeover);
+    for_seeds(300, takeover);
 }
 
 // ----- graceful shutdown: make-before-break -----
@@ -338,7 +358,7 @@ fn graceful(seed: u64) {
 
 #[test]
 fn graceful_shutdown_never_leaves_the_vip_unheld() {
-    for_seeds(200, graceful);
+    for_seeds(300, graceful);
 }
 
 // ----- named scenarios -----
