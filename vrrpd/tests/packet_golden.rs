@@ -128,6 +128,27 @@ fn hand_v3_ipv4_keepalived_form_depends_on_addresses() {
 }
 
 #[test]
+fn hand_v3_ipv4_keepalived_old_unicast_checksum_is_accepted() {
+    // keepalived's `old_unicast_checksum`: a unicast advert whose pseudo-header carries the
+    // multicast group instead of the real destination. Keepalived and Either accept it;
+    // strict RFC 9568 does not.
+    let (s, group) = (ip("192.168.1.11"), group4());
+    let unicast_dst = ip("192.168.1.12");
+    let old_form = encode(&v3_one_vip(), s, group, ChecksumMode::Keepalived);
+    for mode in [ChecksumMode::Keepalived, ChecksumMode::Either] {
+        assert_eq!(
+            decode(&old_form, s, unicast_dst, mode),
+            Ok(v3_one_vip()),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(
+        decode(&old_form, s, unicast_dst, ChecksumMode::Rfc9568),
+        Err(DecodeError::BadChecksum)
+    );
+}
+
+#[test]
 fn hand_v3_ipv4_two_vips_priority_zero() {
     // 3133 0002 000a 0000 0a00 0064 0a00 0065 + pseudo 0a00 0001 e000 0012 0070 0010,
     // checksum 0xcf63.

@@ -14,7 +14,8 @@
 //!   event (make-before-break); without loss the handover takes at most Skew_Time + delay.
 //! - named scenarios: startup election, tie-break by address, preempt delay, owner 255,
 //!   resign 0, split-brain heal, interval adoption, maintenance, fault, receive checks,
-//!   reconfigure, unicast, v2 with password, restart after kill -9.
+//!   reconfigure, unicast, v2 with password, restart after kill -9, GARP refresh.
+//! - `regression_*`: named after the bug they pin.
 //!
 //! `SIM_SEEDS=N` changes the number of seeds per randomized test (defaults: chaos 1000,
 //! takeover 300, graceful 300).
@@ -1036,4 +1037,52 @@ fn garp_refresh_repeats_while_master() {
     assert_eq!(net.routers[0].announces, 3);
     net.run_for(ms(3000));
     assert_eq!(net.routers[0].announces, 6);
+}
+
+#[test]
+fn regression_split_brain_answer_is_rate_limited() {
+    // Two masters that both believed they win would answer each other at wire speed; the
+    // immediate answer is limited to one per half Advertisement_Interval.
+    let t = Template::v3(ms(1000));
+    let mut net = Net::new(21, &t, &[200]);
+    let mut cfg = net.routers[0].cfg.clone();
+    cfg.allowed_sources = None;
+    net.routers[0].cfg = cfg;
+    net.start(0);
+    net.run_for(ms(4000));
+    assert_eq!(net.masters(), vec![0]);
+    let src = IpAddr::V4(std::net::Ipv4Addr::new(10, 31, 0, 9));
+    let dst = IpAddr::V4(MCAST_V4);
+    let lower = Advert {
+        version: 3,
+        vrid: 31,
+        priority: 100,
+        interval_cs: 100,
+        addrs: vec![net::vip(false)],
+        auth: None,
+    };
+    let payload = encode(&lower, src, dst, ChecksumMode::Keepalived);
+    let feed = |net: &mut Net| {
+        net.with(0, |inst, now| {
+            inst.handle_packet(
+                now,
+                vrrpd::core::Received {
+                    src,
+                    dst,
+                    ttl: 255,
+                    payload: &payload,
+                },
+            )
+        })
+    };
+    let sent = net.routers[0].sent;
+    for _ in 0..100 {
+        feed(&mut net);
+    }
+    assert_eq!(net.routers[0].sent, sent + 1);
+    // Half an interval later it answers again.
+    net.run_for(ms(500));
+    let sent = net.routers[0].sent;
+    feed(&mut net);
+    assert_eq!(net.routers[0].sent, sent + 1);
 }

@@ -140,6 +140,11 @@ impl Instance {
         self.vips_held
     }
 
+    /// After [`Instance::shutdown`]: HandoverDone has been emitted; the instance is inert.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
     /// Our effective priority (base plus tracking offset).
     pub fn priority(&self) -> u8 {
         self.priority
