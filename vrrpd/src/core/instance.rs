@@ -188,6 +188,12 @@ impl Instance {
         }
         let Some(adv) = self.check(rx) else { return };
         self.counters.rx_adverts += 1;
+        if adv.priority == 0 {
+            self.counters.rx_priority_zero += 1;
+        }
+        if !same_set(&adv.addrs, &self.cfg.vips) {
+            self.counters.vip_mismatch += 1;
+        }
         // Make-before-break: backups do not advertise, so any non-zero advert from another
         // router is a master that has announced itself.
         if adv.priority != 0 && self.release_deadline.is_some() {
@@ -639,6 +645,9 @@ impl Instance {
         } else {
             self.cfg.unicast_peers.clone()
         };
+        if priority == 0 {
+            self.counters.tx_priority_zero += 1;
+        }
         for dst in dsts {
             let payload = packet::encode(&adv, src, dst, self.cfg.checksum);
             self.counters.tx_adverts += 1;
@@ -705,6 +714,11 @@ impl Instance {
         }
         Some(adv)
     }
+}
+
+/// Same addresses, in any order.
+fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
 /// When the next announcement is due: the initial repeats every garp_interval, then the

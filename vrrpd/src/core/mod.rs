@@ -212,6 +212,13 @@ pub struct Counters {
     /// Advert messages sent (one per destination).
     pub tx_adverts: u64,
     pub became_master: u64,
+    /// Accepted adverts with priority 0 (a master resigning).
+    pub rx_priority_zero: u64,
+    /// Priority-0 adverts sent (resigning: shutdown, maintenance, fault).
+    pub tx_priority_zero: u64,
+    /// Accepted adverts whose address list differs from our VIPs (RFC 5798 section 7.1
+    /// says to log it, not drop it: keepalived does the same).
+    pub vip_mismatch: u64,
     /// Keyed by [`crate::packet::DecodeError::reason`] and the core's reasons: "ttl",
     /// "vrid", "version", "source", "own", "auth", "interval", "family".
     pub drops: BTreeMap<&'static str, u64>,
