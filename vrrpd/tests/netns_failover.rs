@@ -8,8 +8,9 @@
 //!   reconnecting it preempts back.
 //! - `sigterm_hands_over_without_a_gap` (10.62): SIGTERM on the master hands over within
 //!   about skew with no lost 20 ms probe; exit status 0; restart preempts back.
-//! - `kill9_then_restart_leaves_one_vip` (10.63): the VIP left behind by kill -9 is removed
-//!   at the next start; afterwards exactly one node holds it.
+//! - `kill9_then_restart_leaves_one_vip` (10.63): a second vrrpd on the same run dir
+//!   refuses to start; the VIP left behind by kill -9 is removed at the next start;
+//!   afterwards exactly one node holds it.
 //! - `maintenance_resigns_and_reload_keeps_state` (10.64): control socket `maintenance`
 //!   hands over without loss and stays backup; SIGHUP with a bad file is refused, a good
 //!   file with a new priority applies without dropping the VIP.
@@ -218,6 +219,20 @@ fn kill9_then_restart_leaves_one_vip() {
     let _g = serial();
     let mut c = TestCluster::new("63", Settings::new(63));
     converge_initial(&mut c);
+    // A second vrrpd on the same run dir refuses to start and disturbs nothing.
+    let out = c
+        .ns("n1")
+        .command(env!("CARGO_BIN_EXE_vrrpd"))
+        .arg("--config")
+        .arg(&c.config)
+        .args(["--node", "n1", "--run-dir"])
+        .arg(&c.servers[0].run_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another vrrpd answers on"), "{err}");
+    assert_eq!(c.status(0)["state"], "master");
     c.kill9(0);
     // n2 takes over while n1's stale VIP is still configured.
     c.wait_holder(c.vip4, 1, Duration::from_secs(5));

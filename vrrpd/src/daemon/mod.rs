@@ -94,10 +94,19 @@ pub async fn run(
     let (node, source) = common::config::identify(&cluster, opts.node.as_deref())
         .context("identifying this node")?;
     let node = node.clone();
+    // Before anything else: a SIGHUP during startup must not kill us (its default action).
+    let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let sock_path = common::ctl::socket_path(&opts.run_dir, "vrrpd");
+    if std::os::unix::net::UnixStream::connect(&sock_path).is_ok() {
+        bail!(
+            "another vrrpd answers on {}: refusing to run two on one run dir",
+            sock_path.display()
+        );
+    }
     let iface = find_interface(&cluster, &node)?;
     let span = tracing::info_span!("vrrp", node = %node.name, interface = %iface.name, vrid = cluster.vrrp.vrid);
     info!(parent: &span, node = %node.name, found_by = source.as_str(), interface = %iface.name, ifindex = iface.index, "starting");
-    run_inner(cluster, node, iface, opts, shutdown)
+    run_inner(cluster, node, iface, opts, hup, shutdown)
         .instrument(span)
         .await
 }
@@ -115,6 +124,7 @@ async fn run_inner(
     node: Node,
     iface: Interface,
     opts: Options,
+    mut hup: tokio::signal::unix::Signal,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
@@ -226,7 +236,6 @@ async fn run_inner(
     let watchdog = watchdog_interval();
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut link_poll = tokio::time::interval(LINK_POLL);
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
     tokio::pin!(shutdown);
     let mut shutdown_seen = false;
