@@ -54,6 +54,8 @@ fn proxy_maxconn() -> usize {
 }
 /// Repetitions of the short phases (connection rate, latency); the median is reported.
 const ROUNDS: usize = 5;
+/// Repetitions of each iperf3 run; the median is reported.
+const THROUGHPUT_ROUNDS: usize = 3;
 const HEALTH_INTERVAL: &str = "2s";
 
 fn main() -> ExitCode {
@@ -585,17 +587,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The median of `name`'s samples, if it has any.
+fn median_of(v: &[(&'static str, Vec<f64>)], name: &str) -> Option<f64> {
+    v.iter()
+        .find(|(n, x)| *n == name && !x.is_empty())
+        .map(|(_, x)| median(x.clone()))
+}
+
+/// Target indices in the order of `round`: alternating, so neither proxy always runs right
+/// after the same neighbour.
+fn round_order(round: usize, n: usize) -> Vec<usize> {
+    if round % 2 == 1 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 fn cell(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| {:<34} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
+        "\n| {:<40} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
         "measure", "direct", "lbd", "haproxy", "lbd/haproxy", "target", "met"
     );
     println!(
-        "|{:-<36}|{:->12}|{:->12}|{:->12}|{:->13}|{:->10}|{:-<8}|",
+        "|{:-<42}|{:->12}|{:->12}|{:->12}|{:->13}|{:->10}|{:-<8}|",
         "", "", "", "", "", "", ""
     );
     for r in rows
@@ -615,7 +634,7 @@ fn print_table(rows: &[Row]) {
             (Goal::AtMost(g), None) => (format!("<= {g:.2}"), "n/a"),
         };
         println!(
-            "| {:<34} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
+            "| {:<40} | {:>10} | {:>10} | {:>10} | {:>11} | {:>8} | {:<6} |",
             r.what,
             cell(r.direct),
             cell(r.lbd),
@@ -740,19 +759,26 @@ fn run() -> Result<()> {
     };
 
     for streams in [1u32, 8].into_iter().filter(|_| phase("throughput")) {
-        let mut vals = Vec::new();
-        for t in &targets {
-            eprintln!("throughput, {streams} stream(s), {} ...", t.name);
-            if let Some(gbps) = attempt(t.name, iperf(t.iperf, streams)) {
-                eprintln!("  {gbps:.2} Gbit/s");
-                vals.push((t.name, gbps));
+        let mut vals: Vec<(&'static str, Vec<f64>)> =
+            targets.iter().map(|t| (t.name, Vec::new())).collect();
+        for round in 1..=THROUGHPUT_ROUNDS {
+            for i in round_order(round, targets.len()) {
+                let t = &targets[i];
+                eprintln!(
+                    "throughput, {streams} stream(s), round {round}, {} ...",
+                    t.name
+                );
+                if let Some(gbps) = attempt(t.name, iperf(t.iperf, streams)) {
+                    eprintln!("  {gbps:.2} Gbit/s");
+                    vals[i].1.push(gbps);
+                }
             }
         }
         rows.push(Row {
             what: format!("throughput, {streams} stream(s) (Gbit/s)"),
-            direct: by_name(&vals, "direct"),
-            lbd: by_name(&vals, "lbd"),
-            haproxy: by_name(&vals, "haproxy"),
+            direct: median_of(&vals, "direct"),
+            lbd: median_of(&vals, "lbd"),
+            haproxy: median_of(&vals, "haproxy"),
             goal: Goal::AtLeast(1.1),
         });
     }
@@ -762,12 +788,7 @@ fn run() -> Result<()> {
     let mut p50s: Vec<(&'static str, Vec<f64>)> = rates.clone();
     let mut p99s: Vec<(&'static str, Vec<f64>)> = rates.clone();
     for round in 1..=ROUNDS {
-        // Alternate the order so neither proxy always runs on a warmer machine.
-        let order: Vec<usize> = if round % 2 == 1 {
-            (0..targets.len()).collect()
-        } else {
-            (0..targets.len()).rev().collect()
-        };
+        let order = round_order(round, targets.len());
         for &i in order.iter().filter(|_| phase("connrate")) {
             let t = &targets[i];
             eprintln!("connection rate, round {round}, {} ...", t.name);
@@ -789,30 +810,25 @@ fn run() -> Result<()> {
             }
         }
     }
-    let pick = |v: &[(&'static str, Vec<f64>)], name: &str| {
-        v.iter()
-            .find(|(n, x)| *n == name && !x.is_empty())
-            .map(|(_, x)| median(x.clone()))
-    };
     rows.push(Row {
         what: format!("short connections (conn/s, {concurrency} clients)"),
-        direct: pick(&rates, "direct"),
-        lbd: pick(&rates, "lbd"),
-        haproxy: pick(&rates, "haproxy"),
+        direct: median_of(&rates, "direct"),
+        lbd: median_of(&rates, "lbd"),
+        haproxy: median_of(&rates, "haproxy"),
         goal: Goal::AtLeast(1.0),
     });
     rows.push(Row {
         what: "keep-alive latency p50 (us)".to_owned(),
-        direct: pick(&p50s, "direct"),
-        lbd: pick(&p50s, "lbd"),
-        haproxy: pick(&p50s, "haproxy"),
+        direct: median_of(&p50s, "direct"),
+        lbd: median_of(&p50s, "lbd"),
+        haproxy: median_of(&p50s, "haproxy"),
         goal: Goal::AtMost(1.0),
     });
     rows.push(Row {
         what: "keep-alive latency p99 (us)".to_owned(),
-        direct: pick(&p99s, "direct"),
-        lbd: pick(&p99s, "lbd"),
-        haproxy: pick(&p99s, "haproxy"),
+        direct: median_of(&p99s, "direct"),
+        lbd: median_of(&p99s, "lbd"),
+        haproxy: median_of(&p99s, "haproxy"),
         goal: Goal::AtMost(1.0),
     });
 
