@@ -8,10 +8,16 @@
 //!   credentials.
 //! - `keep_alive_serves_several_requests_on_one_connection`.
 //! - `slow_request_head_is_cut_off`: the header-read timeout.
+//! - `connections_are_bounded_and_silent_ones_time_out`: 64 silent connections hold every
+//!   slot until the header-read timeout frees them.
 //! - `shutdown_stops_accepting_and_serve_returns`.
 //! - `figures_follow_the_source`: each request reads a fresh snapshot.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -378,4 +384,26 @@ async fn figures_follow_the_source() {
     assert!(page.contains("<tr class=\"srv st-up\" data-server=\"node-b2\">"));
     let metrics = get(r.addr, "/metrics").await.body;
     assert!(metrics.contains("server=\"node-b2\",addr=\"127.0.0.1:16444\"} 1\n"));
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_silent_ones_time_out() {
+    let r = start(None, None).await;
+    // Fill every slot with connections that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(TcpStream::connect(r.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next client is accepted by the kernel but not served while all slots are held...
+    let t0 = Instant::now();
+    let resp = get(r.addr, "/healthz").await;
+    let waited = t0.elapsed();
+    assert_eq!(resp.status, 200);
+    // ...until the silent ones hit the header-read timeout (5 s) and free their slots.
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+        "served after {waited:?}"
+    );
+    drop(silent);
 }
