@@ -541,7 +541,12 @@ fn resign_with_priority_zero_hands_over_within_skew() {
         Some(&(State::Master, Cause::PeerResigned))
     );
     assert!(net.now - stopped < ms(1000));
-    let c = net.routers[2].inst.as_ref().unwrap().status(net.now).counters;
+    let c = net.routers[2]
+        .inst
+        .as_ref()
+        .unwrap()
+        .status(net.now)
+        .counters;
     assert_eq!(c.rx_priority_zero, 1);
     assert_eq!(c.vip_mismatch, 0);
 }
@@ -974,7 +979,12 @@ fn reconfigure_keeps_state_and_vip_when_vrid_and_vips_unchanged() {
     );
     // The peers now advertise different VIP sets: counted, not dropped.
     net.run_for(ms(3000));
-    let c = net.routers[0].inst.as_ref().unwrap().status(net.now).counters;
+    let c = net.routers[0]
+        .inst
+        .as_ref()
+        .unwrap()
+        .status(net.now)
+        .counters;
     assert!(c.vip_mismatch > 0);
     assert_eq!(net.masters().len(), 1);
 }

@@ -14,7 +14,11 @@ use vrrpd::packet::{decode, encode, split_ipv4, ChecksumMode};
 fn round_trip(msg: &[u8], src: IpAddr, dst: IpAddr, mode: ChecksumMode) {
     if let Ok(adv) = decode(msg, src, dst, mode) {
         let bytes = encode(&adv, src, dst, mode);
-        assert_eq!(decode(&bytes, src, dst, mode), Ok(adv.clone()), "mode {mode:?}");
+        assert_eq!(
+            decode(&bytes, src, dst, mode),
+            Ok(adv.clone()),
+            "mode {mode:?}"
+        );
         // What we send must be accepted by a peer in Either mode.
         assert_eq!(decode(&bytes, src, dst, ChecksumMode::Either), Ok(adv));
     }

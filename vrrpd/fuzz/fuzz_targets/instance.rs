@@ -22,7 +22,11 @@ fn config(sel: u8) -> Config {
         primary: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
         vips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
         checksum: ChecksumMode::Either,
-        password: if sel & 0x40 != 0 { Some(*b"secret\0\0") } else { None },
+        password: if sel & 0x40 != 0 {
+            Some(*b"secret\0\0")
+        } else {
+            None
+        },
         allowed_sources: None,
         unicast_peers: Vec::new(),
         garp_repeat: u32::from(sel >> 6),
@@ -58,19 +62,36 @@ fuzz_target!(|data: &[u8]| {
                     version: inst.config().version,
                     vrid: 7,
                     priority: arg.wrapping_mul(37),
-                    interval_cs: if inst.config().version == 2 { 1 } else { u16::from(arg) },
+                    interval_cs: if inst.config().version == 2 {
+                        1
+                    } else {
+                        u16::from(arg)
+                    },
                     addrs: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
                     auth: inst.config().password,
                 };
                 let dst = IpAddr::V4(MCAST_V4);
                 let payload = encode(&adv, src, dst, ChecksumMode::Keepalived);
-                inst.handle_packet(now, Received { src, dst, ttl: 255, payload: &payload });
+                inst.handle_packet(
+                    now,
+                    Received {
+                        src,
+                        dst,
+                        ttl: 255,
+                        payload: &payload,
+                    },
+                );
             }
             3 => {
                 // Arbitrary bytes as a packet.
                 let n = usize::from(arg).min(ops.len());
                 let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
-                let rx = Received { src, dst: IpAddr::V4(MCAST_V4), ttl: 255, payload: &ops[..n] };
+                let rx = Received {
+                    src,
+                    dst: IpAddr::V4(MCAST_V4),
+                    ttl: 255,
+                    payload: &ops[..n],
+                };
                 inst.handle_packet(now, rx);
             }
             4 => inst.set_fault(now, arg & 1 == 1),
@@ -86,7 +107,11 @@ fuzz_target!(|data: &[u8]| {
         }
         inst.handle_timeout(now);
         if let Some(t) = inst.poll_timeout() {
-            assert!(t > now, "deadline {:?} not after now after handle_timeout", t - base);
+            assert!(
+                t > now,
+                "deadline {:?} not after now after handle_timeout",
+                t - base
+            );
         }
         while let Some(a) = inst.poll_action() {
             match a {
