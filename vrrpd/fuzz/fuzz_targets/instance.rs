@@ -15,7 +15,8 @@ fn config(sel: u8) -> Config {
         vrid: 7,
         version: if sel & 1 == 0 { 3 } else { 2 },
         priority: [100, 255, 1, 254][usize::from(sel >> 1) & 3],
-        adver_interval: Duration::from_secs(1),
+        // Includes out-of-range values (0, 50 s) the core must tame.
+        adver_interval: Duration::from_millis([0, 10, 1000, 50_000][usize::from(sel >> 4) & 3]),
         preempt: sel & 8 == 0,
         preempt_delay: Duration::from_millis(u64::from(sel & 0x30) * 100),
         accept_mode: true,
@@ -30,7 +31,7 @@ fn config(sel: u8) -> Config {
         allowed_sources: None,
         unicast_peers: Vec::new(),
         garp_repeat: u32::from(sel >> 6),
-        garp_interval: Duration::from_millis(300),
+        garp_interval: Duration::from_millis(u64::from(sel & 1) * 300),
         garp_refresh: Duration::from_secs(u64::from(sel >> 7) * 5),
         handover_timeout: Duration::from_secs(3),
     }

@@ -100,6 +100,7 @@ fn due(timer: Option<Instant>, now: Instant) -> bool {
 impl Instance {
     /// A new instance in Initialize; no actions until [`Instance::start`].
     pub fn new(cfg: Config, _now: Instant) -> Instance {
+        let cfg = sanitize(cfg);
         let priority = effective_priority(cfg.priority, 0);
         let master_adver_interval = cfg.adver_interval;
         Instance {
@@ -410,6 +411,7 @@ impl Instance {
     /// priority and interval changes take effect (a master advertises at once). Otherwise
     /// leave (resigning if master) and start again.
     pub fn reconfigure(&mut self, now: Instant, cfg: Config) {
+        let cfg = sanitize(cfg);
         let compatible = cfg.vrid == self.cfg.vrid
             && cfg.vips == self.cfg.vips
             && cfg.primary.is_ipv6() == self.cfg.primary.is_ipv6();
@@ -716,6 +718,20 @@ impl Instance {
     }
 }
 
+/// Keep the timers sane whatever the caller passes (the config loader validates, but the
+/// core must never spin): the advertisement interval within what the packet can carry
+/// (v3: 10 ms ..= 40.95 s; v2: 1 ..= 255 s) and a non-zero GARP interval.
+fn sanitize(mut cfg: Config) -> Config {
+    let (lo, hi) = if cfg.version == 2 {
+        (Duration::from_secs(1), Duration::from_secs(255))
+    } else {
+        (Duration::from_millis(10), Duration::from_millis(40_950))
+    };
+    cfg.adver_interval = cfg.adver_interval.clamp(lo, hi);
+    cfg.garp_interval = cfg.garp_interval.max(Duration::from_millis(1));
+    cfg
+}
+
 /// Same addresses, in any order.
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.contains(x))
@@ -730,5 +746,84 @@ fn next_garp(cfg: &Config, now: Instant, left: u32) -> Option<Instant> {
         None
     } else {
         after(now, cfg.garp_refresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::packet::ChecksumMode;
+
+    fn cfg(priority: u8) -> Config {
+        Config {
+            vrid: 9,
+            version: 3,
+            priority,
+            adver_interval: Duration::ZERO,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            accept_mode: true,
+            primary: IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)),
+            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, 100))],
+            checksum: ChecksumMode::Keepalived,
+            password: None,
+            allowed_sources: None,
+            unicast_peers: Vec::new(),
+            garp_repeat: 5,
+            garp_interval: Duration::ZERO,
+            garp_refresh: Duration::ZERO,
+            handover_timeout: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn zero_intervals_never_spin() {
+        let now = Instant::now();
+        let mut inst = Instance::new(cfg(255), now);
+        inst.start(now);
+        assert_eq!(inst.state(), State::Master);
+        assert_eq!(inst.config().adver_interval, Duration::from_millis(10));
+        let mut t = now;
+        for _ in 0..100 {
+            inst.handle_timeout(t);
+            let next = inst.poll_timeout().unwrap();
+            assert!(next > t);
+            t = next;
+        }
+        while inst.poll_action().is_some() {}
+        // Zero handover timeout: the VIP goes at the next timeout, then HandoverDone.
+        inst.shutdown(t);
+        assert!(inst.holds_vips());
+        inst.handle_timeout(t);
+        let actions: Vec<Action> = std::iter::from_fn(|| inst.poll_action()).collect();
+        assert!(actions.contains(&Action::RemoveVips));
+        assert_eq!(actions.last(), Some(&Action::HandoverDone));
+        assert!(inst.is_finished());
+        assert_eq!(inst.poll_timeout(), None);
+    }
+
+    #[test]
+    fn becoming_master_sends_then_adds_then_announces() {
+        let now = Instant::now();
+        let mut inst = Instance::new(cfg(255), now);
+        inst.start(now);
+        let actions: Vec<Action> = std::iter::from_fn(|| inst.poll_action()).collect();
+        assert!(
+            matches!(actions[0], Action::RemoveVips),
+            "stale VIP cleanup first"
+        );
+        assert!(matches!(actions[1], Action::Send { .. }));
+        assert_eq!(actions[2], Action::AddVips);
+        assert_eq!(actions[3], Action::Announce);
+        assert_eq!(
+            actions[4],
+            Action::StateChanged {
+                from: State::Initialize,
+                to: State::Master,
+                cause: Cause::Startup
+            }
+        );
     }
 }
