@@ -287,6 +287,44 @@ mod tests {
     }
 
     #[test]
+    fn status_json_uses_the_control_api_names() {
+        let st = Status {
+            state: State::Master,
+            base_priority: 150,
+            effective_priority: 140,
+            master: Some("10.0.0.1".parse().unwrap()),
+            vips: vec!["10.0.0.100".parse().unwrap()],
+            master_adver_interval_ms: 1000,
+            maintenance: false,
+            fault: false,
+            holding_vips: true,
+            counters: Counters {
+                drops: BTreeMap::from([("checksum", 2)]),
+                ..Counters::default()
+            },
+            transitions: vec![TransitionRecord {
+                ago_ms: 5,
+                from: State::Backup,
+                to: State::Master,
+                cause: Cause::PeerResigned,
+            }],
+        };
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["state"], "master");
+        assert_eq!(v["master"], "10.0.0.1");
+        assert_eq!(v["counters"]["drops"]["checksum"], 2);
+        assert_eq!(v["transitions"][0]["cause"], "peer-resigned");
+        assert_eq!(v["transitions"][0]["from"], "backup");
+        for c in [
+            Cause::MasterDown,
+            Cause::HigherAddress,
+            Cause::MaintenanceOff,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+
+    #[test]
     fn effective_priority_clamps_and_spares_the_owner() {
         assert_eq!(effective_priority(100, 0), 100);
         assert_eq!(effective_priority(100, -200), 1);
