@@ -322,6 +322,12 @@ impl Instance {
         }
     }
 
+    /// Count a drop the shell decided before the core saw the packet (e.g. a
+    /// [`crate::packet::split_ipv4`] error's `reason()`), so every drop is in one map.
+    pub fn count_drop(&mut self, reason: &'static str) {
+        self.drop_packet(reason);
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
