@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use support::{keepalived_errors, ms, require_keepalived, serial, Prober, Settings, TestCluster};
 
-const MARGIN: Duration = Duration::from_millis(150);
+/// Scheduling margin on top of Master_Down_Interval (as in the lab's end-to-end tests).
+const MARGIN: Duration = Duration::from_millis(200);
 
 fn skip(what: &str) -> bool {
     !common::netns::require_root(what) || !require_keepalived(what)

@@ -29,8 +29,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{ms, serial, Prober, Settings, TestCluster};
 
-/// Margin for process scheduling and polling on top of the protocol's own bounds.
-const MARGIN: Duration = Duration::from_millis(150);
+/// Margin for process scheduling and polling on top of the protocol's own bounds (the same
+/// 200 ms the lab's end-to-end tests allow; CI machines are busy).
+const MARGIN: Duration = Duration::from_millis(200);
+/// A graceful handover should take about Skew_Time; this much more is tolerated under load
+/// (typical: skew + 10..20 ms). No probe may be lost regardless.
+const HANDOVER_MARGIN: Duration = Duration::from_millis(300);
 
 fn converge_initial(c: &mut TestCluster) {
     c.start_all();
@@ -187,11 +191,11 @@ fn sigterm_hands_over_without_a_gap() {
         ms(gap)
     );
     assert!(
-        took <= skew + MARGIN,
+        took <= skew + HANDOVER_MARGIN,
         "handover took {took:?}, skew is {skew:?}"
     );
     assert_eq!(lost, 0, "{lost} of {sent} probes lost during the handover");
-    assert!(gap < Duration::from_millis(100), "reply gap {gap:?}");
+    assert!(gap < Duration::from_millis(200), "reply gap {gap:?}");
     assert_eq!(c.client_neighbour(c.vip4), Some(c.mac(1)));
     assert!(c.log(0).contains("handover done"), "{}", c.log(0));
 

@@ -42,6 +42,10 @@ use track::{TrackUpdate, Tracking};
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Link state is re-read this often even without a netlink notification.
 const LINK_POLL: Duration = Duration::from_secs(1);
+/// A stopping or resigning master keeps the VIP this long after its successor's first
+/// advert: the successor sends that advert, adds the VIP and announces it back to back,
+/// so clients' neighbour entries move before the old master stops answering.
+const RELEASE_LINGER: Duration = Duration::from_millis(50);
 
 /// Where the daemon runs: flags that are not part of the cluster file.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ struct Inst {
     done: bool,
     /// IPv4 packets whose IP header did not parse (never reach the core).
     bad_ip_header: u64,
+    /// A handover release waiting out [`RELEASE_LINGER`].
+    release_at: Option<Instant>,
 }
 
 type CtlMsg = (Request, oneshot::Sender<Response>);
@@ -173,6 +179,7 @@ async fn run_inner(
             held: Vec::new(),
             done: false,
             bad_ip_header: 0,
+            release_at: None,
         })
         .collect();
     let (track_tx, mut track_rx) = mpsc::channel::<TrackUpdate>(64);
@@ -242,7 +249,8 @@ async fn run_inner(
     let mut buf0 = vec![0u8; 65536];
     let mut buf1 = vec![0u8; 65536];
     loop {
-        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done) {
+        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done && i.release_at.is_none())
+        {
             info!("handover done, exiting");
             break;
         }
@@ -276,6 +284,10 @@ async fn run_inner(
             () = sleep => {
                 let now = Instant::now();
                 for i in 0..d.insts.len() {
+                    if d.insts[i].release_at.is_some_and(|t| t <= now) {
+                        d.insts[i].release_at = None;
+                        d.remove_vips(i).await;
+                    }
                     d.insts[i].core.handle_timeout(now);
                     d.drain(i).await;
                 }
@@ -337,6 +349,20 @@ async fn run_inner(
     Ok(())
 }
 
+/// On taking over, hold and announce the VIP before the advert that makes the old master
+/// let go of it: `AddVips` and `Announce` of a batch run before its `Send`s; everything
+/// else keeps its order.
+fn make_before_break(batch: Vec<Action>) -> Vec<Action> {
+    if !batch.iter().any(|a| matches!(a, Action::AddVips)) {
+        return batch;
+    }
+    let (mut first, rest): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|a| matches!(a, Action::AddVips | Action::Announce));
+    first.extend(rest);
+    first
+}
+
 /// Half of systemd's watchdog period, as `sd_watchdog_enabled(3)` defines it: `WATCHDOG_USEC`
 /// set, and `WATCHDOG_PID` either unset or ours.
 fn watchdog_interval() -> Option<Duration> {
@@ -353,7 +379,8 @@ impl Daemon {
     fn next_deadline(&self) -> Option<Instant> {
         self.insts
             .iter()
-            .filter_map(|i| i.core.poll_timeout())
+            .flat_map(|i| [i.core.poll_timeout(), i.release_at])
+            .flatten()
             .min()
     }
 
@@ -390,8 +417,17 @@ impl Daemon {
 
     /// Execute every pending action of instance `i`, in order.
     async fn drain(&mut self, i: usize) {
-        while let Some(action) = self.insts.get_mut(i).and_then(|x| x.core.poll_action()) {
-            self.execute(i, action).await;
+        loop {
+            let mut batch = Vec::new();
+            while let Some(a) = self.insts.get_mut(i).and_then(|x| x.core.poll_action()) {
+                batch.push(a);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for action in make_before_break(batch) {
+                self.execute(i, action).await;
+            }
         }
     }
 
@@ -408,6 +444,7 @@ impl Daemon {
             }
             Action::AddVips => {
                 let inst = &mut self.insts[i];
+                inst.release_at = None;
                 for vip in inst.plan.cfg.vips.clone() {
                     match self
                         .nl
@@ -424,7 +461,20 @@ impl Daemon {
                     }
                 }
             }
-            Action::RemoveVips => self.remove_vips(i).await,
+            Action::RemoveVips => {
+                let handing_over = self.shutdown_started.is_some()
+                    || self.insts[i].core.status(Instant::now()).maintenance;
+                if handing_over && !self.insts[i].held.is_empty() {
+                    let at = Instant::now() + RELEASE_LINGER;
+                    self.insts[i].release_at = Some(at);
+                    debug!(
+                        linger_ms = RELEASE_LINGER.as_millis() as u64,
+                        "VIP release scheduled"
+                    );
+                } else {
+                    self.remove_vips(i).await;
+                }
+            }
             Action::Announce => {
                 for vip in self.insts[i].plan.cfg.vips.clone() {
                     if let Err(e) = self.announcer.announce(vip) {
@@ -711,5 +761,35 @@ impl Daemon {
             m.insert("stopping".into(), json!(self.shutdown_started.is_some()));
         }
         top
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Cause, State};
+
+    fn send() -> Action {
+        Action::Send {
+            dst: "224.0.0.18".parse().unwrap(),
+            payload: vec![1],
+        }
+    }
+
+    #[test]
+    fn taking_over_holds_and_announces_before_advertising() {
+        let changed = Action::StateChanged {
+            from: State::Backup,
+            to: State::Master,
+            cause: Cause::MasterDown,
+        };
+        let batch = vec![send(), Action::AddVips, Action::Announce, changed.clone()];
+        assert_eq!(
+            make_before_break(batch),
+            vec![Action::AddVips, Action::Announce, send(), changed]
+        );
+        // Without AddVips nothing moves (e.g. a resign: advert first, then removal).
+        let batch = vec![send(), Action::RemoveVips, Action::Announce];
+        assert_eq!(make_before_break(batch.clone()), batch);
     }
 }
