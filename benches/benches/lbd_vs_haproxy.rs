@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use benches::{
-    free_port, percentile, raise_nofile, rss_kib, tail, threads, wait_listening, workspace_root,
-    write_file, ChildGuard,
+    cpu_time, free_port, percentile, raise_nofile, rss_kib, tail, threads, wait_listening,
+    workspace_root, write_file, ChildGuard,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -150,6 +150,74 @@ struct Target {
     iperf: SocketAddr,
     echo: SocketAddr,
     process: Option<ChildGuard>,
+}
+
+impl Target {
+    /// CPU time the proxy process has used so far (`None` for direct).
+    fn cpu(&self) -> Option<Duration> {
+        self.process.as_ref().and_then(|p| cpu_time(p.pid()))
+    }
+}
+
+/// Proxy CPU time per unit of work, per measure and proxy: explains the ratios (a proxy
+/// that needs more CPU per byte or per connection loses on a machine this small).
+#[derive(Default)]
+struct CpuTally {
+    /// (measure, proxy, CPU seconds, units of work)
+    entries: Vec<(String, &'static str, f64, f64)>,
+}
+
+impl CpuTally {
+    fn add(&mut self, what: &str, t: &Target, before: Option<Duration>, units: f64) {
+        let (Some(before), Some(after)) = (before, t.cpu()) else {
+            return;
+        };
+        let secs = after.saturating_sub(before).as_secs_f64();
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.0 == what && e.1 == t.name)
+        {
+            Some(e) => {
+                e.2 += secs;
+                e.3 += units;
+            }
+            None => self.entries.push((what.to_owned(), t.name, secs, units)),
+        }
+    }
+
+    fn print(&self) {
+        let mut measures: Vec<&str> = self.entries.iter().map(|e| e.0.as_str()).collect();
+        measures.dedup();
+        if measures.is_empty() {
+            return;
+        }
+        println!(
+            "\n| {:<40} | {:>10} | {:>10} | {:>11} |",
+            "proxy CPU per unit of work", "lbd", "haproxy", "lbd/haproxy"
+        );
+        println!("|{:-<42}|{:->12}|{:->12}|{:->13}|", "", "", "", "");
+        for m in measures {
+            let per = |name: &str| {
+                self.entries
+                    .iter()
+                    .find(|e| e.0 == m && e.1 == name && e.3 > 0.0)
+                    .map(|e| e.2 / e.3)
+            };
+            let (l, h) = (per("lbd"), per("haproxy"));
+            let ratio = match (l, h) {
+                (Some(l), Some(h)) if h > 0.0 => format!("{:.2}x", l / h),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "| {:<40} | {:>10} | {:>10} | {:>11} |",
+                m,
+                cell(l),
+                cell(h),
+                ratio
+            );
+        }
+    }
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -671,6 +739,7 @@ fn run() -> Result<()> {
         .unwrap_or_else(|_| "throughput,connrate,latency,memory".to_owned());
     let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     let concurrency = env_usize("LBD_BENCH_CONCURRENCY", CONN_CONCURRENCY);
+    let load_start = loadavg();
     require_tool("/usr/sbin/haproxy")?;
     require_tool("/usr/bin/iperf3")?;
     let nofile = raise_nofile(65_536)?;
@@ -754,6 +823,7 @@ fn run() -> Result<()> {
     }
 
     let mut rows = Vec::new();
+    let mut cpu = CpuTally::default();
     let by_name = |rows_vals: &[(&'static str, f64)], name: &str| {
         rows_vals.iter().find(|(n, _)| *n == name).map(|x| x.1)
     };
@@ -768,9 +838,18 @@ fn run() -> Result<()> {
                     "throughput, {streams} stream(s), round {round}, {} ...",
                     t.name
                 );
+                let cpu0 = t.cpu();
                 if let Some(gbps) = attempt(t.name, iperf(t.iperf, streams)) {
                     eprintln!("  {gbps:.2} Gbit/s");
                     vals[i].1.push(gbps);
+                    #[expect(clippy::cast_precision_loss, reason = "seconds")]
+                    let gbytes = gbps * IPERF_SECS as f64 / 8.0;
+                    cpu.add(
+                        &format!("CPU s per 10 GB, {streams} stream(s)"),
+                        t,
+                        cpu0,
+                        gbytes / 10.0,
+                    );
                 }
             }
         }
@@ -792,9 +871,13 @@ fn run() -> Result<()> {
         for &i in order.iter().filter(|_| phase("connrate")) {
             let t = &targets[i];
             eprintln!("connection rate, round {round}, {} ...", t.name);
+            let cpu0 = t.cpu();
             if let Some(r) = attempt(t.name, rt.block_on(conn_rate(t.echo, concurrency))) {
                 eprintln!("  {r:.0} conn/s");
                 rates[i].1.push(r);
+                #[expect(clippy::cast_precision_loss, reason = "seconds")]
+                let conns = r * CONN_SECS as f64;
+                cpu.add("CPU us per short connection", t, cpu0, conns / 1e6);
             }
             // Let TIME_WAIT sockets of the last run settle a little.
             std::thread::sleep(Duration::from_secs(1));
@@ -874,12 +957,25 @@ fn run() -> Result<()> {
         cpu_model(),
         nproc()
     );
+    println!(
+        "load average at start: {load_start}; at end: {}  (other work on the machine skews \
+         every figure; compare ratios within one run)",
+        loadavg()
+    );
     if let Some(why) = &lbd_missing {
         println!("lbd NOT measured: {why}");
     }
     print_table(&rows);
+    cpu.print();
     println!("\nmemory detail: {}", mem_detail.join("; "));
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn cpu_model() -> String {

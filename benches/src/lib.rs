@@ -109,6 +109,24 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// CPU time (user + system) `pid` has used so far, from /proc/PID/stat (USER_HZ = 100 on
+/// Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|t| Duration::from_millis(t * 10))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name (which may hold spaces) end at the last ')':
+    // state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14)
+    // stime(15).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Number of threads of `pid` (`Threads` of /proc/PID/status).
 pub fn threads(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -169,6 +187,13 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Duration::from_micros(100));
         assert_eq!(percentile(&v, 0.0), Duration::from_micros(1));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_the_command_name() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 2";
+        assert_eq!(parse_cpu_ticks(stat), Some(287));
+        assert!(cpu_time(std::process::id()).is_some());
     }
 
     #[test]
