@@ -761,7 +761,10 @@ fn validate_vrrp(cx: &Ctx<'_>, r: &RawVrrp) -> R<Vrrp> {
             ("either", ChecksumMode::Either),
         ],
     )?;
-    let default_handover = (interval * 3).max(Duration::from_secs(2));
+    // A stopping master keeps the VIP until a successor announces itself. If its
+    // priority-0 advert is lost, the backups need a whole Master_Down_Interval
+    // (3 x interval + skew < 4 x interval) to take over, so the bound must exceed that.
+    let default_handover = (interval * 6).max(Duration::from_secs(2));
     let notify = match &r.notify {
         Some(n) if n.get_ref().trim().is_empty() => {
             return Err(cx.err(
@@ -862,7 +865,7 @@ fn validate_vrrp(cx: &Ctx<'_>, r: &RawVrrp) -> R<Vrrp> {
             &r.handover_timeout,
             "vrrp.handover_timeout",
             default_handover,
-            interval,
+            interval * 4,
             Duration::from_secs(600),
         )?,
         track: Track {
