@@ -1,8 +1,22 @@
 //! lbd: the L4 TCP proxy of k3s-ha.
 //!
-//! Listeners, balancing, health checking and stats are separate modules; the
-//! [`snapshot`] types are the one view of the proxy's state that the stats page, the
-//! control socket and `lbctl` all read.
+//! - [`balance`]: server selection (round robin, least connections, source hash), pure.
+//! - [`health`]: check probes (TCP, TLS, HTTP, HTTPS) and the rise/fall state machine.
+//! - [`copy`]: moving bytes (splice through a pipe, or a buffered fallback), timeouts.
+//! - [`engine`]: frontends, servers, listeners, checkers, caps, reload, snapshot.
+//! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]).
+//! - [`snapshot`]: the one view of the proxy's state that the stats page, the control
+//!   socket and `lbctl` all read; [`stats`] renders it.
 
+pub mod balance;
+pub mod control;
+pub mod copy;
+pub mod counters;
+pub mod daemon;
+pub mod engine;
+pub mod health;
 pub mod snapshot;
 pub mod stats;
+
+pub use daemon::{run, Options, RunError};
+pub use engine::Engine;

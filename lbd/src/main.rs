@@ -1,3 +1,74 @@
-fn main() {
-    println!("lbd: not yet implemented");
+//! `lbd --config FILE [--node NAME] [--run-dir DIR]`: the L4 proxy daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "lbd", version, about = "k3s-ha L4 TCP proxy")]
+struct Args {
+    /// Cluster file.
+    #[arg(long, default_value = common::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// This node's name in the cluster file (default: by host name or local address).
+    #[arg(long)]
+    node: Option<String>,
+    /// Directory of the control sockets.
+    #[arg(long, default_value = common::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lbd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = lbd::Options {
+        config: args.config,
+        node: args.node,
+        run_dir: args.run_dir,
+    };
+    let result = rt.block_on(async {
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        lbd::run(opts, shutdown).await
+    });
+    // Connections still open after the drain are closed with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("lbd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,283 @@
+//! The lbd process: wires the engine to signals, systemd, the stats page, the control
+//! socket and vrrpd.
+//!
+//! ```text
+//!  SIGHUP / ctl reload --> Engine::reload --(ok)--> apply; (bad) --> last_reload_error
+//!  shutdown (SIGTERM)  --> stop accepting --> drain (<= drain_timeout) --> stop servers
+//!  stats task   : stats::serve(cfg.stats.listen, Arc<dyn SnapshotSource = Engine>)
+//!  control task : common::ctl::serve(RUN_DIR/lbd.sock, control::handle)
+//!  vrrp task    : every 2 s ask RUN_DIR/vrrpd.sock `status` -> Snapshot.vrrp
+//!  watchdog task: WATCHDOG=1 at half of WATCHDOG_USEC when systemd asks for it
+//! ```
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::config::{ConfigError, IdentifyError};
+use sd_notify::NotifyState;
+use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::engine::{ApplyError, Engine};
+use crate::snapshot::VrrpView;
+
+/// How often vrrpd is asked for its state.
+const VRRP_POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub node: Option<String>,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Identify(#[from] IdentifyError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("stats page: cannot listen on {addr}: {source}")]
+    StatsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("run directory {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Run lbd until `shutdown` completes, then drain and return.
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
+    let cluster = common::config::load(&opts.config)?;
+    let (node, source) = common::config::identify(&cluster, opts.node.as_deref())?;
+    let node = node.name.clone();
+    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), "lbd starting");
+
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+    let engine = Engine::new(node, opts.config.clone(), &cluster);
+    engine.apply(cluster.clone())?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // Stats page.
+    let stats_cfg = cluster.stats.clone();
+    let stats_listener = crate::engine::bind_listener(stats_cfg.listen, false)
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|source| RunError::StatsBind {
+            addr: stats_cfg.listen,
+            source,
+        })?;
+    let source: Arc<dyn crate::stats::SnapshotSource> = Arc::new(engine.clone());
+    let stats_task = tokio::spawn(crate::stats::serve(
+        stats_listener,
+        stats_cfg,
+        source,
+        stopped(),
+    ));
+
+    // Control socket.
+    std::fs::create_dir_all(&opts.run_dir).map_err(|source| RunError::RunDir {
+        path: opts.run_dir.clone(),
+        source,
+    })?;
+    let ctl_path = common::ctl::socket_path(&opts.run_dir, "lbd");
+    // Bind now so that a bad run directory fails the start, not a background task.
+    drop(
+        common::ctl::bind(&ctl_path).map_err(|source| RunError::Control {
+            path: ctl_path.clone(),
+            source,
+        })?,
+    );
+    let ctl_engine = engine.clone();
+    let handler = move |req: common::ctl::Request| {
+        let engine = ctl_engine.clone();
+        async move {
+            match crate::control::handle(&engine, &req.cmd, &req.args).await {
+                Ok(v) => common::ctl::Response::ok(v),
+                Err(e) => common::ctl::Response::err(e),
+            }
+        }
+    };
+    let ctl_task = {
+        let path = ctl_path.clone();
+        let stop = stopped();
+        tokio::spawn(async move {
+            if let Err(e) = common::ctl::serve(&path, handler, stop).await {
+                warn!(path = %path.display(), error = %e, "control socket failed");
+            }
+        })
+    };
+
+    // vrrpd's view.
+    let vrrp_task = tokio::spawn(poll_vrrp(
+        engine.clone(),
+        common::ctl::socket_path(&opts.run_dir, "vrrpd"),
+    ));
+
+    // systemd.
+    notify(&[NotifyState::Ready]);
+    let mut wd_usec = 0u64;
+    let watchdog_task = if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
+        let every = Duration::from_micros(wd_usec / 2);
+        Some(tokio::spawn(async move {
+            loop {
+                notify(&[NotifyState::Watchdog]);
+                tokio::time::sleep(every).await;
+            }
+        }))
+    } else {
+        None
+    };
+    info!("lbd ready");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                match NotifyState::monotonic_usec_now() {
+                    Ok(m) => notify(&[NotifyState::Reloading, m]),
+                    Err(_) => notify(&[NotifyState::Reloading]),
+                }
+                // A refused reload is logged and recorded by `reload` itself.
+                let _ = engine.reload().await;
+                notify(&[NotifyState::Ready]);
+            }
+        }
+    }
+
+    notify(&[NotifyState::Stopping]);
+    engine.stop_accepting();
+    let drain = engine.cluster().lbd.drain_timeout;
+    let open = engine.current_connections();
+    info!(open, timeout = ?drain, "stopped accepting; draining");
+    let left = engine.drain(drain).await;
+    if left > 0 {
+        warn!(left, "drain timeout: closing the remaining connections");
+    } else {
+        info!("drained");
+    }
+    stop_tx.send_replace(true);
+    vrrp_task.abort();
+    if let Some(w) = watchdog_task {
+        w.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stats_task).await;
+    Ok(())
+}
+
+async fn poll_vrrp(engine: Engine, path: PathBuf) {
+    let mut was_up = None;
+    loop {
+        let view = common::ctl::call_async(
+            &path,
+            "status",
+            Value::Object(serde_json::Map::new()),
+            Duration::from_secs(1),
+        )
+        .await
+        .ok()
+        .and_then(|v| vrrp_view(&v));
+        let up = view.is_some();
+        if was_up != Some(up) {
+            info!(
+                vrrpd = up,
+                "vrrpd {}",
+                if up { "answers" } else { "does not answer" }
+            );
+            was_up = Some(up);
+        }
+        engine.set_vrrp(view);
+        tokio::time::sleep(VRRP_POLL).await;
+    }
+}
+
+/// vrrpd's `status` answer, as much of it as the snapshot shows.
+pub fn vrrp_view(v: &Value) -> Option<VrrpView> {
+    let state = v.get("state")?.as_str()?.to_owned();
+    let priority = v
+        .get("effective_priority")
+        .or_else(|| v.get("priority"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u8::try_from(p).ok())
+        .unwrap_or(0);
+    let master = v.get("master").and_then(|m| match m {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    });
+    let vips = v
+        .get("vips")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let maintenance = v
+        .get("maintenance")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(VrrpView {
+        state,
+        priority,
+        master,
+        vips,
+        maintenance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vrrp_status_maps_to_the_view() {
+        let v = serde_json::json!({
+            "state": "master", "effective_priority": 150, "master": "10.0.0.1",
+            "vips": ["10.0.0.100/24"], "maintenance": false, "extra": 1
+        });
+        assert_eq!(
+            vrrp_view(&v),
+            Some(VrrpView {
+                state: "master".into(),
+                priority: 150,
+                master: Some("10.0.0.1".into()),
+                vips: vec!["10.0.0.100/24".into()],
+                maintenance: false,
+            })
+        );
+        assert_eq!(vrrp_view(&serde_json::json!({"nope": 1})), None);
+    }
+}

@@ -1,0 +1,1161 @@
+//! lbd against real TCP backends on loopback: the real binary, a generated cluster.toml,
+//! backends that are std threads in this process. Every test binds its own backends on
+//! 127.0.0.x port 0 and its own frontend/stats ports (picked free), so tests run in
+//! parallel. Every loop is bounded in count and time.
+//!
+//! Index:
+//! - distribution: `roundrobin_distributes_by_weight`, `leastconn_fills_the_emptiest`,
+//!   `source_hash_is_sticky_per_client_and_spreads_clients`, `backup_only_when_all_down`
+//! - health: `stopped_backend_leaves_within_fall_and_returns_within_rise` (prints timings),
+//!   `admin_drain_and_maint_take_no_new_connections`
+//! - failures: `retries_hide_an_undetected_dead_backend`,
+//!   `no_healthy_backend_closes_the_client_at_once`, `close_on_down_closes_open_connections`
+//! - streams: `half_close_client_first`, `half_close_server_first`, `bytes_count_live`
+//! - limits: `frontend_cap_denies_at_once`, `global_cap_denies_at_once`
+//! - reload: `long_lived_connection_survives_reload`, `zero_failures_across_reloads_under_load`,
+//!   `bad_reload_keeps_old_config`, `reload_moves_and_removes_ports`
+//! - stop: `sigterm_stops_accepting_and_drains`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------
+// Backends
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Send `name\n`, echo everything, on EOF send `EOF\n` and close.
+    Echo,
+    /// Send `name\n`, shutdown(Write), then count what arrives until EOF.
+    FinFirst,
+}
+
+struct Backend {
+    name: String,
+    addr: SocketAddr,
+    mode: Mode,
+    accepted: Arc<AtomicUsize>,
+    received_after_fin: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(ip: &str, name: &str, mode: Mode) -> Backend {
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut b = Backend {
+            name: name.into(),
+            addr,
+            mode,
+            accepted: Arc::default(),
+            received_after_fin: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+        };
+        b.run(l);
+        b
+    }
+
+    fn run(&mut self, l: TcpListener) {
+        l.set_nonblocking(true).unwrap();
+        let (name, mode) = (self.name.clone(), self.mode);
+        let (accepted, after_fin, stop) = (
+            self.accepted.clone(),
+            self.received_after_fin.clone(),
+            self.stop.clone(),
+        );
+        self.thread = Some(std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, SeqCst);
+                        let (name, after_fin) = (name.clone(), after_fin.clone());
+                        std::thread::spawn(move || serve(s, &name, mode, &after_fin));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        }));
+    }
+
+    /// Close the listener: new connects are refused.
+    fn stop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// Listen again on the same address.
+    fn restart(&mut self) {
+        self.stop.store(false, SeqCst);
+        let l = TcpListener::bind(self.addr).unwrap();
+        self.run(l);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(mut s: TcpStream, name: &str, mode: Mode, after_fin: &AtomicU64) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    if mode == Mode::FinFirst {
+        let _ = s.shutdown(Shutdown::Write);
+    }
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => match mode {
+                Mode::Echo => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Mode::FinFirst => {
+                    after_fin.fetch_add(n as u64, SeqCst);
+                }
+            },
+        }
+    }
+    if mode == Mode::Echo {
+        let _ = s.write_all(b"EOF\n");
+    }
+}
+
+/// A dead address: bound then closed, so connects are refused.
+fn dead_addr(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// lbd
+
+struct Svc {
+    name: &'static str,
+    port: u16,
+    backends: Vec<String>,
+    extra: String,
+}
+
+fn svc(name: &'static str, backends: &[String], extra: &str) -> Svc {
+    Svc {
+        name,
+        port: free_port(),
+        backends: backends.to_vec(),
+        extra: extra.to_owned(),
+    }
+}
+
+fn plain(addrs: &[&Backend]) -> Vec<String> {
+    addrs.iter().map(|b| format!("\"{}\"", b.addr)).collect()
+}
+
+const FAST_CHECK: &str = r#"check = { kind = "tcp", interval = "200ms", fast_interval = "100ms", timeout = "100ms", rise = 2, fall = 3 }"#;
+
+fn config(stats: u16, services: &[Svc], lbd_extra: &str) -> String {
+    let mut s = format!(
+        r#"[cluster]
+name = "t"
+domain = "t.test.local"
+
+[vip]
+address = "127.0.0.100/8"
+
+[[nodes]]
+name = "n1"
+address = "127.0.0.1"
+role = "server"
+
+[stats]
+listen = "127.0.0.1:{stats}"
+
+[lbd]
+drain_timeout = "2s"
+{lbd_extra}
+"#
+    );
+    for v in services {
+        s.push_str(&format!(
+            "\n[[services]]\nname = \"{}\"\nlisten = {}\nbackends = [{}]\n{}\n",
+            v.name,
+            v.port,
+            v.backends.join(", "),
+            v.extra
+        ));
+    }
+    s
+}
+
+struct Lbd {
+    child: Child,
+    dir: tempfile::TempDir,
+    stats: u16,
+}
+
+impl Lbd {
+    fn start(cfg: &str, stats: u16) -> Lbd {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cluster.toml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("lbd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .arg("--config")
+            .arg(dir.path().join("cluster.toml"))
+            .args(["--node", "n1", "--run-dir"])
+            .arg(dir.path().join("run"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut l = Lbd { child, dir, stats };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(v) = l.try_status() {
+                if v.get("node").is_some() {
+                    break;
+                }
+            }
+            if let Ok(Some(st)) = l.child.try_wait() {
+                panic!("lbd exited early ({st}): {}", l.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lbd did not come up: {}",
+                l.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        l
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lbd.log")).unwrap_or_default()
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("run/lbd.sock")
+    }
+
+    fn try_status(&self) -> Result<Value, String> {
+        common::ctl::call(&self.sock(), "status", Value::Null, Duration::from_secs(2))
+            .map_err(|e| e.to_string())
+    }
+
+    fn ctl(&self, cmd: &str, args: Value) -> Result<Value, String> {
+        common::ctl::call(&self.sock(), cmd, args, Duration::from_secs(5))
+            .map_err(|e| e.to_string())
+    }
+
+    fn status(&self) -> Value {
+        self.try_status().unwrap()
+    }
+
+    fn frontend(&self, name: &str) -> Value {
+        self.status()["frontends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no frontend {name}"))
+    }
+
+    fn server(&self, svc: &str, addr: SocketAddr) -> Value {
+        self.frontend(svc)["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["addr"] == addr.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("no server {addr}"))
+    }
+
+    /// `GET /stats.json` from the stats page (wired by the daemon).
+    fn stats_json(&self) -> Value {
+        let mut s = connect(self.stats);
+        s.write_all(b"GET /stats.json HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let body = all.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {all}"))
+    }
+
+    fn write_config(&self, cfg: &str) {
+        std::fs::write(self.dir.path().join("cluster.toml"), cfg).unwrap();
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGHUP, then wait until `reloads` or `last_reload_error` says it was handled.
+    fn reload(&self) -> Value {
+        let before = self.status()["reloads"].as_u64().unwrap();
+        let err_before = self.status()["last_reload_error"].clone();
+        self.signal(Signal::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = self.status();
+            if s["reloads"].as_u64().unwrap() > before
+                || (s["last_reload_error"] != err_before && !s["last_reload_error"].is_null())
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload not handled: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_status(&self, svc: &str, addr: SocketAddr, want: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let s = self.server(svc, addr);
+            if s["status"] == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{addr} not {want} within {limit:?}: {s}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Wait until every server has had its first check.
+    fn wait_checked(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = self.status();
+            let all = s["frontends"].as_array().unwrap().iter().all(|f| {
+                f["servers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["check_status"] != "INI")
+            });
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "checks never ran: {s}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- lbd log ---\n{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Connect and read the backend's name line; `None` if closed without one.
+fn hello(port: u16) -> (TcpStream, Option<String>) {
+    hello_from(port, None)
+}
+
+fn hello_from(port: u16, src: Option<&str>) -> (TcpStream, Option<String>) {
+    let s = match src {
+        None => connect(port),
+        Some(ip) => {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let local: SocketAddr = format!("{ip}:0").parse().unwrap();
+            sock.bind(&local.into()).unwrap();
+            let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            sock.connect(&to.into()).unwrap();
+            let s: TcpStream = sock.into();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        }
+    };
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(n) if n > 0 => (s, Some(line.trim_end().to_owned())),
+        _ => (s, None),
+    }
+}
+
+fn count_hellos(port: u16, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (_s, name) = hello(port);
+        *m.entry(name.expect("closed without a backend"))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// One echo round trip on a fresh connection: true when everything came back.
+fn echo_once(port: u16, payload: &[u8]) -> Result<(), String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("hello: {e}"))?;
+    if line.is_empty() {
+        return Err("closed before hello".into());
+    }
+    w.write_all(payload).map_err(|e| format!("write: {e}"))?;
+    w.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
+    let mut want = payload.to_vec();
+    want.extend_from_slice(b"EOF\n");
+    if rest != want {
+        return Err(format!(
+            "got {} bytes back, want {}",
+            rest.len(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Distribution
+
+#[test]
+fn roundrobin_distributes_by_weight() {
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("127.0.0.{i}"), &format!("b{i}"), Mode::Echo))
+        .collect();
+    let backends = vec![
+        format!("\"{}\"", b[0].addr),
+        format!("{{ address = \"{}\", weight = 2 }}", b[1].addr),
+        format!("\"{}\"", b[2].addr),
+    ];
+    let stats = free_port();
+    let s = svc(
+        "web",
+        &backends,
+        &format!("balance = \"roundrobin\"\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let m = count_hellos(port, 400);
+    println!("roundrobin 1:2:1 over 400 connections: {m:?}");
+    assert_eq!(m["b1"], 100);
+    assert_eq!(m["b2"], 200);
+    assert_eq!(m["b3"], 100);
+    // The backends saw those connections (plus health checks).
+    assert!(b[1].accepted() >= 200 && b[0].accepted() >= 100);
+    let fe = lbd.frontend("web");
+    assert_eq!(fe["total_sessions"], 400);
+    assert_eq!(fe["balance"], "roundrobin");
+}
+
+#[test]
+fn leastconn_fills_the_emptiest() {
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("127.0.0.{i}"), &format!("b{i}"), Mode::Echo))
+        .collect();
+    let stats = free_port();
+    let s = svc(
+        "api",
+        &plain(&b.iter().collect::<Vec<_>>()),
+        &format!("balance = \"leastconn\"\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let mut held: Vec<(TcpStream, String)> = (0..9)
+        .map(|_| {
+            let (s, n) = hello(port);
+            (s, n.unwrap())
+        })
+        .collect();
+    let count = |held: &[(TcpStream, String)], n: &str| held.iter().filter(|h| h.1 == n).count();
+    assert_eq!(
+        (count(&held, "b1"), count(&held, "b2"), count(&held, "b3")),
+        (3, 3, 3)
+    );
+    // Close b2's three: the next three go to b2.
+    held.retain(|h| h.1 != "b2");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lbd.server("api", b[1].addr)["current_sessions"] != 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        let (s, n) = hello(port);
+        assert_eq!(n.as_deref(), Some("b2"));
+        held.push((s, "b2".into()));
+    }
+    assert_eq!(lbd.server("api", b[0].addr)["current_sessions"], 3);
+    assert_eq!(lbd.frontend("api")["current_sessions"], 9);
+}
+
+#[test]
+fn source_hash_is_sticky_per_client_and_spreads_clients() {
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("127.0.0.{i}"), &format!("b{i}"), Mode::Echo))
+        .collect();
+    let stats = free_port();
+    let s = svc(
+        "src",
+        &plain(&b.iter().collect::<Vec<_>>()),
+        &format!("balance = \"source\"\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let mut per_backend = std::collections::BTreeMap::new();
+    for c in 10..70 {
+        let ip = format!("127.0.1.{c}");
+        let first = hello_from(port, Some(&ip)).1.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                hello_from(port, Some(&ip)).1.unwrap(),
+                first,
+                "client {ip} moved"
+            );
+        }
+        *per_backend.entry(first).or_insert(0) += 1;
+    }
+    println!("source hash, 60 clients: {per_backend:?}");
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    assert!(per_backend.values().all(|n| *n >= 8), "{per_backend:?}");
+}
+
+#[test]
+fn backup_only_when_all_down() {
+    let mut p1 = Backend::start("127.0.0.1", "p1", Mode::Echo);
+    let bk = Backend::start("127.0.0.2", "backup", Mode::Echo);
+    let backends = vec![
+        format!("\"{}\"", p1.addr),
+        format!("{{ address = \"{}\", backup = true }}", bk.addr),
+    ];
+    let stats = free_port();
+    let s = svc("b", &backends, FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    assert_eq!(count_hellos(port, 20).get("p1"), Some(&20));
+    p1.stop();
+    lbd.wait_status("b", p1.addr, "DOWN", Duration::from_secs(3));
+    assert_eq!(count_hellos(port, 20).get("backup"), Some(&20));
+    p1.restart();
+    lbd.wait_status("b", p1.addr, "UP", Duration::from_secs(3));
+    assert_eq!(count_hellos(port, 20).get("p1"), Some(&20));
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+
+#[test]
+fn stopped_backend_leaves_within_fall_and_returns_within_rise() {
+    let mut b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    // interval 200 ms, fast 100 ms, timeout 100 ms, rise 2, fall 3.
+    let s = svc("h", &plain(&[&b1, &b2]), FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let (interval, fall, rise) = (Duration::from_millis(200), 3u32, 2u32);
+    b1.stop();
+    let down = lbd.wait_status("h", b1.addr, "DOWN", Duration::from_secs(3));
+    let st = lbd.server("h", b1.addr);
+    println!(
+        "DOWN after {down:?} (bound interval x fall = {:?}); check {} {}",
+        interval * fall,
+        st["check_status"],
+        st["check_desc"]
+    );
+    assert!(
+        down <= interval * fall + Duration::from_millis(50),
+        "{down:?}"
+    );
+    assert_eq!(st["check_status"], "L4CON");
+    assert_eq!(st["down_transitions"], 1);
+    // Nothing new goes to b1 while it is down: no client fails, all reach b2.
+    assert_eq!(count_hellos(port, 10).get("b2"), Some(&10));
+    b1.restart();
+    let up = lbd.wait_status("h", b1.addr, "UP", Duration::from_secs(3));
+    println!(
+        "UP after {up:?} (bound interval x rise = {:?})",
+        interval * rise
+    );
+    assert!(up <= interval * rise + Duration::from_millis(50), "{up:?}");
+    let m = count_hellos(port, 10);
+    assert!((4..=6).contains(&m["b1"]), "{m:?}");
+    let st = lbd.server("h", b1.addr);
+    assert_eq!(st["check_status"], "L4OK");
+    assert!(st["downtime_secs"].as_u64().is_some());
+}
+
+#[test]
+fn admin_drain_and_maint_take_no_new_connections() {
+    let b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let s = svc("adm", &plain(&[&b1, &b2]), FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let (held, name) = hello(port);
+    assert_eq!(name.as_deref(), Some("b1"));
+    lbd.ctl(
+        "set-server",
+        serde_json::json!({"service": "adm", "server": b1.addr.to_string(), "state": "drain"}),
+    )
+    .unwrap();
+    assert_eq!(lbd.server("adm", b1.addr)["status"], "DRAIN");
+    assert_eq!(count_hellos(port, 10).get("b2"), Some(&10));
+    // The open connection to the draining server still works.
+    let mut w = held.try_clone().unwrap();
+    w.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    (&held).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    lbd.ctl(
+        "set-server",
+        serde_json::json!({"service": "adm", "server": b1.addr.to_string(), "state": "maint"}),
+    )
+    .unwrap();
+    assert_eq!(lbd.server("adm", b1.addr)["status"], "MAINT");
+    assert_eq!(count_hellos(port, 4).get("b2"), Some(&4));
+    lbd.ctl(
+        "set-server",
+        serde_json::json!({"service": "adm", "server": b1.addr.to_string(), "state": "ready"}),
+    )
+    .unwrap();
+    lbd.ctl(
+        "set-weight",
+        serde_json::json!({"service": "adm", "server": b2.addr.to_string(), "weight": 3}),
+    )
+    .unwrap();
+    let m = count_hellos(port, 40);
+    assert!((9..=11).contains(&m["b1"]), "{m:?}");
+    assert_eq!(m["b1"] + m["b2"], 40);
+    let e = lbd
+        .ctl(
+            "set-server",
+            serde_json::json!({"service": "adm", "server": "nope", "state": "drain"}),
+        )
+        .unwrap_err();
+    assert!(e.contains("no server named \"nope\""), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+
+#[test]
+fn retries_hide_an_undetected_dead_backend() {
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("127.0.0.{i}"), &format!("b{i}"), Mode::Echo))
+        .collect();
+    let mut b = b;
+    let stats = free_port();
+    // Checks far apart: the dead server stays UP for the whole test.
+    let s = svc(
+        "r",
+        &plain(&b.iter().collect::<Vec<_>>()),
+        r#"balance = "roundrobin"
+retries = 2
+check = { kind = "tcp", interval = "60s", timeout = "1s", rise = 2, fall = 3 }"#,
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let dead = b[1].addr;
+    b[1].stop();
+    let mut failures = 0;
+    for _ in 0..300 {
+        if echo_once(port, b"x").is_err() {
+            failures += 1;
+        }
+    }
+    let st = lbd.server("r", dead);
+    println!(
+        "300 connections with an undetected dead server: {failures} client failures; \
+         server {} connect_errors {} retries {}",
+        st["status"], st["connect_errors"], st["retries"]
+    );
+    assert_eq!(failures, 0);
+    assert_eq!(st["status"], "UP");
+    assert!(st["connect_errors"].as_u64().unwrap() >= 90, "{st}");
+    assert_eq!(st["connect_errors"], st["retries"]);
+}
+
+#[test]
+fn no_healthy_backend_closes_the_client_at_once() {
+    let stats = free_port();
+    let backends = vec![
+        format!("\"{}\"", dead_addr("127.0.0.1")),
+        format!("\"{}\"", dead_addr("127.0.0.2")),
+    ];
+    let s = svc("none", &backends, FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let (_s, name) = hello(port);
+        let took = start.elapsed();
+        assert_eq!(name, None);
+        assert!(took < Duration::from_millis(200), "client waited {took:?}");
+    }
+    assert_eq!(lbd.frontend("none")["no_server"], 5);
+    for s in lbd.frontend("none")["servers"].as_array().unwrap() {
+        assert_eq!(s["status"], "DOWN");
+        assert_eq!(s["check_status"], "L4CON");
+    }
+}
+
+#[test]
+fn close_on_down_closes_open_connections() {
+    let mut b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let s = svc(
+        "cod",
+        &plain(&[&b1, &b2]),
+        &format!("close_on_down = true\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let (held, name) = hello(port);
+    assert_eq!(name.as_deref(), Some("b1"));
+    b1.stop(); // the open connection's backend thread lives on; only checks fail
+    lbd.wait_status("cod", b1.addr, "DOWN", Duration::from_secs(3));
+    let mut buf = [0u8; 16];
+    let start = Instant::now();
+    let n = (&held).read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "connection not closed");
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams
+
+#[test]
+fn half_close_client_first() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("hc", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let _lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    // 2 MB up, FIN, then everything (echo + trailer) must still come down.
+    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    let s = connect(port);
+    let mut w = s.try_clone().unwrap();
+    let p2 = payload.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&p2).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut all = Vec::new();
+    (&s).read_to_end(&mut all).unwrap();
+    writer.join().unwrap();
+    let mut want = b"b\n".to_vec();
+    want.extend_from_slice(&payload);
+    want.extend_from_slice(b"EOF\n");
+    assert_eq!(all.len(), want.len());
+    assert!(all == want);
+}
+
+#[test]
+fn half_close_server_first() {
+    let b = Backend::start("127.0.0.1", "b", Mode::FinFirst);
+    let stats = free_port();
+    let s = svc("hs", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let _lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    let s = connect(port);
+    // The server says its name and closes its side: we see EOF...
+    let mut got = Vec::new();
+    (&s).read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"b\n");
+    // ...and can still send for as long as we like; the server receives it all.
+    let mut w = s.try_clone().unwrap();
+    for _ in 0..100 {
+        w.write_all(&[1u8; 10_000]).unwrap();
+    }
+    w.shutdown(Shutdown::Write).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.received_after_fin.load(SeqCst) < 1_000_000 {
+        assert!(
+            Instant::now() < deadline,
+            "server got {}",
+            b.received_after_fin.load(SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(b.received_after_fin.load(SeqCst), 1_000_000);
+}
+
+#[test]
+fn bytes_count_live() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("live", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    let (s, _) = hello(port);
+    let mut w = s.try_clone().unwrap();
+    w.write_all(&[5u8; 100_000]).unwrap();
+    let mut back = vec![0u8; 100_000];
+    (&s).read_exact(&mut back).unwrap();
+    // The connection is open; the counters already show the bytes.
+    let fe = lbd.frontend("live");
+    assert_eq!(fe["bytes_in"], 100_000);
+    assert_eq!(fe["bytes_out"], 100_002);
+    let sv = lbd.server("live", b.addr);
+    assert_eq!(sv["bytes_in"], 100_000);
+    assert_eq!(sv["current_sessions"], 1);
+    assert_eq!(fe["current_sessions"], 1);
+    // The stats page shows the same live figures.
+    let page = lbd.stats_json();
+    assert_eq!(page["frontends"][0]["bytes_in"], 100_000, "{page}");
+    assert_eq!(page["node"], "n1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+#[test]
+fn frontend_cap_denies_at_once() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc(
+        "cap",
+        &plain(&[&b]),
+        &format!("max_connections = 5\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    let held: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let (s, n) = hello(port);
+            assert!(n.is_some());
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    let (_s, n) = hello(port);
+    assert_eq!(n, None);
+    assert!(start.elapsed() < Duration::from_millis(200));
+    let fe = lbd.frontend("cap");
+    assert_eq!(fe["denied"], 1);
+    assert_eq!(fe["status"], "FULL");
+    assert_eq!(fe["session_limit"], 5);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lbd.frontend("cap")["current_sessions"] != 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(hello(port).1.is_some());
+}
+
+#[test]
+fn global_cap_denies_at_once() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s1 = svc("g1", &plain(&[&b]), FAST_CHECK);
+    let s2 = svc("g2", &plain(&[&b]), FAST_CHECK);
+    let (p1, p2) = (s1.port, s2.port);
+    let lbd = Lbd::start(&config(stats, &[s1, s2], "max_connections = 3"), stats);
+    let _a = hello(p1);
+    let _b = hello(p1);
+    let _c = hello(p2);
+    assert_eq!(hello(p2).1, None);
+    assert_eq!(hello(p1).1, None);
+    let st = lbd.status();
+    assert_eq!(st["current_connections"], 3);
+    assert_eq!(st["max_connections"], 3);
+    assert_eq!(lbd.frontend("g1")["denied"], 1);
+    assert_eq!(lbd.frontend("g2")["denied"], 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload
+
+#[test]
+fn long_lived_connection_survives_reload() {
+    let b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let s = svc("ll", &plain(&[&b1]), FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let (held, name) = hello(port);
+    assert_eq!(name.as_deref(), Some("b1"));
+    let before = lbd.server("ll", b1.addr);
+    // New config: same service and port, a second backend, different weights.
+    let mut s = svc(
+        "ll",
+        &[
+            format!("{{ address = \"{}\", weight = 3 }}", b1.addr),
+            format!("\"{}\"", b2.addr),
+        ],
+        FAST_CHECK,
+    );
+    s.port = port;
+    lbd.write_config(&config(stats, &[s], ""));
+    let st = lbd.reload();
+    assert_eq!(st["reloads"], 1, "{st}");
+    assert!(st["last_reload_error"].is_null());
+    // The old connection still moves bytes both ways.
+    for i in 0..3 {
+        let msg = format!("after reload {i}\n");
+        (&held).write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        (&held).read_exact(&mut got).unwrap();
+        assert_eq!(got, msg.as_bytes());
+    }
+    // Health state and counters of the unchanged server were kept.
+    let after = lbd.server("ll", b1.addr);
+    assert_eq!(after["weight"], 3);
+    assert_eq!(after["total_sessions"], before["total_sessions"]);
+    assert_ne!(after["check_status"], "INI");
+    assert_eq!(after["current_sessions"], 1);
+    lbd.wait_checked();
+    let m = count_hellos(port, 8);
+    assert_eq!((m["b1"], m["b2"]), (6, 2), "{m:?}");
+}
+
+#[test]
+fn zero_failures_across_reloads_under_load() {
+    let b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let s = svc("zl", &plain(&[&b1, &b2]), FAST_CHECK);
+    let port = s.port;
+    let cfg_a = config(stats, &[s], "");
+    let mut s = svc(
+        "zl",
+        &[
+            format!("{{ address = \"{}\", weight = 2 }}", b1.addr),
+            format!("\"{}\"", b2.addr),
+        ],
+        FAST_CHECK,
+    );
+    s.port = port;
+    let cfg_b = config(stats, &[s], "");
+    let lbd = Lbd::start(&cfg_a, stats);
+    lbd.wait_checked();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for _ in 0..100_000 {
+                    if stop.load(SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    match echo_once(port, b"hello through a reload") {
+                        Ok(()) => {
+                            ok.fetch_add(1, SeqCst);
+                        }
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(150));
+        lbd.write_config(if i % 2 == 0 { &cfg_b } else { &cfg_a });
+        lbd.reload();
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    println!(
+        "10 reloads in {:?} under load: {} connections ok, {} failed {:?}",
+        start.elapsed(),
+        ok.load(SeqCst),
+        failures.len(),
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(failures.is_empty());
+    assert!(ok.load(SeqCst) > 100);
+    assert_eq!(lbd.status()["reloads"], 10);
+}
+
+#[test]
+fn bad_reload_keeps_old_config() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("bad", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.write_config("[cluster]\nname = \"t\"\nbogus = 1\n");
+    let st = lbd.reload();
+    let err = st["last_reload_error"].as_str().unwrap().to_owned();
+    println!("bad reload refused: {err}");
+    assert_eq!(st["reloads"], 0);
+    assert!(echo_once(port, b"still serving").is_ok());
+    // The control socket's reload reports the same refusal.
+    let e = lbd.ctl("reload", Value::Null).unwrap_err();
+    assert!(e.contains("bogus") || e.contains("unknown"), "{e}");
+    // A TLS check whose CA file is missing is refused too (not only syntax errors).
+    let s = svc(
+        "bad",
+        &plain(&[&b]),
+        r#"check = { kind = "https", ca = "/nonexistent/ca.pem" }"#,
+    );
+    let mut s = s;
+    s.port = port;
+    lbd.write_config(&config(stats, &[s], ""));
+    let e = lbd.ctl("reload", Value::Null).unwrap_err();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    assert!(echo_once(port, b"still serving").is_ok());
+    assert_eq!(lbd.frontend("bad")["servers"][0]["check_status"], "L4OK");
+}
+
+#[test]
+fn reload_moves_and_removes_ports() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let keep = svc("keep", &plain(&[&b]), FAST_CHECK);
+    let gone = svc("gone", &plain(&[&b]), FAST_CHECK);
+    let (keep_port, gone_port) = (keep.port, gone.port);
+    let lbd = Lbd::start(&config(stats, &[keep, gone], ""), stats);
+    let (held, _) = hello(gone_port);
+    let mut keep = svc("keep", &plain(&[&b]), FAST_CHECK);
+    keep.port = keep_port;
+    let new = svc("new", &plain(&[&b]), FAST_CHECK);
+    let new_port = new.port;
+    lbd.write_config(&config(stats, &[keep, new], ""));
+    let st = lbd.reload();
+    assert!(st["last_reload_error"].is_null(), "{st}");
+    assert!(echo_once(keep_port, b"k").is_ok());
+    assert!(echo_once(new_port, b"n").is_ok());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpStream::connect(("127.0.0.1", gone_port)) {
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "removed service still accepts"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The removed service's open connection finishes normally.
+    (&held).write_all(b"bye").unwrap();
+    let mut got = [0u8; 3];
+    (&held).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"bye");
+    let names: Vec<String> = st["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, vec!["keep", "new"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Stop
+
+#[test]
+fn sigterm_stops_accepting_and_drains() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("term", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let mut lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    let (held, _) = hello(port);
+    lbd.signal(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The open connection still works while draining.
+    (&held).write_all(b"drain").unwrap();
+    let mut got = [0u8; 5];
+    (&held).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"drain");
+    // Closing it lets lbd exit before the 2 s drain timeout.
+    let start = Instant::now();
+    held.shutdown(Shutdown::Both).unwrap();
+    drop(held);
+    let code = loop {
+        if let Some(st) = lbd.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "lbd did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!(
+        "exited {:?} after the last connection closed",
+        start.elapsed()
+    );
+    assert!(code.success(), "{code}");
+    assert!(start.elapsed() < Duration::from_millis(1500));
+}
