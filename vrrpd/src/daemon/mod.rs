@@ -68,6 +68,16 @@ struct Inst {
     bad_ip_header: u64,
     /// A handover release waiting out [`RELEASE_LINGER`].
     release_at: Option<Instant>,
+    /// `family = ipv4|ipv6`, entered around every call into the core so that its own log
+    /// lines (one per transition) say which instance they are about.
+    span: tracing::Span,
+}
+
+impl Inst {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Instance) -> R) -> R {
+        let _entered = self.span.enter();
+        f(&mut self.core)
+    }
 }
 
 type CtlMsg = (Request, oneshot::Sender<Response>);
@@ -175,6 +185,7 @@ async fn run_inner(
         .into_iter()
         .map(|plan| Inst {
             core: Instance::new(plan.cfg.clone(), now),
+            span: tracing::info_span!("instance", family = plan.family()),
             plan,
             held: Vec::new(),
             done: false,
@@ -236,7 +247,7 @@ async fn run_inner(
     let up = d.nl.link_up(d.iface.index).await.unwrap_or(d.iface.up);
     d.set_link(now, up).await;
     for i in 0..d.insts.len() {
-        d.insts[i].core.start(now);
+        d.insts[i].with(|c| c.start(now));
         d.drain(i).await;
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -288,7 +299,7 @@ async fn run_inner(
                         d.insts[i].release_at = None;
                         d.remove_vips(i).await;
                     }
-                    d.insts[i].core.handle_timeout(now);
+                    d.insts[i].with(|c| c.handle_timeout(now));
                     d.drain(i).await;
                 }
             }
@@ -389,15 +400,13 @@ impl Daemon {
             Ok(Rx::Packet(meta, payload)) => {
                 let now = Instant::now();
                 if let Some(inst) = self.insts.get_mut(i) {
-                    inst.core.handle_packet(
-                        now,
-                        Received {
-                            src: meta.src,
-                            dst: meta.dst,
-                            ttl: meta.ttl,
-                            payload,
-                        },
-                    );
+                    let rx = Received {
+                        src: meta.src,
+                        dst: meta.dst,
+                        ttl: meta.ttl,
+                        payload,
+                    };
+                    inst.with(|c| c.handle_packet(now, rx));
                 }
                 self.drain(i).await;
             }
@@ -485,7 +494,9 @@ impl Daemon {
             Action::StateChanged { from, to, cause } => {
                 let inst = &self.insts[i];
                 let st = inst.core.status(Instant::now());
-                info!(
+                // The core logs the transition itself (inside the instance span); this
+                // adds what only the shell knows, at debug level.
+                debug!(
                     event = "transition",
                     family = inst.plan.family(),
                     from = from.as_str(),
@@ -579,8 +590,10 @@ impl Daemon {
     async fn apply_tracking(&mut self, now: Instant) {
         let (fault, offset) = (self.tracking.fault(), self.tracking.offset());
         for i in 0..self.insts.len() {
-            self.insts[i].core.set_fault(now, fault);
-            self.insts[i].core.set_priority_offset(now, offset);
+            self.insts[i].with(|c| {
+                c.set_fault(now, fault);
+                c.set_priority_offset(now, offset);
+            });
             self.drain(i).await;
         }
     }
@@ -623,7 +636,7 @@ impl Daemon {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let now = Instant::now();
         for i in 0..self.insts.len() {
-            self.insts[i].core.shutdown(now);
+            self.insts[i].with(|c| c.shutdown(now));
             self.drain(i).await;
         }
     }
@@ -679,7 +692,8 @@ impl Daemon {
         self.cluster = new;
         self.node = node;
         for (i, plan) in plans.into_iter().enumerate() {
-            self.insts[i].core.reconfigure(now, plan.cfg.clone());
+            let cfg = plan.cfg.clone();
+            self.insts[i].with(|c| c.reconfigure(now, cfg));
             self.drain(i).await;
             // Keep removing VIPs of the old plan that are still held (RemoveVips above).
             self.insts[i].plan = plan;
@@ -699,7 +713,7 @@ impl Daemon {
                 let now = Instant::now();
                 info!(on, "maintenance switched");
                 for i in 0..self.insts.len() {
-                    self.insts[i].core.set_maintenance(now, on);
+                    self.insts[i].with(|c| c.set_maintenance(now, on));
                     self.drain(i).await;
                 }
                 Response::ok(json!({ "maintenance": on }))
