@@ -14,6 +14,9 @@
 //! - limits: `frontend_cap_denies_at_once`, `global_cap_denies_at_once`
 //! - reload: `long_lived_connection_survives_reload`, `zero_failures_across_reloads_under_load`,
 //!   `bad_reload_keeps_old_config`, `reload_moves_and_removes_ports`
+//! - timeouts: `idle_then_tunnel_timeouts`
+//! - accept errors: `emfile_backs_off_without_spinning_and_recovers` (prints CPU used)
+//! - vrrpd: `vrrp_view_follows_vrrpd_status`
 //! - stop: `sigterm_stops_accepting_and_drains`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -153,12 +156,20 @@ fn dead_addr(ip: &str) -> SocketAddr {
     TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
+/// A port no other test of this process gets, below the ephemeral range (so client
+/// sockets never take it), and free right now on the wildcard address.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize % 400) * 25;
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, SeqCst);
+        let port = u16::try_from(base + n % 10_000).unwrap();
+        if TcpListener::bind(("::", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -228,10 +239,23 @@ struct Lbd {
 
 impl Lbd {
     fn start(cfg: &str, stats: u16) -> Lbd {
+        Lbd::start_wrapped(cfg, stats, &[])
+    }
+
+    /// Start lbd under a wrapper command (e.g. `prlimit --nofile=N:N --`).
+    fn start_wrapped(cfg: &str, stats: u16, wrapper: &[&str]) -> Lbd {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.toml"), cfg).unwrap();
         let log = std::fs::File::create(dir.path().join("lbd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(env!("CARGO_BIN_EXE_lbd")),
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_lbd"));
+                c
+            }
+        };
+        let child = cmd
             .arg("--config")
             .arg(dir.path().join("cluster.toml"))
             .args(["--node", "n1", "--run-dir"])
@@ -1158,4 +1182,175 @@ fn sigterm_stops_accepting_and_drains() {
     );
     assert!(code.success(), "{code}");
     assert!(start.elapsed() < Duration::from_millis(1500));
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts, accept errors, vrrpd
+
+#[test]
+fn idle_then_tunnel_timeouts() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc(
+        "to",
+        &plain(&[&b]),
+        &format!(
+            "timeouts = {{ connect = \"1s\", idle = \"300ms\", tunnel = \"1200ms\", half_close = \"1s\" }}\n{FAST_CHECK}"
+        ),
+    );
+    let port = s.port;
+    let _lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    // Only the server has spoken (its hello): the idle limit applies.
+    let (c, _) = hello(port);
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    assert_eq!((&c).read(&mut buf).unwrap_or(0), 0);
+    let idle = start.elapsed();
+    // Both sides have spoken: the tunnel limit applies, and traffic resets it.
+    let (c, _) = hello(port);
+    (&c).write_all(b"hi").unwrap();
+    (&c).read_exact(&mut buf[..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    (&c).write_all(b"still here").unwrap();
+    (&c).read_exact(&mut buf[..10]).unwrap();
+    let start = Instant::now();
+    assert_eq!((&c).read(&mut buf).unwrap_or(0), 0);
+    let tunnel = start.elapsed();
+    println!("idle timeout closed after {idle:?} (300ms), tunnel after {tunnel:?} (1200ms)");
+    assert!(
+        idle >= Duration::from_millis(250) && idle < Duration::from_millis(900),
+        "{idle:?}"
+    );
+    assert!(
+        tunnel >= Duration::from_millis(1100) && tunnel < Duration::from_millis(1900),
+        "{tunnel:?}"
+    );
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn emfile_backs_off_without_spinning_and_recovers() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED emfile_backs_off_without_spinning_and_recovers: no prlimit(1)");
+        return;
+    }
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("fd", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    let limit = 64;
+    let lbd = Lbd::start_wrapped(
+        &config(stats, &[s], ""),
+        stats,
+        &["prlimit", &format!("--nofile={limit}:{limit}"), "--"],
+    );
+    let pid = lbd.child.id();
+    // Fill the descriptor table with proxied connections (2 fds each).
+    let mut held = Vec::new();
+    for _ in 0..limit {
+        let c = connect(port);
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        let got = r.read_line(&mut line).unwrap_or(0);
+        held.push(c);
+        if got == 0 {
+            break; // this one is waiting in the accept queue: lbd is out of descriptors
+        }
+    }
+    assert!(open_fds(pid) >= limit - 4, "fds {}", open_fds(pid));
+    // lbd cannot accept now; it must not spin.
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - t0;
+    println!("out of descriptors for 1 s: lbd used {used} ticks of CPU (100 = one core)");
+    assert!(used < 15, "lbd spins on accept errors: {used} ticks in 1 s");
+    assert!(
+        lbd.log().contains("accept failed; backing off"),
+        "{}",
+        lbd.log()
+    );
+    // Free descriptors: lbd serves again.
+    held.clear();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if echo_once(port, b"back").is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lbd did not recover: {}",
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn vrrp_view_follows_vrrpd_status() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("v", &plain(&[&b]), FAST_CHECK);
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    assert!(lbd.status()["vrrp"].is_null());
+    // A stand-in vrrpd on RUN_DIR/vrrpd.sock speaking the real control protocol.
+    let path = lbd.dir.path().join("run/vrrpd.sock");
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let handler = |req: common::ctl::Request| async move {
+                assert_eq!(req.cmd, "status");
+                common::ctl::Response::ok(serde_json::json!({
+                    "state": "master", "effective_priority": 150, "master": "127.0.0.1",
+                    "vips": ["127.0.0.100/8"], "maintenance": false
+                }))
+            };
+            let stop = async move {
+                while stop_rx.try_recv().is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            common::ctl::serve(&path, handler, stop).await.unwrap();
+        });
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let view = loop {
+        let v = lbd.status()["vrrp"].clone();
+        if !v.is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "lbd never showed vrrpd's state");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(view["state"], "master");
+    assert_eq!(view["priority"], 150);
+    assert_eq!(view["master"], "127.0.0.1");
+    assert_eq!(view["vips"][0], "127.0.0.100/8");
+    // vrrpd goes away: the view goes away.
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lbd.status()["vrrp"].is_null() {
+        assert!(Instant::now() < deadline, "stale vrrp view");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
