@@ -14,6 +14,8 @@
 //! - `rfc9568_checksum_against_keepalived_is_counted` (10.74): keepalived 2.2.7 only knows
 //!   the pseudo-header form, so vrrpd in `rfc9568` mode counts every keepalived advert as a
 //!   checksum drop and keepalived logs ours as invalid: the counters catch a mismatch.
+//! - `unicast_interop_both_directions` (10.75, `unicast = true` / `unicast_peer`):
+//!   keepalived master with vrrpd backups, then vrrpd master with keepalived backup.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -299,4 +301,59 @@ fn rfc9568_checksum_against_keepalived_is_counted() {
         log.contains("Invalid VRRPv3 checksum"),
         "keepalived did not flag ours:\n{log}"
     );
+}
+
+#[test]
+fn unicast_interop_both_directions() {
+    if skip("unicast_interop_both_directions") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(75);
+    s.unicast = true;
+    let mut c = TestCluster::new("75", s);
+    // keepalived (200) master, vrrpd (150, 100) backups, all unicast.
+    c.start_keepalived(0);
+    c.start(1);
+    c.start(2);
+    c.wait_ctl(1, Duration::from_secs(10));
+    c.wait_ctl(2, Duration::from_secs(10));
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    std::thread::sleep(c.interval * 10);
+    assert_eq!(c.holders(c.vip4), vec![0]);
+    for i in [1, 2] {
+        let st = c.status(i);
+        assert_eq!(st["state"], "backup", "{st:#}");
+        assert_eq!(st["master"], "10.75.0.11");
+        assert!(
+            st["counters"]["rx_adverts"].as_u64().unwrap() >= 5,
+            "{st:#}"
+        );
+        no_drops(&c, i);
+    }
+    // keepalived stops: vrrpd n2 takes over and keepalived's successor is found by unicast.
+    c.sigterm(0);
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(5));
+    c.wait_exit(0);
+    // keepalived returns with a priority below n2: it must stay backup, which it does
+    // only if it accepts n2's unicast adverts (checksum over the unicast pseudo-header).
+    c.settings.priorities = [120, 150, 100];
+    c.start_keepalived(0);
+    let t = Instant::now();
+    while t.elapsed() < c.interval * 20 {
+        assert_eq!(c.holders(c.vip4), vec![1], "keepalived took the VIP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = c.log(0);
+    assert!(
+        keepalived_errors(&log).is_empty(),
+        "keepalived complained:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("VRRP sockpool") && l.contains("unicast")),
+        "keepalived did not run unicast:\n{log}"
+    );
+    no_drops(&c, 1);
+    no_drops(&c, 2);
 }

@@ -87,6 +87,9 @@ pub struct Settings {
     pub checksum: Option<String>,
     /// Body of the [vrrp.track] table (default: lbd tracking off).
     pub track: String,
+    /// Unicast adverts to the other servers (vrrpd `unicast = true`, keepalived
+    /// `unicast_peer`).
+    pub unicast: bool,
 }
 
 impl Settings {
@@ -101,6 +104,7 @@ impl Settings {
             password: None,
             checksum: None,
             track: "lbd = \"off\"\n".into(),
+            unicast: false,
         }
     }
 }
@@ -119,6 +123,9 @@ pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
     ));
     if let Some(p) = &s.password {
         t.push_str(&format!("password = \"{p}\"\n"));
+    }
+    if s.unicast {
+        t.push_str("unicast = true\n");
     }
     if let Some(c) = &s.checksum {
         t.push_str(&format!("checksum = \"{c}\"\n"));
@@ -237,6 +244,15 @@ impl TestCluster {
             None => String::new(),
         };
         let vips = format!("        10.{n}.0.100/24 dev eth0\n");
+        let unicast = if s.unicast {
+            let peers: String = (1..=3)
+                .filter(|j| *j != k)
+                .map(|j| format!("        10.{n}.0.1{j}\n"))
+                .collect();
+            format!("    unicast_src_ip 10.{n}.0.1{k}\n    unicast_peer {{\n{peers}    }}\n")
+        } else {
+            String::new()
+        };
         let mut v6 = String::new();
         if s.ipv6_vip {
             // keepalived runs IPv6 VIPs in their own instance.
@@ -247,7 +263,7 @@ impl TestCluster {
         }
         format!(
             "global_defs {{\n    router_id n{k}\n    vrrp_version {v}\n    vrrp_garp_master_delay 0\n}}\n\
-             vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n{auth}    virtual_ipaddress {{\n{vips}    }}\n}}\n{v6}",
+             vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n{auth}{unicast}    virtual_ipaddress {{\n{vips}    }}\n}}\n{v6}",
             v = s.version,
             p = s.priorities[i],
         )
