@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The k3s-ha .deb, end to end, on this machine:
+#   1. build it with cargo-deb (installed from crates.io when missing), twice: revision 1
+#      and revision 2 (for the upgrade);
+#   2. lintian: no error or warning (overrides, each with its reason, are in
+#      packaging/lintian-overrides);
+#   3. the units: `systemd-analyze verify` clean, `systemd-analyze security --offline=yes`
+#      rating each 3.0 or lower;
+#   4. dpkg -i: the files, the conffile and its permissions, the system user, the enable
+#      links, lbctl accepting the shipped cluster.toml, and NO daemon started;
+#   5. upgrade to revision 2 keeping an edited conffile;
+#   6. dpkg -r, then dpkg -P: nothing left behind but the system user.
+#
+# Safe here: a policy-rc.d that refuses every start is in place while dpkg runs, the
+# postinst starts nothing on a first install, and the script refuses to touch a k3s-ha
+# that was installed before it ran (set K3SHA_PKG_TEST_FORCE=1 to allow it). Needs root
+# for dpkg; without root it builds and lints, then SKIPS the rest, loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> package: %s\n' "$*"; }
+fail() { printf 'FAIL (package): %s\n' "$*" >&2; exit 1; }
+check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what"; fi; }
+
+OUT=${K3SHA_PKG_OUT:-target/k3s-ha-package-test}
+UNITS=(lbd vrrpd)
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+# --- 1. build ---------------------------------------------------------------------------
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! cargo deb --version >/dev/null 2>&1; then
+  say "installing cargo-deb from crates.io"
+  cargo install cargo-deb --locked
+fi
+say "building vrrpd, lbd, lbctl (release)"
+cargo build --release --quiet --bins -p vrrpd -p lbd -p lbctl
+say "cargo deb (revisions 1 and 2)"
+cargo deb -p lbctl --no-build --strip --deb-revision 1 -o "$OUT/" >/dev/null
+cargo deb -p lbctl --no-build --strip --deb-revision 2 -o "$OUT/" >/dev/null
+DEB1=$(ls "$OUT"/k3s-ha_*-1_*.deb)
+DEB2=$(ls "$OUT"/k3s-ha_*-2_*.deb)
+echo "$DEB1"; echo "$DEB2"
+
+# --- 2. contents and lintian --------------------------------------------------------------
+say "contents"
+dpkg-deb -c "$DEB1" | awk '{print $6}' | sed 's|^\./|/|' | sort > "$OUT/contents.txt"
+for f in /usr/sbin/vrrpd /usr/sbin/lbd /usr/bin/lbctl /etc/k3s-ha/cluster.toml \
+         /usr/lib/systemd/system/vrrpd.service /usr/lib/systemd/system/lbd.service \
+         /usr/share/man/man8/vrrpd.8.gz /usr/share/man/man8/lbd.8.gz /usr/share/man/man8/lbctl.8.gz \
+         /usr/share/doc/k3s-ha/copyright /usr/share/doc/k3s-ha/changelog.Debian.gz \
+         /usr/share/doc/k3s-ha/operations.md /usr/share/doc/k3s-ha/migration.md \
+         /usr/share/lintian/overrides/k3s-ha; do
+  check "package has $f" grep -qx "$f" "$OUT/contents.txt"
+done
+check "cluster.toml is a conffile" \
+  bash -c "dpkg-deb -I '$DEB1' conffiles | grep -qx /etc/k3s-ha/cluster.toml"
+check "the packaged cluster.toml is examples/cluster.toml" \
+  bash -c "dpkg-deb --fsys-tarfile '$DEB1' | tar -xOf - ./etc/k3s-ha/cluster.toml | cmp -s - examples/cluster.toml"
+
+say "lintian"
+if ! command -v lintian >/dev/null; then
+  fail "lintian is not installed (scripts/test.sh installs it; apt-get install lintian)"
+fi
+# --fail-on error,warning: any E: or W: tag fails; I: tags are shown, overridden ones hidden.
+lintian --fail-on error,warning --info "$DEB1" | tee "$OUT/lintian.txt" || fail "lintian: see above"
+echo "ok: lintian (no error or warning)"
+
+say "systemd-analyze security --offline=yes"
+systemd-analyze --version | head -1
+for u in "${UNITS[@]}"; do
+  score=$(systemd-analyze security --offline=yes "systemd/$u.service" 2>&1 |
+    sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+  [ -n "$score" ] || fail "no exposure score for $u.service"
+  check "$u.service exposure $score <= 3.0" awk -v s="$score" 'BEGIN { exit !(s <= 3.0) }'
+done
+
+# --- 3. install ---------------------------------------------------------------------------
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP (package): not root: dpkg -i / upgrade / purge steps NOT run. CI runs as root." >&2
+  exit 0
+fi
+if dpkg-query -W -f='${Status}' k3s-ha 2>/dev/null | grep -q "installed"; then
+  if [ "${K3SHA_PKG_TEST_FORCE:-0}" != 1 ]; then
+    echo "SKIP (package): k3s-ha is already installed here; not replacing it." >&2
+    echo "  (K3SHA_PKG_TEST_FORCE=1 to run anyway: it upgrades, then PURGES the package)" >&2
+    exit 0
+  fi
+fi
+echo "PID 1: $(ps -p 1 -o comm= || true); systemd running: $([ -d /run/systemd/system ] && echo yes || echo no)"
+
+# Refuse every service start while the test's dpkg runs (deb-systemd-invoke honours it).
+PRC=/usr/sbin/policy-rc.d
+PRC_MADE=0
+if [ ! -e "$PRC" ]; then
+  printf '#!/bin/sh\n# k3s-ha packaging test: start nothing\nexit 101\n' > "$PRC"
+  chmod 755 "$PRC"
+  PRC_MADE=1
+fi
+cleanup() {
+  [ "$PRC_MADE" = 1 ] && rm -f "$PRC"
+  if [ "${PURGED:-0}" != 1 ] && dpkg-query -W k3s-ha >/dev/null 2>&1; then
+    dpkg -P k3s-ha >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# Processes running one of the installed daemons' binaries (by exe path, not by name:
+# tests elsewhere run vrrpd/lbd from target/).
+installed_daemons() {
+  local p exe
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null || true)
+    case "$exe" in /usr/sbin/vrrpd|/usr/sbin/lbd) echo "${p#/proc/} $exe" ;; esac
+  done
+}
+enabled_link() { # the multi-user.target.wants link of a unit points at the packaged unit
+  # (deb-systemd-helper may write /lib/systemd/system/...: the same file on merged /usr)
+  local l="/etc/systemd/system/multi-user.target.wants/$1.service"
+  [ -L "$l" ] && [ "$(readlink -f "$l")" = "$(readlink -f "/usr/lib/systemd/system/$1.service")" ]
+}
+
+say "dpkg -i (revision 1)"
+dpkg -i "$DEB1"
+check "installed version is -1" bash -c "dpkg-query -W -f='\${Version}' k3s-ha | grep -q -- '-1$'"
+for f in /usr/sbin/vrrpd /usr/sbin/lbd /usr/bin/lbctl; do check "$f is executable" test -x "$f"; done
+check "vrrpd --version runs" /usr/sbin/vrrpd --version
+check "lbd --version runs" /usr/sbin/lbd --version
+check "system user k3s-ha" getent passwd k3s-ha
+check "system group k3s-ha" getent group k3s-ha
+check "k3s-ha is a system user (uid < 1000)" bash -c '[ "$(id -u k3s-ha)" -lt 1000 ]'
+check "cluster.toml is root:k3s-ha 0640" \
+  bash -c '[ "$(stat -c %U:%G:%a /etc/k3s-ha/cluster.toml)" = root:k3s-ha:640 ]'
+check "lbctl accepts the shipped cluster.toml" \
+  bash -c '/usr/bin/lbctl config check /etc/k3s-ha/cluster.toml >/dev/null'
+for u in "${UNITS[@]}"; do check "$u.service enabled (multi-user.target.wants link)" enabled_link "$u"; done
+check "man pages found by man" bash -c '! command -v man >/dev/null || { man -w vrrpd && man -w lbd && man -w lbctl; } >/dev/null'
+say "systemd-analyze verify (installed units)"
+# Documentation=man:... is checked with man(1) when it is installed.
+systemd-analyze verify /usr/lib/systemd/system/lbd.service /usr/lib/systemd/system/vrrpd.service 2>&1 |
+  tee "$OUT/verify.txt"
+check "systemd-analyze verify: no complaint" test ! -s "$OUT/verify.txt"
+check "no daemon started by the install" test -z "$(installed_daemons)"
+
+# --- 4. upgrade keeping an edited conffile -----------------------------------------------
+say "edit the conffile, upgrade to revision 2"
+echo "# edited by the k3s-ha packaging test $$" >> /etc/k3s-ha/cluster.toml
+sum_before=$(sha256sum /etc/k3s-ha/cluster.toml)
+dpkg -i --force-confold "$DEB2"
+check "installed version is -2" bash -c "dpkg-query -W -f='\${Version}' k3s-ha | grep -q -- '-2$'"
+check "edited conffile kept" bash -c "[ \"\$(sha256sum /etc/k3s-ha/cluster.toml)\" = '$sum_before' ]"
+check "no .dpkg-new/.dpkg-dist/.dpkg-old left" bash -c '! ls /etc/k3s-ha/*.dpkg-* 2>/dev/null | grep -q .'
+check "cluster.toml still root:k3s-ha 0640" \
+  bash -c '[ "$(stat -c %U:%G:%a /etc/k3s-ha/cluster.toml)" = root:k3s-ha:640 ]'
+for u in "${UNITS[@]}"; do check "$u.service still enabled" enabled_link "$u"; done
+check "no daemon started by the upgrade" test -z "$(installed_daemons)"
+
+# --- 5. remove, purge ---------------------------------------------------------------------
+say "dpkg -r"
+dpkg -r k3s-ha
+for f in /usr/sbin/vrrpd /usr/sbin/lbd /usr/bin/lbctl /usr/lib/systemd/system/vrrpd.service \
+         /usr/lib/systemd/system/lbd.service /usr/share/man/man8/lbctl.8.gz; do
+  check "removed $f" test ! -e "$f"
+done
+check "conffile kept after remove" test -e /etc/k3s-ha/cluster.toml
+say "dpkg -P"
+dpkg -P k3s-ha
+PURGED=1
+check "package gone" bash -c '! dpkg-query -W -f="\${Status}" k3s-ha 2>/dev/null | grep -q installed'
+check "/etc/k3s-ha gone" test ! -e /etc/k3s-ha
+for u in "${UNITS[@]}"; do
+  check "no enable link for $u" test ! -e "/etc/systemd/system/multi-user.target.wants/$u.service" -a ! -L "/etc/systemd/system/multi-user.target.wants/$u.service"
+  check "no mask for $u" test ! -L "/etc/systemd/system/$u.service"
+  check "no deb-systemd-helper state for $u" \
+    bash -c "! ls /var/lib/systemd/deb-systemd-helper-enabled/ 2>/dev/null | grep -q '^$u.service' && ! ls /var/lib/systemd/deb-systemd-helper-masked/ 2>/dev/null | grep -q '^$u.service'"
+done
+check "no file of the package left" bash -c '! grep -v "/$" "'"$OUT"'/contents.txt" | grep -v "^/usr/share/doc/k3s-ha$" | while read -r f; do [ -d "$f" ] || [ ! -e "$f" ] || echo "$f"; done | grep .'
+echo "note: the k3s-ha system user and group stay after purge (Debian practice)"
+say "package test passed"
