@@ -309,7 +309,12 @@ max_connections = {maxconn}
 /// The lbd binary: `LBD_BIN`, or a fresh `cargo build --release -p lbd` (bounded 20 min).
 fn lbd_binary() -> Result<PathBuf> {
     if let Ok(bin) = std::env::var("LBD_BIN") {
-        let bin = PathBuf::from(bin);
+        let mut bin = PathBuf::from(bin);
+        // cargo runs benches from the crate directory: take a relative path as relative
+        // to the workspace root, where the command was most likely typed.
+        if bin.is_relative() && !bin.exists() {
+            bin = workspace_root().join(bin);
+        }
         if !bin.exists() {
             bail!("LBD_BIN={} does not exist", bin.display());
         }
