@@ -170,17 +170,24 @@ pub fn delete_namespace(name: &str) -> Result<(), NetnsError> {
         return Ok(());
     }
     let mut errors = Vec::new();
-    // `ip netns pids` lists processes whose network namespace is this one.
-    match ip(&["netns", "pids", name]) {
-        Ok(out) => {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
+    // `ip netns pids` lists processes whose network namespace is this one. A few rounds,
+    // bounded: a process that was entering the namespace during the first listing is
+    // caught by the next.
+    for round in 0..5 {
+        match namespace_pids(name) {
+            Ok(pids) if pids.is_empty() => break,
+            Ok(pids) => {
+                for pid in pids {
                     // ESRCH (already gone) is fine.
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
+            Err(e) => {
+                errors.push(e);
+                break;
+            }
         }
-        Err(e) => errors.push(e),
+        std::thread::sleep(Duration::from_millis(10 * (round + 1)));
     }
     if let Err(e) = ip(&["netns", "del", name]) {
         if exists(name) {
@@ -192,6 +199,15 @@ pub fn delete_namespace(name: &str) -> Result<(), NetnsError> {
         1 => Err(errors.remove(0)),
         _ => Err(NetnsError::Cleanup(errors)),
     }
+}
+
+/// Pids of the processes inside namespace `name` (`ip netns pids`).
+pub fn namespace_pids(name: &str) -> Result<Vec<i32>, NetnsError> {
+    let out = ip(&["netns", "pids", name])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// Delete every namespace whose name starts with `prefix` (e.g. everything a crashed lab
@@ -740,6 +756,15 @@ mod tests {
         // A second process left running (not owned by a guard) must not block cleanup.
         let stray = ns.command("sleep").arg("30").spawn().unwrap();
         let stray_pid = stray.id();
+        // Wait (bounded) until it has entered the namespace.
+        let t0 = Instant::now();
+        while !namespace_pids(&name)
+            .unwrap()
+            .contains(&i32::try_from(stray_pid).unwrap())
+        {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stray never entered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(child);
         ns.close().unwrap();
         assert!(!exists(&name));
