@@ -71,6 +71,28 @@ enum Cmd {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Convert keepalived.conf (one per node) and haproxy.cfg into a cluster.toml; lists
+    /// every setting it could not map.
+    Import {
+        /// A node's keepalived.conf; repeat once per node to keep each node's priority.
+        #[arg(long, value_name = "FILE")]
+        keepalived: Vec<PathBuf>,
+        /// haproxy.cfg.
+        #[arg(long, value_name = "FILE")]
+        haproxy: Option<PathBuf>,
+        /// Write the cluster file here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// [cluster] name (in neither input).
+        #[arg(long)]
+        name: Option<String>,
+        /// [cluster] domain (in neither input).
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// The reference cluster's HA layer on this machine, in network namespaces.
     Lab {
         /// Where the lab keeps its state, sockets and logs.
@@ -306,6 +328,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     node,
                 },
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import {
+            keepalived,
+            haproxy,
+            output,
+            force,
+            name,
+            domain,
+        } => {
+            let read = |p: &PathBuf| -> Result<lbctl::import::Source> {
+                Ok(lbctl::import::Source {
+                    label: p.display().to_string(),
+                    text: std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                })
+            };
+            let opts = lbctl::import::ImportOptions {
+                keepalived: keepalived.iter().map(read).collect::<Result<_>>()?,
+                haproxy: haproxy.as_ref().map(read).transpose()?,
+                name,
+                domain,
+            };
+            let imported = match lbctl::import::import(&opts) {
+                Ok(i) => i,
+                Err(lbctl::import::ImportError::Invalid { error, toml, notes }) => {
+                    eprint!("{}", lbctl::import::render_notes(&notes));
+                    anyhow::bail!("the converted cluster.toml does not validate: {error}\n--- converted text ---\n{toml}");
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match &output {
+                Some(path) => {
+                    if path.exists() && !force {
+                        anyhow::bail!(
+                            "{} exists: not overwritten (--force to replace it)",
+                            path.display()
+                        );
+                    }
+                    std::fs::write(path, &imported.toml)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{}", imported.toml),
+            }
+            eprint!("{}", lbctl::import::render_notes(&imported.notes));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab { state_dir, cmd } => lab_cmd(cli.config, state_dir, cmd),
