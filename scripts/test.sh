@@ -67,3 +67,8 @@ say "cargo test (workspace)"
 # Namespace tests use their own names and subnets, so they may run in parallel; the
 # timing-sensitive ones bound their own parallelism.
 cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+
+say "package: build the .deb, lintian, unit checks, install/upgrade/remove/purge here"
+# Starts no service (policy-rc.d, no start on first install); skips dpkg steps without root
+# and when k3s-ha was already installed on this machine.
+./packaging/test-package.sh
