@@ -400,7 +400,10 @@ fn unicast_peers_elect_and_fail_over() {
         ms(took),
         ms(bound)
     );
-    assert!(took <= bound);
+    if took > bound {
+        c.dump_logs();
+    }
+    assert!(took <= bound, "unicast failover took {took:?} > {bound:?}");
     c.wait_sole_holder(c.vip4, 1, Duration::from_secs(2));
     c.lab.set_cable("n1", true).unwrap();
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
