@@ -305,10 +305,25 @@ impl NetNs {
         })
     }
 
-    /// Set a sysctl inside the namespace (`net.*` keys are per namespace).
+    /// Set a sysctl inside the namespace (`net.*` keys are per namespace). Written through
+    /// `/proc/sys` from a shell inside the namespace, so procps need not be installed.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
-        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+        let ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        if !key.chars().all(ok) || !value.chars().all(ok) {
+            return Err(NetnsError::BadName {
+                name: format!("{key}={value}"),
+                problem: "sysctl keys and values: ASCII letters, digits, '.', '_', '-'",
+            });
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.exec("sh", &["-c", &format!("echo {value} > {path}")])
             .map(drop)
+    }
+
+    /// Read a sysctl inside the namespace.
+    pub fn sysctl_get(&self, key: &str) -> Result<String, NetnsError> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        Ok(self.exec("cat", &[&path])?.trim().to_owned())
     }
 
     /// Create a Linux bridge (STP off, forward delay 0, multicast snooping off so VRRP
@@ -801,6 +816,8 @@ mod tests {
             .unwrap();
         let names = lab.namespace_names();
         let a = lab.ns("a").unwrap();
+        assert_eq!(a.sysctl_get("net.ipv6.conf.eth0.accept_dad").unwrap(), "0");
+        assert!(a.sysctl("net.ipv4.ip_forward", "1; rm -rf /").is_err());
         assert!(a.has_addr("eth0", "10.231.0.1".parse().unwrap()).unwrap());
         a.exec("ping", &["-c", "1", "-W", "2", "10.231.0.2"])
             .unwrap();
