@@ -145,6 +145,7 @@ async fn run_inner(
 ) -> anyhow::Result<()> {
     let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
         .context("building the VRRP configuration")?;
+    warn_unsupported(&cluster);
     let nl = Netlink::new().context("opening netlink")?;
     let announcer = Announcer::new(&iface.name).context("opening the announce socket")?;
     let mut socks = Vec::new();
@@ -358,6 +359,17 @@ async fn run_inner(
     let _ = ctl_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
     Ok(())
+}
+
+/// Settings the model accepts that this shell does not implement yet: say so at start
+/// (and on reload) rather than pretend.
+fn warn_unsupported(cluster: &Cluster) {
+    if cluster.vrrp.virtual_mac {
+        warn!("vrrp.virtual_mac is not implemented: the VIP uses the interface's own MAC");
+    }
+    if !cluster.vrrp.accept_mode {
+        warn!("vrrp.accept_mode = false is not enforced: the master answers on the VIP");
+    }
 }
 
 /// On taking over, hold and announce the VIP before the advert that makes the old master
@@ -688,6 +700,7 @@ impl Daemon {
         if families(&mut plans.iter()) != families(&mut self.insts.iter().map(|i| &i.plan)) {
             bail!("the VIP address families changed: restart vrrpd for that");
         }
+        warn_unsupported(&new);
         let now = Instant::now();
         self.cluster = new;
         self.node = node;
