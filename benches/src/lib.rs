@@ -205,3 +205,6 @@ mod tests {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
     }
 }
+
+/// Helpers for the vrrpd vs keepalived benchmark.
+pub mod vrrp;
