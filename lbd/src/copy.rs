@@ -1,7 +1,9 @@
 //! Moving bytes between the client and the server socket, both directions at once.
 //!
-//! One task per connection drives both directions as two futures over shared `&TcpStream`s
-//! (tokio's readiness API takes `&self`), plus one timer. Per direction:
+//! One task per connection drives both directions and one timer from a single hand-written
+//! poll function over shared `&TcpStream`s, using each socket's own reader/writer waker
+//! slots (`poll_read_ready`/`poll_write_ready`) so no readiness futures are stored: the
+//! whole copy state is about 400 bytes. Per direction:
 //!
 //! ```text
 //!   src --splice--> pipe --splice--> dst      (Linux, zero-copy: page references move)
@@ -12,25 +14,25 @@
 //! Pipes and buffers are taken from a small per-thread pool when data arrives and given back
 //! as soon as they are empty, so an idle connection holds neither (memory per idle
 //! connection is the task and the two sockets). The hot path neither allocates (after the
-//! pool warms up) nor locks: per chunk it does two syscalls, a few relaxed atomic adds for
-//! the live byte counters, and one relaxed store of the activity clock.
+//! pool warms up) nor locks: per chunk it does two syscalls and two relaxed atomic adds for
+//! the live byte counters; the activity clock is read once per poll, and the timer is
+//! re-armed only when it fires or the limit changes.
 //!
 //! End of stream on one side is forwarded as `shutdown(Write)` on the other; the other
 //! direction keeps flowing until it ends too, bounded by the half-close timeout.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{ready, Context, Poll};
 
 use common::config::Timeouts;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-
-use crate::counters::now_ms;
 
 /// Bytes moved per splice call (the default pipe capacity).
 const PIPE_CHUNK: usize = 64 * 1024;
@@ -117,12 +119,34 @@ fn give_buf(b: Box<[u8]>) {
     });
 }
 
-/// Shared between the two directions and the timer of one connection.
-struct Activity {
-    /// [`now_ms`] of the last byte moved in either direction.
-    last_ms: AtomicU64,
-    /// Each direction has moved at least one byte.
-    moved: [AtomicBool; 2],
+/// One direction's bytes in flight: in a pipe (splice) or a buffer, taken from the pool
+/// when data arrives and given back once flushed.
+#[derive(Default)]
+struct Dir {
+    pipe: Option<Pipe>,
+    buf: Option<Box<[u8]>>,
+    /// Buffered: next byte to write. Splice: unused.
+    off: usize,
+    /// Buffered: end of the data in `buf`. Splice: bytes in the pipe.
+    len: usize,
+    /// End of stream read from the source.
+    eof: bool,
+    /// End of stream forwarded (`shutdown(Write)` done): this direction is over.
+    done: bool,
+    /// At least one byte moved.
+    moved: bool,
+    buffered: bool,
+}
+
+/// Everything one connection's copy needs, polled by hand: no readiness futures are stored
+/// (the sockets' own reader/writer waker slots are used), which keeps the per-connection
+/// state to a couple of hundred bytes.
+struct Copy<'a> {
+    socks: [&'a TcpStream; 2],
+    meters: [Meters<'a>; 2],
+    dirs: [Dir; 2],
+    /// Something moved during this poll (the activity clock is read once per poll).
+    active: bool,
 }
 
 /// Proxy until both directions end, a timeout, an error, or `kill` completes.
@@ -137,184 +161,186 @@ pub async fn proxy(
     mode: Mode,
     kill: impl std::future::Future<Output = ()>,
 ) -> End {
-    let act = Activity {
-        last_ms: AtomicU64::new(now_ms()),
-        moved: [AtomicBool::new(false), AtomicBool::new(false)],
+    let buffered = mode == Mode::Buffered;
+    let mut c = Copy {
+        socks: [client, server],
+        meters: [ab, ba],
+        dirs: [
+            Dir {
+                buffered,
+                ..Dir::default()
+            },
+            Dir {
+                buffered,
+                ..Dir::default()
+            },
+        ],
+        active: false,
     };
-    let up = one_way(client, server, ab, &act, 0, mode);
-    let down = one_way(server, client, ba, &act, 1, mode);
-    tokio::pin!(up, down, kill);
-    let (mut up_done, mut down_done) = (false, false);
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    loop {
-        let limit = if up_done || down_done {
+    let mut last = tokio::time::Instant::now();
+    let timer = tokio::time::sleep(t.idle);
+    tokio::pin!(timer, kill);
+    std::future::poll_fn(|cx| {
+        if kill.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Killed);
+        }
+        let mut finished = false;
+        for d in 0..2 {
+            if c.dirs[d].done {
+                continue;
+            }
+            match c.poll_dir(cx, d) {
+                Poll::Ready(Ok(())) => finished = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Error),
+                Poll::Pending => {}
+            }
+        }
+        if c.dirs[0].done && c.dirs[1].done {
+            return Poll::Ready(End::Closed);
+        }
+        let now = tokio::time::Instant::now();
+        if c.active || finished {
+            // A finished direction switches the limit to half_close, counted from now.
+            last = now;
+            c.active = false;
+        }
+        let limit = if c.dirs[0].done || c.dirs[1].done {
             t.half_close
-        } else if act.moved[0].load(Relaxed) && act.moved[1].load(Relaxed) {
+        } else if c.dirs[0].moved && c.dirs[1].moved {
             t.tunnel
         } else {
             t.idle
         };
-        let last = act.last_ms.load(Relaxed);
-        let idle_for = now_ms().saturating_sub(last);
-        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        if idle_for >= limit_ms {
-            return End::Timeout;
-        }
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + Duration::from_millis(limit_ms - idle_for));
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                if r.is_err() { return End::Error; }
-                up_done = true;
-                // The limit is now half_close, counted from this end of stream.
-                act.last_ms.fetch_max(now_ms(), Relaxed);
+        // The timer is moved only when it fires or the limit changes, not per chunk.
+        if finished || timer.as_mut().poll(cx).is_ready() {
+            let deadline = last + limit;
+            if deadline <= now {
+                return Poll::Ready(End::Timeout);
             }
-            r = &mut down, if !down_done => {
-                if r.is_err() { return End::Error; }
-                down_done = true;
-                act.last_ms.fetch_max(now_ms(), Relaxed);
+            timer.as_mut().reset(deadline);
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Timeout);
             }
-            () = &mut timer => {}
-            () = &mut kill => return End::Killed,
         }
-        if up_done && down_done {
-            return End::Closed;
-        }
-    }
+        Poll::Pending
+    })
+    .await
 }
 
-/// Copy `src` to `dst` until end of stream, then `shutdown(Write)` `dst`.
-async fn one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
-    m: Meters<'_>,
-    act: &Activity,
-    dir: usize,
-    mode: Mode,
-) -> io::Result<()> {
-    let mut mode = mode;
-    loop {
-        src.readable().await?;
-        let n = match mode {
-            Mode::Splice => match splice_once(src, dst, m, act, dir).await {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    // The kernel refuses splice for this socket pair: fall back for good.
-                    mode = Mode::Buffered;
-                    continue;
+impl Copy<'_> {
+    /// Move bytes from `socks[d]` to `socks[1 - d]` until neither side is ready.
+    /// `Ready(Ok)`: end of stream reached and forwarded.
+    fn poll_dir(&mut self, cx: &mut Context<'_>, d: usize) -> Poll<io::Result<()>> {
+        let (src, dst) = (self.socks[d], self.socks[1 - d]);
+        let m = self.meters[d];
+        let dir = &mut self.dirs[d];
+        loop {
+            // 1. Flush what is in flight.
+            if dir.len > dir.off {
+                ready!(dst.poll_write_ready(cx))?;
+                let wrote = if dir.buffered {
+                    let buf = dir.buf.as_deref().unwrap_or(&[]);
+                    dst.try_write(&buf[dir.off..dir.len])
+                } else if let Some(pipe) = &dir.pipe {
+                    let left = dir.len;
+                    dst.try_io(Interest::WRITABLE, || {
+                        splice(pipe.r.as_fd(), None, dst.as_fd(), None, left, FLAGS)
+                            .map_err(io::Error::from)
+                    })
+                } else {
+                    Ok(0)
+                };
+                match wrote {
+                    Ok(n) => {
+                        for c in m.counters {
+                            c.fetch_add(n as u64, Relaxed);
+                        }
+                        if dir.buffered {
+                            dir.off += n;
+                        } else {
+                            dir.len -= n;
+                        }
+                        self.active = true;
+                        dir.moved = true;
+                        if dir.len == dir.off {
+                            dir.off = 0;
+                            dir.len = 0;
+                            dir.release();
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
-                r => r?,
-            },
-            Mode::Buffered => buffered_once(src, dst, m, act, dir).await?,
-        };
-        if n == Some(0) {
-            break;
-        }
-    }
-    match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(()),
-    }
-}
-
-#[inline]
-fn count(m: Meters<'_>, act: &Activity, dir: usize, n: usize) {
-    let n = n as u64;
-    for c in m.counters {
-        c.fetch_add(n, Relaxed);
-    }
-    act.last_ms.store(now_ms(), Relaxed);
-    if !act.moved[dir].load(Relaxed) {
-        act.moved[dir].store(true, Relaxed);
-    }
-}
-
-/// One chunk through a pipe. `Ok(None)`: spurious wakeup; `Ok(Some(0))`: end of stream.
-async fn splice_once(
-    src: &TcpStream,
-    dst: &TcpStream,
-    m: Meters<'_>,
-    act: &Activity,
-    dir: usize,
-) -> io::Result<Option<usize>> {
-    let pipe = take_pipe()?;
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    let read = src.try_io(Interest::READABLE, || {
-        splice(src.as_fd(), None, pipe.w.as_fd(), None, PIPE_CHUNK, flags).map_err(io::Error::from)
-    });
-    let mut left = match read {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            give_pipe(pipe);
-            return Ok(None);
-        }
-        Err(e) => {
-            give_pipe(pipe);
-            return Err(e);
-        }
-    };
-    let n = left;
-    while left > 0 {
-        dst.writable().await?;
-        match dst.try_io(Interest::WRITABLE, || {
-            splice(pipe.r.as_fd(), None, dst.as_fd(), None, left, flags).map_err(io::Error::from)
-        }) {
-            Ok(w) => {
-                left -= w;
-                count(m, act, dir, w);
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // The pipe still holds data: drop it rather than pool it.
-            Err(e) => return Err(e),
-        }
-    }
-    give_pipe(pipe);
-    Ok(Some(n))
-}
-
-/// One chunk through a pooled buffer.
-async fn buffered_once(
-    src: &TcpStream,
-    dst: &TcpStream,
-    m: Meters<'_>,
-    act: &Activity,
-    dir: usize,
-) -> io::Result<Option<usize>> {
-    let mut buf = take_buf();
-    let n = match src.try_read(&mut buf) {
-        Ok(n) => n,
-        Err(e) => {
-            give_buf(buf);
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(None)
+            // 2. Forward end of stream.
+            if dir.eof {
+                dir.done = true;
+                return Poll::Ready(
+                    match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+                        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+                        _ => Ok(()),
+                    },
+                );
+            }
+            // 3. Read more.
+            ready!(src.poll_read_ready(cx))?;
+            let read = if dir.buffered {
+                let buf = dir.buf.get_or_insert_with(take_buf);
+                src.try_read(buf)
             } else {
-                Err(e)
+                if dir.pipe.is_none() {
+                    dir.pipe = Some(take_pipe()?);
+                }
+                match &dir.pipe {
+                    Some(pipe) => src.try_io(Interest::READABLE, || {
+                        splice(src.as_fd(), None, pipe.w.as_fd(), None, PIPE_CHUNK, FLAGS)
+                            .map_err(io::Error::from)
+                    }),
+                    None => Ok(0),
+                }
             };
-        }
-    };
-    let mut off = 0;
-    while off < n {
-        dst.writable().await?;
-        match dst.try_write(&buf[off..n]) {
-            Ok(w) => {
-                off += w;
-                count(m, act, dir, w);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                give_buf(buf);
-                return Err(e);
+            match read {
+                Ok(0) => {
+                    dir.eof = true;
+                    dir.release();
+                }
+                Ok(n) => {
+                    dir.off = 0;
+                    dir.len = n;
+                }
+                // Nothing to read after all (readiness is now cleared, so the next
+                // poll_read_ready registers for a wakeup): hand the pipe/buffer back.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dir.release(),
+                Err(e) if !dir.buffered && e.raw_os_error() == Some(libc::EINVAL) => {
+                    // The kernel refuses splice for this socket: buffered from now on.
+                    dir.release();
+                    dir.buffered = true;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
-    give_buf(buf);
-    Ok(Some(n))
 }
+
+impl Dir {
+    /// Give an empty pipe/buffer back to the pool.
+    fn release(&mut self) {
+        if let Some(p) = self.pipe.take() {
+            give_pipe(p);
+        }
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
+        }
+    }
+}
+
+const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -466,5 +492,30 @@ mod tests {
             _ = proxy_fut => panic!("proxy ended"),
             () = check => {}
         }
+    }
+}
+#[cfg(test)]
+mod size {
+    use super::*;
+    use std::time::Duration;
+
+    /// Memory per idle connection is mostly this future: keep it small (no inline buffers).
+    #[tokio::test]
+    async fn per_connection_state_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let x = AtomicU64::new(0);
+        let t = Timeouts {
+            connect: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+            tunnel: Duration::from_secs(1),
+            half_close: Duration::from_secs(1),
+        };
+        let m = Meters { counters: [&x, &x] };
+        let f = proxy(&a, &b, m, m, &t, Mode::Splice, std::future::pending());
+        let size = std::mem::size_of_val(&f);
+        eprintln!("proxy future: {size} bytes");
+        assert!(size <= 640, "{size}");
     }
 }
