@@ -16,7 +16,9 @@
 //!
 //! Knobs (environment): `LBD_BIN` (an lbd binary; default: build it in release),
 //! `LBD_BENCH_PHASES` (comma list of throughput,connrate,latency,memory; default all),
-//! `LBD_BENCH_CONCURRENCY` (short-connection clients, default CONN_CONCURRENCY).
+//! `LBD_BENCH_CONCURRENCY` (short-connection clients, default CONN_CONCURRENCY),
+//! `LBD_BENCH_HAPROXY_SPLICE=1` (`option splice-auto` for HAProxy; default off, HAProxy's
+//! default), `LBD_COPY=buffered` (passed on to lbd: no splice).
 //!
 //! The echo backend is this same binary re-executed with `LBD_BENCH_ROLE=echo`.
 
@@ -241,7 +243,7 @@ fn require_tool(path: &str) -> Result<()> {
 fn haproxy_config(p: Ports, fe: Frontends, maxconn: usize) -> String {
     format!(
         "global\n  nbthread {threads}\n  maxconn {maxconn}\n\
-         defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 300s\n  \
+         defaults\n  mode tcp\n  maxconn {maxconn}\n{splice}  timeout connect 5s\n  timeout client 300s\n  \
          timeout server 300s\n\
          frontend iperf\n  bind 127.0.0.1:{fi}\n  default_backend iperf\n\
          backend iperf\n  balance roundrobin\n  \
@@ -251,6 +253,13 @@ fn haproxy_config(p: Ports, fe: Frontends, maxconn: usize) -> String {
          server e1 127.0.0.1:{e1} check inter {HEALTH_INTERVAL} rise 2 fall 3\n  \
          server e2 127.0.0.1:{e2} check inter {HEALTH_INTERVAL} rise 2 fall 3\n",
         threads = nproc(),
+        // HAProxy's default (and the stock k3s-style config) moves bytes through buffers;
+        // LBD_BENCH_HAPROXY_SPLICE=1 lets it splice too, as lbd does by default.
+        splice = if std::env::var("LBD_BENCH_HAPROXY_SPLICE").as_deref() == Ok("1") {
+            "  option splice-auto\n"
+        } else {
+            ""
+        },
         fi = fe.iperf,
         bi = p.iperf_backend,
         fe = fe.echo,
@@ -961,6 +970,19 @@ fn run() -> Result<()> {
         nproc(),
         cpu_model(),
         nproc()
+    );
+    println!(
+        "haproxy splice: {}; lbd copy: {}",
+        if std::env::var("LBD_BENCH_HAPROXY_SPLICE").as_deref() == Ok("1") {
+            "option splice-auto"
+        } else {
+            "off (HAProxy's default)"
+        },
+        if std::env::var("LBD_COPY").as_deref() == Ok("buffered") {
+            "buffered (LBD_COPY=buffered)"
+        } else {
+            "splice (lbd's default)"
+        }
     );
     println!(
         "load average at start: {load_start}; at end: {}  (other work on the machine skews \
