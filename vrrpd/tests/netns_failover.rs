@@ -5,7 +5,7 @@
 //! - `link_loss_moves_the_vip_and_preemption_brings_it_back` (10.61/fd61): the highest
 //!   priority holds the VIPs (v4 and v6); cutting its cable moves them within
 //!   3 x interval + skew + margin; the client's ARP / ND entries follow (GARP / NA);
-//!   reconnecting it preempts back.
+//!   reconnecting it preempts back; the same with `ip link set eth0 down` on the master.
 //! - `sigterm_hands_over_without_a_gap` (10.62): SIGTERM on the master hands over within
 //!   about skew with no lost 20 ms probe; exit status 0; restart preempts back.
 //! - `kill9_then_restart_leaves_one_vip` (10.63): a second vrrpd on the same run dir
@@ -154,6 +154,23 @@ fn link_loss_moves_the_vip_and_preemption_brings_it_back() {
     assert_eq!(c.client_neighbour(c.vip4), Some(c.mac(0)));
     assert_eq!(c.status(0)["state"], "master");
     assert_eq!(c.status(1)["state"], "backup");
+
+    // `ip link set eth0 down` on the master (administrative, not carrier): the same fault.
+    let t_down = Instant::now();
+    c.lab.set_host_link("n1", false).unwrap();
+    c.wait_holder(c.vip4, 1, Duration::from_secs(5));
+    let took = t_down.elapsed();
+    eprintln!("MEASURED admin link down: VIP on n2 after {} ms", ms(took));
+    assert!(took <= bound, "{took:?}");
+    c.wait_sole_holder(c.vip4, 1, Duration::from_secs(2));
+    c.wait_sole_holder(c.vip6, 1, Duration::from_secs(2));
+    assert_eq!(c.status(0)["state"], "fault");
+    // Up again: its link-local address comes back and it preempts for both families.
+    c.lab.set_host_link("n1", true).unwrap();
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    c.wait_sole_holder(c.vip6, 0, Duration::from_secs(5));
+    assert_eq!(c.status(0)["state"], "master");
+    assert_eq!(c.status(0)["instances"][1]["state"], "master");
 }
 
 #[test]
