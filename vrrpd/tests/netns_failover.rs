@@ -18,6 +18,9 @@
 //!   pseudo-header) between vrrpd nodes: converges, no drop counted.
 //! - `unicast_peers_elect_and_fail_over` (10.67): `unicast = true`: one advert per peer,
 //!   same election and link-loss failover.
+//! - `ipv6_only_cluster_hands_over_without_a_gap` (fd69::/64): an IPv6-only VIP; adverts
+//!   from link-local addresses; SIGTERM hands over with no lost ping6 probe and the client's
+//!   ND entry follows the unsolicited NA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -424,4 +427,55 @@ fn unicast_peers_elect_and_fail_over() {
     c.wait_sole_holder(c.vip4, 1, Duration::from_secs(2));
     c.lab.set_cable("n1", true).unwrap();
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+}
+
+#[test]
+fn ipv6_only_cluster_hands_over_without_a_gap() {
+    if !common::netns::require_root("vrrpd netns ipv6_only_cluster_hands_over_without_a_gap") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(69);
+    s.ipv4_vip = false;
+    s.ipv6_vip = true;
+    let mut c = TestCluster::new("69", s);
+    c.start_all();
+    for i in 0..3 {
+        c.wait_ctl(i, Duration::from_secs(10));
+    }
+    c.wait_sole_holder(c.vip6, 0, Duration::from_secs(5));
+    assert!(c.holders(c.vip4).is_empty());
+    std::thread::sleep(c.interval * 5);
+    let st = c.status(1);
+    assert_eq!(st["family"], "ipv6");
+    assert_eq!(st["state"], "backup");
+    assert!(
+        st["master"].as_str().unwrap_or("").starts_with("fe80:"),
+        "{st:#}"
+    );
+    let p = Prober::start(c.client(), c.vip6);
+    assert!(p
+        .wait_reply_after(Instant::now(), Duration::from_secs(3))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    c.sigterm(0);
+    c.wait_holder(c.vip6, 1, Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert!(c.wait_exit(0).success());
+    c.wait_sole_holder(c.vip6, 1, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    let (lost, sent, gap) = p.loss_between(t0, Instant::now() - Duration::from_millis(100));
+    eprintln!(
+        "MEASURED IPv6-only graceful handover: n2 holds the VIP {} ms after SIGTERM; probes \
+         lost {lost}/{sent}, longest gap {} ms",
+        ms(took),
+        ms(gap)
+    );
+    assert_eq!(lost, 0, "{lost}/{sent} IPv6 probes lost");
+    assert_eq!(
+        c.client_neighbour(c.vip6),
+        Some(c.mac(1)),
+        "NA did not move the entry"
+    );
 }

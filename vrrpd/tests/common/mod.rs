@@ -90,6 +90,8 @@ pub struct Settings {
     /// Unicast adverts to the other servers (vrrpd `unicast = true`, keepalived
     /// `unicast_peer`).
     pub unicast: bool,
+    /// Write the IPv4 VIP (default true; false with `ipv6_vip` gives an IPv6-only cluster).
+    pub ipv4_vip: bool,
 }
 
 impl Settings {
@@ -105,15 +107,17 @@ impl Settings {
             checksum: None,
             track: "lbd = \"off\"\n".into(),
             unicast: false,
+            ipv4_vip: true,
         }
     }
 }
 
 pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
     let n = s.net;
-    let mut t = format!(
-        "[cluster]\nname = \"t{n}\"\ndomain = \"t{n}.test\"\n\n[vip]\naddress = \"10.{n}.0.100/24\"\n"
-    );
+    let mut t = format!("[cluster]\nname = \"t{n}\"\ndomain = \"t{n}.test\"\n\n[vip]\n");
+    if s.ipv4_vip {
+        t.push_str(&format!("address = \"10.{n}.0.100/24\"\n"));
+    }
     if s.ipv6_vip {
         t.push_str(&format!("address6 = \"fd{n}::100/64\"\n"));
     }
