@@ -55,6 +55,9 @@ pub struct LabOptions {
 pub struct Proc {
     pub what: String,
     pub pid: u32,
+    /// Told to stop (SIGTERM) and possibly still draining.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -467,6 +470,7 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
         n.procs.push(Proc {
             what: (*w).to_owned(),
             pid: child.id(),
+            stopping: false,
         });
         st.save()?;
     }
@@ -602,12 +606,14 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
                 node.port
             ))
         }
-        FailHow::Kill | FailHow::Stop => {
-            let sig = if how == FailHow::Kill {
-                nix::sys::signal::Signal::SIGKILL
-            } else {
-                nix::sys::signal::Signal::SIGTERM
-            };
+        FailHow::Stop => {
+            let took = stop_gracefully(st, name, Duration::from_secs(30))?;
+            Ok(format!(
+                "{name}: vrrpd handed over and exited after {:.0} ms; lbd is draining its open connections",
+                took.as_secs_f64() * 1000.0
+            ))
+        }
+        FailHow::Kill => {
             let mut done = Vec::new();
             for p in node
                 .procs
@@ -615,12 +621,13 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
                 .filter(|p| p.what == "vrrpd" || p.what == "lbd")
             {
                 if alive(p.pid) {
-                    signal(p.pid, sig);
+                    signal(p.pid, nix::sys::signal::Signal::SIGKILL);
                     done.push(p.what.clone());
                 }
             }
+            reap();
             Ok(format!(
-                "{name}: sent {sig} to {}",
+                "{name}: SIGKILL sent to {}",
                 if done.is_empty() {
                     "nothing (not running)".into()
                 } else {
@@ -631,9 +638,50 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
     }
 }
 
+/// Stop a server's HA daemons the way systemd orders it: SIGTERM vrrpd and wait for it to
+/// exit (its make-before-break handover needs lbd still serving on this node), then
+/// SIGTERM lbd, which drains in the background. Returns how long vrrpd took.
+pub fn stop_gracefully(st: &mut LabState, name: &str, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    let node = st.node(name)?.clone();
+    if let Some(p) = node
+        .procs
+        .iter()
+        .find(|p| p.what == "vrrpd" && alive(p.pid))
+    {
+        signal(p.pid, nix::sys::signal::Signal::SIGTERM);
+        while alive(p.pid) {
+            if start.elapsed() > timeout {
+                bail!("vrrpd on {name} did not exit within {timeout:?} after SIGTERM");
+            }
+            reap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let took = start.elapsed();
+    if let Some(p) = node.procs.iter().find(|p| p.what == "lbd" && alive(p.pid)) {
+        signal(p.pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    for p in &mut st.node_mut(name)?.procs {
+        if p.what == "vrrpd" || p.what == "lbd" {
+            p.stopping = true;
+        }
+    }
+    st.save()?;
+    Ok(took)
+}
+
 pub fn recover(st: &mut LabState, name: &str) -> Result<String> {
     let node = st.node(name)?.clone();
     Ns(&st.switch_ns).link_set(&node.port, true)?;
+    // A daemon told to stop may still be draining: finish it off before restarting.
+    for p in node.procs.iter().filter(|p| p.stopping && alive(p.pid)) {
+        stop_pid(
+            p.pid,
+            nix::sys::signal::Signal::SIGTERM,
+            Duration::from_secs(3),
+        );
+    }
     reap();
     if node.role == Role::Server {
         start_node(st, name, &["backend", "lbd", "vrrpd"])?;

@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::probe::{analyse, Outcome, Probe, Sample, Target};
-use super::{alive, fail, recover, signal, start_node, FailHow, LabState};
+use super::{fail, recover, start_node, FailHow, LabState};
 
 /// Probe cadence (the lab's validation procedure: every 20 ms).
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
@@ -133,22 +133,6 @@ fn finish(probe: Probe, event_ms: f64) -> Result<(Outcome, Vec<Sample>)> {
     Ok((analyse(&samples, event_ms, SLOW_MS), samples))
 }
 
-/// Stop a server's HA daemons the way systemd would: vrrpd first (its make-before-break
-/// handover needs lbd still serving on the old master), then lbd.
-fn graceful_stop(st: &mut LabState, node: &str, timeout: Duration) -> Result<Duration> {
-    let n = st.node(node)?.clone();
-    let start = Instant::now();
-    for what in ["vrrpd", "lbd"] {
-        if let Some(p) = n.procs.iter().find(|p| p.what == what) {
-            signal(p.pid, nix::sys::signal::Signal::SIGTERM);
-            if wait_for(timeout, || !alive(p.pid)).is_none() {
-                bail!("{what} on {node} did not exit within {timeout:?} after SIGTERM");
-            }
-        }
-    }
-    Ok(start.elapsed())
-}
-
 fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     let m = master(c.st).ok_or_else(|| anyhow!("no single master before the test"))?;
     let probe = c.probe(false)?;
@@ -229,12 +213,12 @@ fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let probe = c.probe(false)?;
     std::thread::sleep(Duration::from_secs(1));
     let event = probe.now_ms();
-    let stopped = graceful_stop(c.st, &m, Duration::from_secs(15))?;
+    let stopped = super::stop_gracefully(c.st, &m, Duration::from_secs(15))?;
     let st: &LabState = c.st;
     let new_master = master(st);
     settle(Duration::from_secs(2));
     let (out, _) = finish(probe, event)?;
-    start_node(c.st, &m, &["vrrpd", "lbd"])?;
+    recover(c.st, &m)?;
     let st: &LabState = c.st;
     let back = wait_for(Duration::from_secs(20), || {
         master(st).as_deref() == Some(m.as_str())
