@@ -1970,6 +1970,16 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         kfiles.push(k);
     }
     let kfiles = kfiles;
+    if let Some(k0) = kfiles.first() {
+        if draft.vrrp.track_lbd.is_none() {
+            notes.add(
+                &k0.label,
+                k0.instance_line,
+                "vrrp.track.lbd (not in keepalived.conf)",
+                "k3s-ha's default applies: a node's priority drops by 50 while its lbd is down or has no healthy API backend; set vrrp.track.lbd = \"off\" for keepalived's behaviour",
+            );
+        }
+    }
 
     // haproxy
     let mut protos: Vec<ProtoService> = Vec::new();
