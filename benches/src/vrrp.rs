@@ -29,6 +29,9 @@ pub struct EventOutcome {
     pub failover: Option<Duration>,
     /// The node that answered then.
     pub new_node: Option<u8>,
+    /// Event to the first successful probe after the last failed one in the window: "the
+    /// VIP answers again" (zero when no probe failed; `None` when none succeeded after).
+    pub answers_again: Option<Duration>,
     /// Failed probes among those sent in the window.
     pub failed: usize,
     /// Probes sent in the window.
@@ -77,8 +80,16 @@ pub fn analyse(
             .map_or(Duration::MAX, |ok| ok.sent.duration_since(first.sent)),
         _ => Duration::ZERO,
     };
+    let answers_again = match last_fail {
+        None => Some(Duration::ZERO),
+        Some(lf) => p
+            .iter()
+            .find(|x| x.sent > lf && x.answer.is_some())
+            .map(|x| x.done.saturating_duration_since(event)),
+    };
     EventOutcome {
         failover: recovered.map(|r| r.done.saturating_duration_since(event)),
+        answers_again,
         new_node: recovered.and_then(|r| r.answer),
         failed: failed.len(),
         sent: p.len(),
@@ -342,6 +353,7 @@ mod tests {
         });
         let o = analyse(&p, t0, 1, ms(50), ms(200));
         assert_eq!(o.failover, Some(ms(301)));
+        assert_eq!(o.answers_again, Some(ms(301)));
         assert_eq!(o.new_node, Some(2));
         assert_eq!(o.failed, 30);
         assert_eq!(o.outage, ms(300));
@@ -355,6 +367,7 @@ mod tests {
         let p = probes(t0, 60, |i| if i < 13 { Some(1) } else { Some(3) });
         let o = analyse(&p, t0, 1, ms(50), ms(100));
         assert_eq!(o.failover, Some(ms(31)));
+        assert_eq!(o.answers_again, Some(Duration::ZERO));
         assert_eq!(o.new_node, Some(3));
         assert_eq!(o.failed, 0);
         assert_eq!(o.outage, Duration::ZERO);
@@ -371,6 +384,7 @@ mod tests {
         });
         let o = analyse(&p, t0, 1, ms(50), ms(100));
         assert_eq!(o.failover, Some(ms(41)));
+        assert_eq!(o.answers_again, Some(ms(41)));
         assert_eq!(o.failed, 1);
         assert_eq!(o.outage, ms(10));
     }
@@ -381,6 +395,7 @@ mod tests {
         let p = probes(t0, 40, |i| if i < 10 { Some(1) } else { None });
         let o = analyse(&p, t0, 1, ms(50), ms(100));
         assert_eq!(o.failover, None);
+        assert_eq!(o.answers_again, None);
         assert_eq!(o.new_node, None);
         assert_eq!(o.failed, 30);
         assert_eq!(o.outage, Duration::MAX);
