@@ -7,7 +7,9 @@
 #   3. the units: `systemd-analyze verify` clean, `systemd-analyze security --offline=yes`
 #      rating each 3.0 or lower;
 #   4. dpkg -i: the files, the conffile and its permissions, the system user, the enable
-#      links, lbctl accepting the shipped cluster.toml, and NO daemon started;
+#      links, lbctl accepting the shipped cluster.toml, and NO daemon started; then the
+#      installed daemons run as user k3s-ha with only their units' capabilities, inside a
+#      network namespace the script creates (vrrpd takes the VIP, lbd binds port 80);
 #   5. upgrade to revision 2 keeping an edited conffile;
 #   6. dpkg -r, then dpkg -P: nothing left behind but the system user.
 #
@@ -98,6 +100,10 @@ if [ ! -e "$PRC" ]; then
 fi
 cleanup() {
   [ "$PRC_MADE" = 1 ] && rm -f "$PRC"
+  # Only what this script started: the two daemons, the namespace, the temp dir.
+  for pid in ${VRRPD_PID:-} ${LBD_PID:-}; do kill -KILL "$pid" 2>/dev/null || true; done
+  if [ -n "${NS:-}" ] && ip netns list | grep -qw "$NS"; then ip netns del "$NS" || true; fi
+  [ -n "${PRIV:-}" ] && rm -rf "$PRIV"
   if [ "${PURGED:-0}" != 1 ] && dpkg-query -W k3s-ha >/dev/null 2>&1; then
     dpkg -P k3s-ha >/dev/null 2>&1 || true
   fi
@@ -140,6 +146,75 @@ systemd-analyze verify /usr/lib/systemd/system/lbd.service /usr/lib/systemd/syst
   tee "$OUT/verify.txt"
 check "systemd-analyze verify: no complaint" test ! -s "$OUT/verify.txt"
 check "no daemon started by the install" test -z "$(installed_daemons)"
+
+# --- 3b. least privilege, for real -------------------------------------------------------
+# The installed daemons as user k3s-ha with exactly the capabilities their units grant
+# (setpriv; this machine has no systemd to run the units), in a namespace of our own with
+# its own subnet (10.148.0.0/24): vrrpd must win and add the VIP, lbd must bind port 80.
+say "least privilege: vrrpd (CAP_NET_ADMIN, CAP_NET_RAW) and lbd (CAP_NET_BIND_SERVICE) as k3s-ha"
+PRIV=$(mktemp -d /tmp/k3sha-pkgtest.XXXXXX)
+chmod 755 "$PRIV"
+NS="k3shapkg-$$"
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add eth0 type veth peer name eth1
+ip -n "$NS" addr add 10.148.0.11/24 dev eth0
+ip -n "$NS" link set eth0 up
+ip -n "$NS" link set eth1 up
+cat > "$PRIV/cluster.toml" <<'TOML'
+[cluster]
+name = "pkgtest"
+domain = "pkgtest.invalid"
+[vip]
+address = "10.148.0.100/24"
+[[nodes]]
+name = "p1"
+address = "10.148.0.11"
+role = "server"
+[[services]]
+name = "web"
+listen = 80
+backends = ["10.148.0.11:18080"]
+TOML
+chgrp k3s-ha "$PRIV/cluster.toml" && chmod 0640 "$PRIV/cluster.toml"
+install -d -m 0750 -o k3s-ha -g k3s-ha "$PRIV/run"
+# Simple commands in the background, so $! is the daemon itself (ip and setpriv exec it).
+setpriv_as() { # CAPS: the setpriv arguments that give user k3s-ha exactly these
+  echo --reuid=k3s-ha --regid=k3s-ha --init-groups --no-new-privs \
+    --inh-caps="-all,$1" --ambient-caps="-all,$1" --bounding-set="-all,$1"
+}
+# shellcheck disable=SC2046 # word splitting of setpriv_as is wanted
+ip netns exec "$NS" setpriv $(setpriv_as +net_bind_service) \
+  /usr/sbin/lbd --config "$PRIV/cluster.toml" --node p1 --run-dir "$PRIV/run" >"$PRIV/lbd.log" 2>&1 &
+LBD_PID=$!
+# shellcheck disable=SC2046
+ip netns exec "$NS" setpriv $(setpriv_as +net_admin,+net_raw) \
+  /usr/sbin/vrrpd --config "$PRIV/cluster.toml" --node p1 --run-dir "$PRIV/run" >"$PRIV/vrrpd.log" 2>&1 &
+VRRPD_PID=$!
+wait_for() { # SECONDS, then a test command
+  local n=$(( $1 * 10 )); shift
+  while [ "$n" -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done
+  return 1
+}
+vip_held() { ip -n "$NS" -br addr show dev eth0 | grep -q '10\.148\.0\.100/24'; }
+lbd_on_80() { ip netns exec "$NS" ss -ltnH 'sport = :80' | grep -q LISTEN; }
+check "vrrpd as k3s-ha wins and adds the VIP (10 s)" wait_for 10 vip_held
+check "lbd as k3s-ha listens on port 80 (5 s)" wait_for 5 lbd_on_80
+check "vrrpd runs as k3s-ha" bash -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/$VRRPD_PID/status)\" = \"\$(id -u k3s-ha)\" ]"
+check "vrrpd's capabilities: NET_ADMIN + NET_RAW only" grep -q '^CapEff:[[:space:]]*0000000000003000$' "/proc/$VRRPD_PID/status"
+check "lbd's capabilities: NET_BIND_SERVICE only" grep -q '^CapEff:[[:space:]]*0000000000000400$' "/proc/$LBD_PID/status"
+check "control sockets 0660 k3s-ha" bash -c "[ \"\$(stat -c %a:%G '$PRIV/run/vrrpd.sock' '$PRIV/run/lbd.sock' | sort -u)\" = 660:k3s-ha ]"
+check "lbctl status reads both sockets" bash -c "/usr/bin/lbctl --run-dir '$PRIV/run' status | grep -q 'VRRP master'"
+kill -TERM "$VRRPD_PID" "$LBD_PID"
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+both_gone() { gone "$VRRPD_PID" && gone "$LBD_PID"; }
+check "both stop on SIGTERM (15 s)" wait_for 15 both_gone
+wait "$VRRPD_PID" "$LBD_PID" 2>/dev/null || true
+VRRPD_PID="" LBD_PID=""
+check "vrrpd removed the VIP on stop" bash -c "! ip -n '$NS' -br addr show dev eth0 | grep -q 10.148.0.100"
+ip netns del "$NS"
+rm -rf "$PRIV"
+PRIV=""
 
 # --- 4. upgrade keeping an edited conffile -----------------------------------------------
 say "edit the conffile, upgrade to revision 2"
