@@ -242,7 +242,7 @@ fn require_tool(path: &str) -> Result<()> {
 
 fn haproxy_config(p: Ports, fe: Frontends, maxconn: usize) -> String {
     format!(
-        "global\n  nbthread {threads}\n  maxconn {maxconn}\n\
+        "global\n  nbthread {threads}\n  maxconn {maxconn}\n  maxpipes 64\n\
          defaults\n  mode tcp\n  maxconn {maxconn}\n{splice}  timeout connect 5s\n  timeout client 300s\n  \
          timeout server 300s\n\
          frontend iperf\n  bind 127.0.0.1:{fi}\n  default_backend iperf\n\
@@ -758,7 +758,7 @@ fn run() -> Result<()> {
     require_tool("/usr/bin/iperf3")?;
     let nofile = raise_nofile(65_536)?;
     // A proxy holds two descriptors per proxied connection, plus listeners, checks, logs.
-    let idle = usize::try_from(nofile.saturating_sub(200) / 2)
+    let idle = usize::try_from(nofile.saturating_sub(400) / 2)
         .map_or(IDLE_CONNS_WANTED, |n| n.min(IDLE_CONNS_WANTED));
     if idle < 1_000 {
         bail!("RLIMIT_NOFILE is {nofile}: too low for the idle-connection test");
