@@ -131,6 +131,8 @@ check "installed version is -1" bash -c "dpkg-query -W -f='\${Version}' k3s-ha |
 for f in /usr/sbin/vrrpd /usr/sbin/lbd /usr/bin/lbctl; do check "$f is executable" test -x "$f"; done
 check "vrrpd --version runs" /usr/sbin/vrrpd --version
 check "lbd --version runs" /usr/sbin/lbd --version
+check "dpkg recorded checksums (no md5sums in the .deb)" test -s /var/lib/dpkg/info/k3s-ha.md5sums
+check "dpkg --verify k3s-ha: nothing modified" bash -c '[ -z "$(dpkg --verify k3s-ha)" ]'
 check "system user k3s-ha" getent passwd k3s-ha
 check "system group k3s-ha" getent group k3s-ha
 check "k3s-ha is a system user (uid < 1000)" bash -c '[ "$(id -u k3s-ha)" -lt 1000 ]'
