@@ -578,6 +578,7 @@ struct KFile {
     // Shared settings, to compare files against the first.
     vrid: Option<u8>,
     vip4: Option<Ipv4Addr>,
+    vip6: Option<Ipv6Addr>,
     interval: Option<Duration>,
     version: u8,
     interface: Option<String>,
@@ -599,6 +600,7 @@ fn map_keepalived(src: &Source, draft: &mut Draft, first: bool, notes: &mut Note
     let mut global_version: Option<u8> = None;
     let mut scripts: BTreeMap<String, (DraftScript, usize)> = BTreeMap::new();
     let mut instance: Option<&KStmt> = None;
+    let mut extra: Vec<&KStmt> = Vec::new();
     for s in &stmts {
         match s.key() {
             "global_defs" => {
@@ -658,7 +660,7 @@ fn map_keepalived(src: &Source, draft: &mut Draft, first: bool, notes: &mut Note
                 if instance.is_none() {
                     instance = Some(s);
                 } else {
-                    notes.add(f, s.line, &format!("vrrp_instance {}", s.arg(1).unwrap_or("")), "k3s-ha runs one VRRP instance per cluster: only the first instance is imported");
+                    extra.push(s);
                 }
             }
             "include" => notes.add(f, s.line, &s.words.join(" "), "include is not followed: pass the included file's settings with another --keepalived"),
@@ -902,6 +904,50 @@ fn map_keepalived(src: &Source, draft: &mut Draft, first: bool, notes: &mut Note
         }
         out.priority = Some((p.clamp(1, 254) as u8, line));
     }
+    // keepalived keeps IPv6 VIPs in an instance of their own (it cannot mix families);
+    // vrrpd runs both families from one cluster.toml: such an instance becomes vip.address6.
+    for s in extra {
+        let name = format!("vrrp_instance {}", s.arg(1).unwrap_or(""));
+        let entries: Vec<&KStmt> = s
+            .block
+            .iter()
+            .filter(|k| k.key() == "virtual_ipaddress")
+            .flat_map(|k| k.block.iter())
+            .collect();
+        let v6: Vec<(Ipv6Addr, Option<u8>)> = entries
+            .iter()
+            .filter_map(|e| {
+                let (a, p) = match e.key().split_once('/') {
+                    Some((a, p)) => (a, p.parse::<u8>().ok().filter(|&p| p <= 128)),
+                    None => (e.key(), None),
+                };
+                a.parse::<Ipv6Addr>().ok().map(|a| (a, p))
+            })
+            .collect();
+        match v6.first() {
+            Some(&(a, p)) if v6.len() == entries.len() && out.vip6.is_none() => {
+                out.vip6 = Some(a);
+                if first {
+                    draft.vip6 = Some((a, p.unwrap_or(255)));
+                }
+                notes.add(f, s.line, &name, "IPv6 VIPs only: merged as vip.address6; vrrpd runs the IPv6 VIP with the first instance's VRID, priority and settings");
+                if v6.len() > 1 {
+                    notes.add(
+                        f,
+                        s.line,
+                        &name,
+                        "k3s-ha holds one IPv6 VIP: only the first is imported",
+                    );
+                }
+            }
+            _ => notes.add(
+                f,
+                s.line,
+                &name,
+                "k3s-ha runs one VRRP instance per cluster (plus its IPv6 VIP): not imported",
+            ),
+        }
+    }
     if first {
         v.vrid = out.vrid;
         v.version = Some(out.version);
@@ -956,6 +1002,9 @@ fn map_vip_entry(
             }
         }
         Ok(IpAddr::V6(a)) => {
+            if out.vip6.is_none() {
+                out.vip6 = Some(a);
+            }
             if first && draft.vip6.is_none() {
                 out.vip6_prefix = prefix.filter(|&p| p <= 128);
                 draft.vip6 = Some((a, prefix.filter(|&p| p <= 128).unwrap_or(255)));

@@ -14,6 +14,7 @@
 //! - `keepalived_alone_gives_default_services_and_peer_nodes`
 //! - `ties_ah_auth_and_fractional_intervals_are_reported`
 //! - `nothing_to_import_is_an_error`
+//! - `an_ipv6_only_instance_becomes_address6`
 //! - `cli_writes_refuses_to_overwrite_and_the_file_checks`
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -375,5 +376,38 @@ fn cli_writes_refuses_to_overwrite_and_the_file_checks() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn an_ipv6_only_instance_becomes_address6() {
+    // keepalived cannot mix families in one instance, so dual-stack set-ups run two.
+    let k = "global_defs {\n vrrp_version 3\n}\n\
+             vrrp_instance V4 {\n interface eth0\n virtual_router_id 60\n priority 150\n\
+             unicast_src_ip 10.60.0.1\n unicast_peer {\n 10.60.0.2\n }\n\
+             virtual_ipaddress {\n 10.60.0.100/24\n }\n}\n\
+             vrrp_instance V6 {\n interface eth0\n virtual_router_id 60\n priority 150\n\
+             virtual_ipaddress {\n fd60::100/64\n }\n}\n\
+             vrrp_instance OTHER {\n interface eth0\n virtual_router_id 61\n priority 150\n\
+             virtual_ipaddress {\n 10.60.0.200/24\n }\n}\n";
+    let got = import(&ImportOptions {
+        keepalived: vec![src("k.conf", k)],
+        ..ImportOptions::default()
+    })
+    .unwrap();
+    let v6 = got.cluster.vip.v6.unwrap();
+    assert_eq!(
+        (v6.addr.to_string(), v6.prefix),
+        ("fd60::100".to_owned(), 64)
+    );
+    assert_eq!(got.cluster.vip.v4.unwrap().addr.to_string(), "10.60.0.100");
+    let notes = render_notes(&got.notes);
+    assert!(
+        notes.contains("k.conf:16: vrrp_instance V6: IPv6 VIPs only: merged as vip.address6"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("k.conf:24: vrrp_instance OTHER: k3s-ha runs one VRRP instance per cluster"),
+        "{notes}"
     );
 }
