@@ -26,6 +26,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{ready, Context, Poll};
 
@@ -38,6 +39,8 @@ use tokio::net::TcpStream;
 const PIPE_CHUNK: usize = 64 * 1024;
 /// Buffer size of the buffered path.
 const BUF_SIZE: usize = 32 * 1024;
+
+type Buf = [u8; BUF_SIZE];
 /// Pooled pipes/buffers kept per thread.
 const POOL_MAX: usize = 256;
 
@@ -84,7 +87,7 @@ struct Pipe {
 
 thread_local! {
     static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
-    static BUFS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static BUFS: RefCell<Vec<Box<Buf>>> = const { RefCell::new(Vec::new()) };
 }
 
 fn take_pipe() -> io::Result<Pipe> {
@@ -105,12 +108,12 @@ fn give_pipe(p: Pipe) {
     });
 }
 
-fn take_buf() -> Box<[u8]> {
+fn take_buf() -> Box<Buf> {
     BUFS.with(|b| b.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+        .unwrap_or_else(|| Box::new([0u8; BUF_SIZE]))
 }
 
-fn give_buf(b: Box<[u8]>) {
+fn give_buf(b: Box<Buf>) {
     BUFS.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < POOL_MAX {
@@ -124,11 +127,11 @@ fn give_buf(b: Box<[u8]>) {
 #[derive(Default)]
 struct Dir {
     pipe: Option<Pipe>,
-    buf: Option<Box<[u8]>>,
+    buf: Option<Box<Buf>>,
     /// Buffered: next byte to write. Splice: unused.
-    off: usize,
+    off: u32,
     /// Buffered: end of the data in `buf`. Splice: bytes in the pipe.
-    len: usize,
+    len: u32,
     /// End of stream read from the source.
     eof: bool,
     /// End of stream forwarded (`shutdown(Write)` done): this direction is over.
@@ -152,68 +155,77 @@ struct Copy<'a> {
 /// Proxy until both directions end, a timeout, an error, or `kill` completes.
 ///
 /// `ab` counts client-to-server bytes, `ba` server-to-client bytes.
-pub async fn proxy(
-    client: &TcpStream,
-    server: &TcpStream,
-    ab: Meters<'_>,
-    ba: Meters<'_>,
-    t: &Timeouts,
+pub fn proxy<'a>(
+    client: &'a TcpStream,
+    server: &'a TcpStream,
+    ab: Meters<'a>,
+    ba: Meters<'a>,
+    t: &'a Timeouts,
     mode: Mode,
-    kill: impl std::future::Future<Output = ()>,
-) -> End {
+    kill: impl Future<Output = ()> + 'a,
+) -> impl Future<Output = End> + 'a {
+    // Built outside the async block so the arguments are not stored twice.
     let buffered = mode == Mode::Buffered;
+    let dir = || Dir {
+        buffered,
+        ..Dir::default()
+    };
     let mut c = Copy {
         socks: [client, server],
         meters: [ab, ba],
-        dirs: [
-            Dir {
-                buffered,
-                ..Dir::default()
-            },
-            Dir {
-                buffered,
-                ..Dir::default()
-            },
-        ],
+        dirs: [dir(), dir()],
         active: false,
     };
-    let mut last = tokio::time::Instant::now();
-    let timer = tokio::time::sleep(t.idle);
-    tokio::pin!(timer, kill);
-    std::future::poll_fn(|cx| {
-        if kill.as_mut().poll(cx).is_ready() {
+    async move {
+        let mut last = tokio::time::Instant::now();
+        let timer = tokio::time::sleep(t.idle);
+        tokio::pin!(timer, kill);
+        std::future::poll_fn(|cx| c.poll(cx, t, &mut last, timer.as_mut(), kill.as_mut())).await
+    }
+}
+
+impl Copy<'_> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        t: &Timeouts,
+        last: &mut tokio::time::Instant,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+        kill: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<End> {
+        if kill.poll(cx).is_ready() {
             return Poll::Ready(End::Killed);
         }
         let mut finished = false;
         for d in 0..2 {
-            if c.dirs[d].done {
+            if self.dirs[d].done {
                 continue;
             }
-            match c.poll_dir(cx, d) {
+            match self.poll_dir(cx, d) {
                 Poll::Ready(Ok(())) => finished = true,
                 Poll::Ready(Err(_)) => return Poll::Ready(End::Error),
                 Poll::Pending => {}
             }
         }
-        if c.dirs[0].done && c.dirs[1].done {
+        if self.dirs[0].done && self.dirs[1].done {
             return Poll::Ready(End::Closed);
         }
         let now = tokio::time::Instant::now();
-        if c.active || finished {
+        if self.active || finished {
             // A finished direction switches the limit to half_close, counted from now.
-            last = now;
-            c.active = false;
+            *last = now;
+            self.active = false;
         }
-        let limit = if c.dirs[0].done || c.dirs[1].done {
+        let limit = if self.dirs[0].done || self.dirs[1].done {
             t.half_close
-        } else if c.dirs[0].moved && c.dirs[1].moved {
+        } else if self.dirs[0].moved && self.dirs[1].moved {
             t.tunnel
         } else {
             t.idle
         };
         // The timer is moved only when it fires or the limit changes, not per chunk.
         if finished || timer.as_mut().poll(cx).is_ready() {
-            let deadline = last + limit;
+            let deadline = *last + limit;
             if deadline <= now {
                 return Poll::Ready(End::Timeout);
             }
@@ -223,11 +235,8 @@ pub async fn proxy(
             }
         }
         Poll::Pending
-    })
-    .await
-}
+    }
 
-impl Copy<'_> {
     /// Move bytes from `socks[d]` to `socks[1 - d]` until neither side is ready.
     /// `Ready(Ok)`: end of stream reached and forwarded.
     fn poll_dir(&mut self, cx: &mut Context<'_>, d: usize) -> Poll<io::Result<()>> {
@@ -239,10 +248,12 @@ impl Copy<'_> {
             if dir.len > dir.off {
                 ready!(dst.poll_write_ready(cx))?;
                 let wrote = if dir.buffered {
-                    let buf = dir.buf.as_deref().unwrap_or(&[]);
-                    dst.try_write(&buf[dir.off..dir.len])
+                    match &dir.buf {
+                        Some(buf) => dst.try_write(&buf[dir.off as usize..dir.len as usize]),
+                        None => Ok(0),
+                    }
                 } else if let Some(pipe) = &dir.pipe {
-                    let left = dir.len;
+                    let left = dir.len as usize;
                     dst.try_io(Interest::WRITABLE, || {
                         splice(pipe.r.as_fd(), None, dst.as_fd(), None, left, FLAGS)
                             .map_err(io::Error::from)
@@ -256,9 +267,9 @@ impl Copy<'_> {
                             c.fetch_add(n as u64, Relaxed);
                         }
                         if dir.buffered {
-                            dir.off += n;
+                            dir.off += n as u32;
                         } else {
-                            dir.len -= n;
+                            dir.len -= n as u32;
                         }
                         self.active = true;
                         dir.moved = true;
@@ -287,7 +298,7 @@ impl Copy<'_> {
             ready!(src.poll_read_ready(cx))?;
             let read = if dir.buffered {
                 let buf = dir.buf.get_or_insert_with(take_buf);
-                src.try_read(buf)
+                src.try_read(&mut buf[..])
             } else {
                 if dir.pipe.is_none() {
                     dir.pipe = Some(take_pipe()?);
@@ -307,7 +318,7 @@ impl Copy<'_> {
                 }
                 Ok(n) => {
                     dir.off = 0;
-                    dir.len = n;
+                    dir.len = n as u32;
                 }
                 // Nothing to read after all (readiness is now cleared, so the next
                 // poll_read_ready registers for a wakeup): hand the pipe/buffer back.

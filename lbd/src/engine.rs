@@ -19,11 +19,14 @@
 //! one `RwLock<Arc<FrontendCfg>>` read; per chunk only relaxed atomics are touched.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::config::{Check, Cluster, Service};
@@ -663,8 +666,14 @@ impl Engine {
             fe: fe.clone(),
         };
         let id = inner.next_id.fetch_add(1, Relaxed);
-        let span = tracing::debug_span!("conn", id, service = %fe.name, client = %peer);
-        tokio::spawn(connection(guard, cfg, sock, peer).instrument(span));
+        let conn = connection(guard, cfg, sock, client_hash(peer.ip()));
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("conn", id, service = %fe.name, client = %peer);
+            tokio::spawn(conn.instrument(span));
+        } else {
+            // No span wrapper when nobody reads it: less memory per connection.
+            tokio::spawn(conn);
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -801,12 +810,23 @@ async fn listen_loop(
     }
 }
 
-async fn connection(guard: ConnGuard, cfg: Arc<FrontendCfg>, client: TcpStream, peer: SocketAddr) {
-    let fe = &guard.fe;
-    let hash = client_hash(peer.ip());
+async fn connection(guard: ConnGuard, cfg: Arc<FrontendCfg>, client: TcpStream, hash: u64) {
+    // Two phases in two functions, so the connect phase's state (retries, connect timer)
+    // shares its bytes with the copy phase's instead of adding to them; sockets are passed
+    // by reference so they are stored once.
+    let Some((slot, server)) = connect_backend(&guard.fe, &cfg, hash).await else {
+        return;
+    };
+    copy_phase(&guard, &cfg, &client, &slot, &server).await;
+}
+
+/// Pick a server and connect, retrying on other servers. `None`: the client is closed.
+async fn connect_backend(
+    fe: &Frontend,
+    cfg: &FrontendCfg,
+    hash: u64,
+) -> Option<(ServerSlot, TcpStream)> {
     let mut tried: Vec<usize> = Vec::new();
-    let timeouts = cfg.service.timeouts;
-    let mut connected = None;
     for attempt in 0..=cfg.service.retries {
         let picked = {
             let cands: Vec<Candidate> = cfg.servers.iter().map(|s| s.candidate()).collect();
@@ -815,16 +835,14 @@ async fn connection(guard: ConnGuard, cfg: Arc<FrontendCfg>, client: TcpStream, 
         let Some(idx) = picked else {
             fe.no_server.fetch_add(1, Relaxed);
             debug!("no usable server: closing the client");
-            return;
+            return None;
         };
         let srv = cfg.servers[idx].clone();
         srv.sessions.inc();
         let slot = ServerSlot(srv.clone());
-        match tokio::time::timeout(timeouts.connect, TcpStream::connect(srv.addr)).await {
-            Ok(Ok(s)) => {
-                connected = Some((slot, s));
-                break;
-            }
+        let connect = TcpStream::connect(srv.addr);
+        match tokio::time::timeout(cfg.service.timeouts.connect, connect).await {
+            Ok(Ok(s)) => return Some((slot, s)),
             Ok(Err(e)) => debug!(server = %srv.addr, error = %e, attempt, "connect failed"),
             Err(_) => debug!(server = %srv.addr, attempt, "connect timed out"),
         }
@@ -835,38 +853,59 @@ async fn connection(guard: ConnGuard, cfg: Arc<FrontendCfg>, client: TcpStream, 
         }
         tried.push(idx);
     }
-    let Some((slot, server)) = connected else {
-        debug!("every attempt failed: closing the client");
-        return;
-    };
+    debug!("every attempt failed: closing the client");
+    None
+}
+
+async fn copy_phase(
+    guard: &ConnGuard,
+    cfg: &FrontendCfg,
+    client: &TcpStream,
+    slot: &ServerSlot,
+    server: &TcpStream,
+) {
+    let fe = &guard.fe;
+    let timeouts = &cfg.service.timeouts;
     let srv = &slot.0;
     srv.total.fetch_add(1, Relaxed);
     srv.rate.hit();
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let close_on_down = cfg.service.close_on_down;
-    let kill = async {
-        if close_on_down {
-            srv.kill.notified().await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    let kill = KillSwitch(
+        cfg.service
+            .close_on_down
+            .then(|| Box::pin(srv.kill.notified())),
+    );
     let end = copy::proxy(
-        &client,
-        &server,
+        client,
+        server,
         Meters {
             counters: [&fe.bytes_in, &srv.bytes_in],
         },
         Meters {
             counters: [&fe.bytes_out, &srv.bytes_out],
         },
-        &timeouts,
+        timeouts,
         guard.engine.0.mode,
         kill,
     )
     .await;
     debug!(server = %srv.addr, ?end, "connection ended");
+}
+
+/// Completes when the server is marked DOWN (close_on_down services), never otherwise.
+/// The waiter is boxed only when armed, so other connections do not carry one.
+struct KillSwitch<'a>(Option<Pin<Box<tokio::sync::futures::Notified<'a>>>>);
+
+impl Future for KillSwitch<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.get_mut().0 {
+            Some(n) => n.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down: bool) {
@@ -927,5 +966,69 @@ async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down
             () = tokio::time::sleep(wait) => {}
             () = srv.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = r#"
+[cluster]
+name = "t"
+domain = "t.test.local"
+[vip]
+address = "127.0.0.100/8"
+[[nodes]]
+name = "n1"
+address = "127.0.0.1"
+role = "server"
+[stats]
+listen = "127.0.0.1:29404"
+[[services]]
+name = "m"
+listen = 29443
+backends = ["127.0.0.1:29500"]
+"#;
+
+    /// Memory per idle connection is mostly the connection task: keep its future small.
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let cluster = common::config::parse(CLUSTER, None).unwrap();
+        let engine = Engine::new("n1".into(), PathBuf::from("/nonexistent"), &cluster);
+        let s = &cluster.services[0];
+        let cfg = Arc::new(FrontendCfg {
+            service: s.clone(),
+            listen: s.backends[0].addr,
+            servers: s
+                .backends
+                .iter()
+                .map(|b| Arc::new(Server::new(b)))
+                .collect(),
+            balancer: Mutex::new(Balancer::new(s.balance)),
+            probe: Probe::new(&s.check).unwrap(),
+        });
+        let fe = Arc::new(Frontend {
+            name: s.name.clone(),
+            cfg: RwLock::new(cfg.clone()),
+            sessions: Gauge::default(),
+            total: AtomicU64::new(0),
+            rate: Rate::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            no_server: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let peer = sock.local_addr().unwrap();
+        engine.0.conns.inc();
+        fe.sessions.inc();
+        let guard = ConnGuard { engine, fe };
+        let f = connection(guard, cfg, sock, client_hash(peer.ip()));
+        let size = std::mem::size_of_val(&f);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 1024, "{size}");
     }
 }
