@@ -17,7 +17,8 @@
 //! Knobs (environment): `LBD_BIN` (an lbd binary; default: build it in release),
 //! `LBD_BENCH_PHASES` (comma list of throughput,connrate,latency,memory; default all),
 //! `LBD_BENCH_CONCURRENCY` (short-connection clients, default CONN_CONCURRENCY),
-//! `LBD_BENCH_HAPROXY_SPLICE=1` (`option splice-auto` for HAProxy; default off, HAProxy's
+//! `LBD_BENCH_PIN=1` (both proxies on the last CPU, one thread each; client and backends on
+//! the other CPUs), `LBD_BENCH_HAPROXY_SPLICE=1` (`option splice-auto` for HAProxy; default off, HAProxy's
 //! default), `LBD_COPY=buffered` (passed on to lbd: no splice).
 //!
 //! The echo backend is this same binary re-executed with `LBD_BENCH_ROLE=echo`.
@@ -226,8 +227,52 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// CPUs of the machine (as this process found them before any pinning).
 fn nproc() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
+/// With `LBD_BENCH_PIN=1`: the CPU both proxies are pinned to (the last one); the client
+/// and the backends run on the others.
+static PROXY_CPU: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
+fn proxy_cpu() -> Option<usize> {
+    PROXY_CPU.get().copied().flatten()
+}
+
+/// Threads each proxy runs: HAProxy's nbthread; lbd's runtime sizes itself to the CPUs it
+/// may use, which is the same number.
+fn proxy_threads() -> usize {
+    if proxy_cpu().is_some() {
+        1
+    } else {
+        nproc()
+    }
+}
+
+/// `program`, under `taskset -c CPU` when pinning.
+fn proxy_command(program: &Path) -> Command {
+    match proxy_cpu() {
+        Some(cpu) => {
+            let mut c = Command::new("/usr/bin/taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Pins this process (and so the client runtime, the backends and iperf3, started later)
+/// to every CPU but the proxies' one.
+fn pin_self_away_from(proxy: usize) -> Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    for cpu in (0..nproc()).filter(|&c| c != proxy) {
+        set.set(cpu).context("CpuSet::set")?;
+    }
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).context("sched_setaffinity")
 }
 
 fn require_tool(path: &str) -> Result<()> {
@@ -252,7 +297,7 @@ fn haproxy_config(p: Ports, fe: Frontends, maxconn: usize) -> String {
          backend echo\n  balance roundrobin\n  \
          server e1 127.0.0.1:{e1} check inter {HEALTH_INTERVAL} rise 2 fall 3\n  \
          server e2 127.0.0.1:{e2} check inter {HEALTH_INTERVAL} rise 2 fall 3\n",
-        threads = nproc(),
+        threads = proxy_threads(),
         // HAProxy's default (and the stock k3s-style config) moves bytes through buffers;
         // LBD_BENCH_HAPROXY_SPLICE=1 lets it splice too, as lbd does by default.
         splice = if std::env::var("LBD_BENCH_HAPROXY_SPLICE").as_deref() == Ok("1") {
@@ -384,7 +429,7 @@ fn start_haproxy(dir: &Path, p: Ports, rt: &tokio::runtime::Runtime, tag: &str) 
     };
     let cfg = dir.join(format!("haproxy-{tag}.cfg"));
     write_file(&cfg, &haproxy_config(p, fe, proxy_maxconn()))?;
-    let mut cmd = Command::new("/usr/sbin/haproxy");
+    let mut cmd = proxy_command(Path::new("/usr/sbin/haproxy"));
     cmd.arg("-f").arg(&cfg).arg("-db");
     let mut child = ChildGuard::spawn("haproxy", cmd, &dir.join(format!("haproxy-{tag}.log")))?;
     let target = Target {
@@ -425,7 +470,7 @@ fn start_lbd(
         .context("the generated lbd config does not validate")?;
     let run_dir = dir.join(format!("lbd-run-{tag}"));
     std::fs::create_dir_all(&run_dir).context("creating lbd run dir")?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = proxy_command(bin);
     cmd.arg("--config")
         .arg(&cfg)
         .arg("--node")
@@ -756,6 +801,13 @@ fn run() -> Result<()> {
     let load_start = loadavg();
     require_tool("/usr/sbin/haproxy")?;
     require_tool("/usr/bin/iperf3")?;
+    let _ = nproc();
+    let pin = std::env::var("LBD_BENCH_PIN").as_deref() == Ok("1") && nproc() >= 2;
+    let _ = PROXY_CPU.set(pin.then(|| nproc() - 1));
+    if let Some(cpu) = proxy_cpu() {
+        require_tool("/usr/bin/taskset")?;
+        pin_self_away_from(cpu)?;
+    }
     let nofile = raise_nofile(65_536)?;
     // A proxy holds two descriptors per proxied connection, plus listeners, checks, logs.
     let idle = usize::try_from(nofile.saturating_sub(400) / 2)
@@ -966,10 +1018,15 @@ fn run() -> Result<()> {
     drop(fresh);
 
     println!(
-        "\nlbd vs HAProxy, loopback, {} CPUs ({}), haproxy nbthread {}",
+        "\nlbd vs HAProxy, loopback, {} CPUs ({}), haproxy nbthread {}, {}",
         nproc(),
         cpu_model(),
-        nproc()
+        proxy_threads(),
+        match proxy_cpu() {
+            Some(cpu) =>
+                format!("both proxies pinned to CPU {cpu}, client and backends on the others"),
+            None => "nothing pinned".to_owned(),
+        }
     );
     println!(
         "haproxy splice: {}; lbd copy: {}",
