@@ -565,6 +565,17 @@ impl AdvertCapture {
             .reduce(f64::min)
     }
 
+    /// Unix time of the first priority-0 advert (resignation) from `src` after `t`.
+    fn resign_after(&self, src: IpAddr, t: f64) -> Option<f64> {
+        self.adverts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(at, s, prio)| *s == src && *prio == 0 && *at > t)
+            .map(|(at, _, _)| *at)
+            .reduce(f64::min)
+    }
+
     /// Unix time of the last advert from `src` with a non-zero priority before `t`.
     fn last_before(&self, src: IpAddr, t: f64) -> Option<f64> {
         self.adverts
@@ -647,6 +658,10 @@ struct EventRun {
     /// Link loss: from the old master's last advert to the new master's first (tcpdump
     /// timestamps in the client namespace).
     advert_gap: Option<Duration>,
+    /// SIGTERM: the old master's priority-0 advert, after the event.
+    resign_at: Option<Duration>,
+    /// SIGTERM: the new master's first advert, after the event.
+    new_advert_at: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -762,6 +777,8 @@ fn scenario(
                 holders,
                 since_advert,
                 advert_gap,
+                resign_at: None,
+                new_advert_at: None,
             });
             c.cable(0, true)?;
             c.wait_sole_holder(0, converge)?;
@@ -778,10 +795,15 @@ fn scenario(
     // 3. Graceful stop.
     let mut graceful = Vec::new();
     {
+        let capture = AdvertCapture::start(c.lab.ns("client")?)?;
         let prober = Prober::start(&client, target, GRACEFUL_PROBE_EVERY)?;
         if !prober.wait_steady(1, 10, Duration::from_secs(5)) {
             bail!("the VIP does not answer from n1 before the graceful runs");
         }
+        let n1: IpAddr = format!("{NET}.11").parse()?;
+        let have_capture = capture.wait_first(n1, interval * 3 + Duration::from_secs(2));
+        let clock = Clock::now();
+        let bound = skew(interval, PRIORITIES[1]) + Duration::from_millis(50);
         for k in 0..runs {
             std::thread::sleep(phase(interval, k));
             let child = c.daemons[0].as_mut().context("n1 not running")?;
@@ -795,10 +817,20 @@ fn scenario(
             std::thread::sleep(TAIL + PROBE_TIMEOUT + Duration::from_millis(50));
             let outcome = analyse(&prober.snapshot(), ev, 1, BEFORE, TAIL);
             let holders: Vec<usize> = c.holders().iter().map(|i| i + 1).collect();
+            let ev_unix = clock.unix(ev);
+            let since_ev = |t: Option<f64>| {
+                t.filter(|_| have_capture)
+                    .map(|t| Duration::from_secs_f64((t - ev_unix).max(0.0)))
+            };
+            let resign_at = since_ev(capture.resign_after(n1, ev_unix));
+            let new_advert_at = since_ev(capture.first_other_after(n1, ev_unix));
             eprintln!(
-                "graceful {k}: failover {:?} by n{:?}, {} of {} probes failed, exited after {exited:?}, holders {holders:?}",
+                "graceful {k}: failover {:?} by n{:?}, {} of {} probes failed, exited after {exited:?}, holders {holders:?}; priority-0 advert after {resign_at:?}, new master's first advert after {new_advert_at:?}",
                 outcome.failover, outcome.new_node, outcome.failed, outcome.sent
             );
+            if imp == Impl::Vrrpd && outcome.failover.is_none_or(|f| f > bound) {
+                eprintln!("slower than skew + 50 ms:\n{}", c.logs());
+            }
             if got.is_none() {
                 eprintln!("no new master answered within {limit:?}\n{}", c.logs());
             }
@@ -811,6 +843,8 @@ fn scenario(
                 holders,
                 since_advert: None,
                 advert_gap: None,
+                resign_at,
+                new_advert_at,
             });
             if let Some(mut d) = c.daemons[0].take() {
                 d.kill();
@@ -1093,6 +1127,25 @@ fn report(
             "| SIGTERM: VIP answers again (0 = never stopped), ms, median (min..max) | {va} | {ka} | {} |",
             ratio_d(vam, kam)
         );
+        for (what, pick) in [
+            (
+                "old master's priority-0 advert",
+                (|r: &EventRun| r.resign_at) as fn(&EventRun) -> Option<Duration>,
+            ),
+            ("new master's first advert", |r: &EventRun| r.new_advert_at),
+        ] {
+            let get = |runs: &[EventRun]| {
+                let d: Vec<Duration> = runs.iter().filter_map(pick).collect();
+                summarize(&d)
+            };
+            let (a, b) = (get(&v.graceful), get(&k.graceful));
+            let _ = writeln!(
+                r,
+                "| SIGTERM: {what} after, ms (tcpdump) | {} | {} | |",
+                cell(a),
+                cell(b)
+            );
+        }
         let (vgf, vg_failed) = failed_cell(&v.graceful);
         let (kgf, _) = failed_cell(&k.graceful);
         let _ = writeln!(
