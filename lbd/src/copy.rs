@@ -37,6 +37,9 @@ use tokio::net::TcpStream;
 
 /// Bytes moved per splice call (the default pipe capacity).
 const PIPE_CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for (F_SETPIPE_SZ): fewer, larger splices on bulk transfers. The
+/// pages are only used while data is in flight.
+const PIPE_SIZE: i32 = 256 * 1024;
 /// Buffer size of the buffered path.
 const BUF_SIZE: usize = 32 * 1024;
 
@@ -83,6 +86,8 @@ pub enum End {
 struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
+    /// Capacity: the most one splice into it moves.
+    size: u32,
 }
 
 thread_local! {
@@ -95,7 +100,12 @@ fn take_pipe() -> io::Result<Pipe> {
         return Ok(p);
     }
     let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    Ok(Pipe { r, w })
+    // Best effort: without it the pipe keeps the default 64 KiB.
+    let size = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(PIPE_CHUNK as u32);
+    Ok(Pipe { r, w, size })
 }
 
 /// Only empty pipes may be given back.
@@ -305,8 +315,15 @@ impl Copy<'_> {
                 }
                 match &dir.pipe {
                     Some(pipe) => src.try_io(Interest::READABLE, || {
-                        splice(src.as_fd(), None, pipe.w.as_fd(), None, PIPE_CHUNK, FLAGS)
-                            .map_err(io::Error::from)
+                        splice(
+                            src.as_fd(),
+                            None,
+                            pipe.w.as_fd(),
+                            None,
+                            pipe.size as usize,
+                            FLAGS,
+                        )
+                        .map_err(io::Error::from)
                     }),
                     None => Ok(0),
                 }
