@@ -17,6 +17,8 @@
 //! - timeouts: `idle_then_tunnel_timeouts`
 //! - accept errors: `emfile_backs_off_without_spinning_and_recovers` (prints CPU used)
 //! - vrrpd: `vrrp_view_follows_vrrpd_status`
+//! - HTTP checks: `http_check_marks_503_down_and_401_up`; bind: `service_bind_is_honoured`
+//! - systemd: `sd_notify_ready_reloading_watchdog_stopping`
 //! - stop: `sigterm_stops_accepting_and_drains`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1353,4 +1355,136 @@ fn vrrp_view_follows_vrrpd_status() {
         assert!(Instant::now() < deadline, "stale vrrp view");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP checks, bind address, systemd
+
+/// An HTTP server whose answer to every request is `status` (changeable).
+fn http_backend(ip: &str, status: Arc<Mutex<&'static str>>) -> (SocketAddr, Arc<AtomicBool>) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        while !stop2.load(SeqCst) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let st = *status.lock().unwrap();
+                    let _ = s.write_all(
+                        format!("HTTP/1.1 {st}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn http_check_marks_503_down_and_401_up() {
+    let status = Arc::new(Mutex::new("401 Unauthorized"));
+    let (addr, stop) = http_backend("127.0.0.1", status.clone());
+    let stats = free_port();
+    let s = svc(
+        "readyz",
+        &[format!("\"{addr}\"")],
+        r#"check = { kind = "http", path = "/readyz", expect = [200, 401], interval = "200ms", fast_interval = "100ms", timeout = "200ms", rise = 2, fall = 2 }"#,
+    );
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let st = lbd.server("readyz", addr);
+    assert_eq!(
+        (&st["status"], &st["check_status"], &st["check_desc"]),
+        (&"UP".into(), &"L7OK".into(), &"HTTP 401".into()),
+        "{st}"
+    );
+    assert!(st["check_latency_ms"].as_f64().unwrap() < 200.0);
+    *status.lock().unwrap() = "503 Service Unavailable";
+    lbd.wait_status("readyz", addr, "DOWN", Duration::from_secs(3));
+    let st = lbd.server("readyz", addr);
+    assert_eq!(st["check_status"], "L7STS");
+    assert_eq!(st["check_desc"], "HTTP 503");
+    assert!(st["checks_failed"].as_u64().unwrap() >= 2);
+    *status.lock().unwrap() = "200 OK";
+    lbd.wait_status("readyz", addr, "UP", Duration::from_secs(3));
+    stop.store(true, SeqCst);
+}
+
+#[test]
+fn service_bind_is_honoured() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc(
+        "bound",
+        &plain(&[&b]),
+        &format!("bind = \"127.0.0.77\"\n{FAST_CHECK}"),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    assert_eq!(
+        lbd.frontend("bound")["listen"],
+        format!("127.0.0.77:{port}")
+    );
+    let c = TcpStream::connect(("127.0.0.77", port)).unwrap();
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line).unwrap();
+    assert_eq!(line, "b\n");
+    let e = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn sd_notify_ready_reloading_watchdog_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("sd", &plain(&[&b]), FAST_CHECK);
+    let cfg = config(stats, &[s], "");
+    let nd = tempfile::tempdir().unwrap();
+    let sock_path = nd.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let script = format!(
+        "NOTIFY_SOCKET={} WATCHDOG_USEC=200000 WATCHDOG_PID=$$ exec \"$0\" \"$@\"",
+        sock_path.display()
+    );
+    let mut lbd = Lbd::start_wrapped(&cfg, stats, &["sh", "-c", &script]);
+    let mut seen: Vec<String> = Vec::new();
+    let recv_until = |want: &str, seen: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 512];
+        loop {
+            assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
+            let n = sock.recv(&mut buf).unwrap();
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+        }
+    };
+    recv_until("READY=1", &mut seen);
+    // The watchdog is fed at half of WATCHDOG_USEC.
+    let t = Instant::now();
+    recv_until("WATCHDOG=1", &mut seen);
+    recv_until("WATCHDOG=1", &mut seen);
+    let two = t.elapsed();
+    lbd.signal(Signal::SIGHUP);
+    let reloading = recv_until("RELOADING=1", &mut seen);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    recv_until("READY=1", &mut seen);
+    lbd.signal(Signal::SIGTERM);
+    recv_until("STOPPING=1", &mut seen);
+    let st = lbd.child.wait().unwrap();
+    println!("two watchdog pings in {two:?} (WATCHDOG_USEC=200ms); exit {st}");
+    assert!(two < Duration::from_millis(400), "{two:?}");
+    assert!(st.success());
 }
