@@ -44,8 +44,9 @@ const PIPE_SIZE: i32 = 256 * 1024;
 const BUF_SIZE: usize = 32 * 1024;
 
 type Buf = [u8; BUF_SIZE];
-/// Pooled pipes/buffers kept per thread.
-const POOL_MAX: usize = 256;
+/// Pooled pipes/buffers kept per thread (an unprivileged user's pipe pages are capped by
+/// fs.pipe-user-pages-soft; past it new pipes shrink to 8 KiB, so keep the pool modest).
+const POOL_MAX: usize = 64;
 
 /// How to move bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
