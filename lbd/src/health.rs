@@ -546,15 +546,35 @@ mod tests {
 
     /// A TLS server with a fresh self-signed certificate; answers HTTP `status`.
     async fn https_server(status: &'static str) -> SocketAddr {
+        tls_server(status, None).await
+    }
+
+    /// Same, requiring a client certificate signed by `client_ca` when given.
+    async fn tls_server(
+        status: &'static str,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> SocketAddr {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let cert = ck.cert.der().clone();
         let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
             .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(ca).unwrap();
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(v)
+            }
+        };
+        let cfg = builder.with_single_cert(vec![cert], key).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -577,6 +597,45 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[tokio::test]
+    async fn client_certificate_is_presented_when_configured() {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["lbd-check".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
+        let addr = tls_server("200 OK", Some(ca.der().clone())).await;
+        // Anonymous: the server refuses (k3s would answer 401; a strict server closes).
+        let p = Probe::new(&check(CheckKind::Https)).unwrap();
+        let o = probe(&p, addr).await;
+        assert!(!o.ok, "{o:?}");
+        // With the client certificate and key: HTTP 200.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_path, client.pem()).unwrap();
+        std::fs::write(&key_path, client_key.serialize_pem()).unwrap();
+        let mut c = check(CheckKind::Https);
+        c.client_cert = Some(cert_path);
+        c.client_key = Some(key_path);
+        let p = Probe::new(&c).unwrap();
+        let o = probe(&p, addr).await;
+        assert_eq!(
+            (o.ok, o.status, o.desc.as_str()),
+            (true, "L7OK", "HTTP 200"),
+            "{o:?}"
+        );
+        // Only one of the pair is a configuration error.
+        let mut c = check(CheckKind::Https);
+        c.client_key = None;
+        c.client_cert = Some(dir.path().join("c.pem"));
+        assert!(matches!(Probe::new(&c), Err(CheckConfigError::ClientPair)));
     }
 
     #[tokio::test]
