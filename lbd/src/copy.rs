@@ -6,10 +6,15 @@
 //! whole copy state is about 400 bytes. Per direction:
 //!
 //! ```text
-//!   src --splice--> pipe --splice--> dst      (Linux, zero-copy: page references move)
-//!   src --read----> buf  --write---> dst      (fallback when splice is refused, or
-//!                                              LBD_COPY=buffered)
+//!   src --read----> buf  --write---> dst      (small messages: request/response)
+//!   src --splice--> pipe --splice--> dst      (bulk: zero-copy, page references move)
 //! ```
+//!
+//! Each direction starts buffered (as cheap as splice for small messages, and lower
+//! latency) and switches to splice when a read fills the whole buffer, i.e. when data
+//! arrives faster than it is moved; it switches back when splices get small. Splice refused
+//! by the kernel (EINVAL) means buffered for good. `LBD_COPY=splice` or `buffered` pins one
+//! path (benchmarks compare them).
 //!
 //! Pipes and buffers are taken from a small per-thread pool when data arrives and given back
 //! as soon as they are empty, so an idle connection holds neither (memory per idle
@@ -44,6 +49,8 @@ const PIPE_SIZE: i32 = 256 * 1024;
 const BUF_SIZE: usize = 32 * 1024;
 
 type Buf = [u8; BUF_SIZE];
+/// In [`Mode::Auto`], a splice moving less than this goes back to the buffered path.
+const SPLICE_MIN: usize = 8 * 1024;
 /// Pooled pipes/buffers kept per thread (an unprivileged user's pipe pages are capped by
 /// fs.pipe-user-pages-soft; past it new pipes shrink to 8 KiB, so keep the pool modest).
 const POOL_MAX: usize = 64;
@@ -51,16 +58,19 @@ const POOL_MAX: usize = 64;
 /// How to move bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Buffered for small messages, splice for bulk (the default).
+    Auto,
     Splice,
     Buffered,
 }
 
 impl Mode {
-    /// `LBD_COPY=buffered` forces the buffered path (benchmarks compare both).
+    /// `LBD_COPY=splice` or `LBD_COPY=buffered` pins one path; default: [`Mode::Auto`].
     pub fn from_env() -> Mode {
         match std::env::var("LBD_COPY").as_deref() {
             Ok("buffered") => Mode::Buffered,
-            _ => Mode::Splice,
+            Ok("splice") => Mode::Splice,
+            _ => Mode::Auto,
         }
     }
 }
@@ -149,7 +159,10 @@ struct Dir {
     done: bool,
     /// At least one byte moved.
     moved: bool,
+    /// The next read goes to a buffer (else: into a pipe).
     buffered: bool,
+    /// The path may change with the traffic ([`Mode::Auto`]).
+    auto: bool,
 }
 
 /// Everything one connection's copy needs, polled by hand: no readiness futures are stored
@@ -176,9 +189,9 @@ pub fn proxy<'a>(
     kill: impl Future<Output = ()> + 'a,
 ) -> impl Future<Output = End> + 'a {
     // Built outside the async block so the arguments are not stored twice.
-    let buffered = mode == Mode::Buffered;
     let dir = || Dir {
-        buffered,
+        buffered: mode != Mode::Splice,
+        auto: mode == Mode::Auto,
         ..Dir::default()
     };
     let mut c = Copy {
@@ -258,11 +271,9 @@ impl Copy<'_> {
             // 1. Flush what is in flight.
             if dir.len > dir.off {
                 ready!(dst.poll_write_ready(cx))?;
-                let wrote = if dir.buffered {
-                    match &dir.buf {
-                        Some(buf) => dst.try_write(&buf[dir.off as usize..dir.len as usize]),
-                        None => Ok(0),
-                    }
+                // The data is wherever it was read to (the path may have switched since).
+                let wrote = if let Some(buf) = &dir.buf {
+                    dst.try_write(&buf[dir.off as usize..dir.len as usize])
                 } else if let Some(pipe) = &dir.pipe {
                     let left = dir.len as usize;
                     dst.try_io(Interest::WRITABLE, || {
@@ -277,7 +288,7 @@ impl Copy<'_> {
                         for c in m.counters {
                             c.fetch_add(n as u64, Relaxed);
                         }
-                        if dir.buffered {
+                        if dir.buf.is_some() {
                             dir.off += n as u32;
                         } else {
                             dir.len -= n as u32;
@@ -337,6 +348,14 @@ impl Copy<'_> {
                 Ok(n) => {
                     dir.off = 0;
                     dir.len = n as u32;
+                    if dir.auto {
+                        // A full buffer: bulk, splice from now on. Small splices: back.
+                        if dir.buffered && n == BUF_SIZE {
+                            dir.buffered = false;
+                        } else if !dir.buffered && n < SPLICE_MIN {
+                            dir.buffered = true;
+                        }
+                    }
                 }
                 // Nothing to read after all (readiness is now cleared, so the next
                 // poll_read_ready registers for a wakeup): hand the pipe/buffer back.
@@ -345,6 +364,7 @@ impl Copy<'_> {
                     // The kernel refuses splice for this socket: buffered from now on.
                     dir.release();
                     dir.buffered = true;
+                    dir.auto = false;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -439,6 +459,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn splice_moves_bulk_and_forwards_half_close() {
         bulk_and_half_close(Mode::Splice).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auto_moves_bulk_and_forwards_half_close() {
+        bulk_and_half_close(Mode::Auto).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
