@@ -10,7 +10,7 @@ body{font-family:system-ui,sans-serif;font-size:14px;margin:1em;color:#222}\
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.2em 0 .3em}\
 .meta{color:#555;margin:.2em 0}.err{color:#a00;font-weight:bold}\
 table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:2px 6px;text-align:right}\
-th{background:#e8e8e8}td.name,td.addr,td.check{text-align:left}\
+th{background:#e8e8e8;text-align:center}td{white-space:nowrap}td.name,td.addr,td.check{text-align:left}td.check{white-space:normal}\
 tr.st-up{background:#c8f7c8}tr.st-down{background:#ffa8a8}tr.st-drain{background:#a8d0ff}\
 tr.st-maint{background:#d8d8d8}tr.going{background:#fff1a0}tr.total{background:#f4f4e0;font-weight:bold}\
 td.status{font-weight:bold;text-align:center}.vrrp{padding:.4em .6em;border:1px solid #bbb;display:inline-block}\
