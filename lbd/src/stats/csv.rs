@@ -213,6 +213,25 @@ fn status_text(srv: &ServerStats) -> String {
     }
 }
 
+/// HAProxy's `check_desc`: the fixed description of a `check_status` code (the detail of
+/// the last check goes to `last_chk`, as HAProxy does).
+fn check_status_desc(code: &str) -> &'static str {
+    match code {
+        "INI" => "Initializing",
+        "L4OK" => "Layer4 check passed",
+        "L4TOUT" => "Layer4 timeout",
+        "L4CON" => "Layer4 connection problem",
+        "L6OK" => "Layer6 check passed",
+        "L6TOUT" => "Layer6 timeout",
+        "L6RSP" => "Layer6 invalid response",
+        "L7OK" => "Layer7 check passed",
+        "L7TOUT" => "Layer7 timeout",
+        "L7RSP" => "Layer7 invalid response",
+        "L7STS" => "Layer7 wrong status",
+        _ => "",
+    }
+}
+
 fn server_row(fe: &FrontendStats, srv: &ServerStats, iid: usize, sid: usize) -> Row {
     let mut r = Row::new(&fe.name, &srv.name);
     r.set("qcur", 0)
@@ -240,7 +259,8 @@ fn server_row(fe: &FrontendStats, srv: &ServerStats, iid: usize, sid: usize) -> 
         .set("type", TYPE_SERVER)
         .set("rate", srv.session_rate)
         .set("check_status", &srv.check_status)
-        .set("check_desc", &srv.check_desc)
+        .set("check_desc", check_status_desc(&srv.check_status))
+        .set("last_chk", &srv.check_desc)
         .set("addr", srv.addr)
         .set("mode", "tcp")
         .set("uweight", srv.weight);
@@ -364,6 +384,8 @@ mod tests {
         assert_eq!(s1[col("econ")], "1");
         assert_eq!(s1[col("wretr")], "2");
         assert_eq!(s1[col("check_status")], "L7OK");
+        assert_eq!(s1[col("check_desc")], "Layer7 check passed");
+        assert_eq!(s1[col("last_chk")], "HTTP 200");
         assert_eq!(s1[col("check_duration")], "3");
         assert_eq!(s1[col("addr")], "10.0.0.1:6443");
         assert_eq!(s1[col("type")], "2");
@@ -373,7 +395,8 @@ mod tests {
         let s2 = &rows[2];
         assert_eq!(s2[col("status")], "DOWN 1/2");
         // The description holds a comma and quotes: quoted, and read back intact.
-        assert_eq!(s2[col("check_desc")], "connect: refused, \"twice\"");
+        assert_eq!(s2[col("check_desc")], "Layer4 connection problem");
+        assert_eq!(s2[col("last_chk")], "connect: refused, \"twice\"");
         assert_eq!(s2[col("downtime")], "42");
 
         let be = &rows[4];
