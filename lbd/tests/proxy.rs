@@ -19,7 +19,7 @@
 //! - vrrpd: `vrrp_view_follows_vrrpd_status`
 //! - HTTP checks: `http_check_marks_503_down_and_401_up`; bind: `service_bind_is_honoured`
 //! - systemd: `sd_notify_ready_reloading_watchdog_stopping`
-//! - stop: `sigterm_stops_accepting_and_drains`
+//! - stop: `sigterm_stops_accepting_and_drains`, `sigterm_drain_deadline_closes_what_is_left`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -1487,4 +1487,34 @@ fn sd_notify_ready_reloading_watchdog_stopping() {
     println!("two watchdog pings in {two:?} (WATCHDOG_USEC=200ms); exit {st}");
     assert!(two < Duration::from_millis(400), "{two:?}");
     assert!(st.success());
+}
+
+#[test]
+fn sigterm_drain_deadline_closes_what_is_left() {
+    let b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let stats = free_port();
+    let s = svc("dl", &plain(&[&b]), FAST_CHECK);
+    let port = s.port;
+    // drain_timeout = "2s" (see `config`).
+    let mut lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    let (held, _) = hello(port);
+    let start = Instant::now();
+    lbd.signal(Signal::SIGTERM);
+    let code = loop {
+        if let Some(st) = lbd.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "lbd did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = start.elapsed();
+    println!("SIGTERM with a connection held open: exit after {took:?} (drain_timeout 2s)");
+    assert!(code.success(), "{code}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // The held connection was closed by lbd's exit.
+    let mut buf = [0u8; 8];
+    assert_eq!((&held).read(&mut buf).unwrap_or(0), 0);
 }
