@@ -174,6 +174,48 @@ impl Server {
         }
     }
 
+    /// Feed one health observation (a check, or a client connection's failed connect)
+    /// into the rise/fall state; log and act on a change. Returns whether the server is
+    /// between states (so the checker should use the fast interval).
+    fn record(&self, o: &health::Outcome, rise: u32, fall: u32, close_on_down: bool) -> bool {
+        let (change, fast) = {
+            let mut c = lock(&self.check);
+            let change = c.health.record(o.ok, rise, fall);
+            c.status = o.status;
+            c.desc.clone_from(&o.desc);
+            c.latency = Some(o.latency);
+            let now = Instant::now();
+            match change {
+                Change::WentDown => {
+                    c.last_change = now;
+                    c.down_since = Some(now);
+                    self.down_transitions.fetch_add(1, Relaxed);
+                    self.up.store(false, Relaxed);
+                }
+                Change::WentUp => {
+                    c.last_change = now;
+                    if let Some(d) = c.down_since.take() {
+                        c.downtime += now - d;
+                    }
+                    self.up.store(true, Relaxed);
+                }
+                Change::None => {}
+            }
+            (change, c.health.in_transition())
+        };
+        match change {
+            Change::WentDown => {
+                warn!(status = o.status, desc = %o.desc, "server DOWN");
+                if close_on_down {
+                    self.kill.notify_waiters();
+                }
+            }
+            Change::WentUp => info!(status = o.status, "server UP"),
+            Change::None => {}
+        }
+        fast
+    }
+
     fn admin(&self) -> Admin {
         Admin::from_u8(self.admin.load(Relaxed))
     }
@@ -841,11 +883,31 @@ async fn connect_backend(
         srv.sessions.inc();
         let slot = ServerSlot(srv.clone());
         let connect = TcpStream::connect(srv.addr);
-        match tokio::time::timeout(cfg.service.timeouts.connect, connect).await {
+        let started = Instant::now();
+        let failure = match tokio::time::timeout(cfg.service.timeouts.connect, connect).await {
             Ok(Ok(s)) => return Some((slot, s)),
-            Ok(Err(e)) => debug!(server = %srv.addr, error = %e, attempt, "connect failed"),
-            Err(_) => debug!(server = %srv.addr, attempt, "connect timed out"),
-        }
+            Ok(Err(e)) => {
+                debug!(server = %srv.addr, error = %e, attempt, "connect failed");
+                ("L4CON", format!("client connect: {e}"))
+            }
+            Err(_) => {
+                debug!(server = %srv.addr, attempt, "connect timed out");
+                ("L4TOUT", "client connect timed out".to_owned())
+            }
+        };
+        // Passive health (HAProxy's opt-in `observe layer4`, on here): a real connection's
+        // failed connect counts like a failed check, and the checker looks again at once,
+        // so a dead server leaves rotation after its first failures, not after `fall`
+        // whole check intervals.
+        let check = &cfg.service.check;
+        let o = health::Outcome {
+            ok: false,
+            status: failure.0,
+            desc: failure.1,
+            latency: started.elapsed(),
+        };
+        srv.record(&o, check.rise, check.fall, cfg.service.close_on_down);
+        srv.wake.notify_one();
         drop(slot);
         srv.connect_errors.fetch_add(1, Relaxed);
         if attempt < cfg.service.retries {
@@ -922,41 +984,7 @@ async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down
         if !o.ok {
             srv.checks_failed.fetch_add(1, Relaxed);
         }
-        let (change, fast) = {
-            let mut c = lock(&srv.check);
-            let change = c.health.record(o.ok, check.rise, check.fall);
-            c.status = o.status;
-            c.desc = o.desc.clone();
-            c.latency = Some(o.latency);
-            let now = Instant::now();
-            match change {
-                Change::WentDown => {
-                    c.last_change = now;
-                    c.down_since = Some(now);
-                    srv.down_transitions.fetch_add(1, Relaxed);
-                    srv.up.store(false, Relaxed);
-                }
-                Change::WentUp => {
-                    c.last_change = now;
-                    if let Some(d) = c.down_since.take() {
-                        c.downtime += now - d;
-                    }
-                    srv.up.store(true, Relaxed);
-                }
-                Change::None => {}
-            }
-            (change, c.health.in_transition())
-        };
-        match change {
-            Change::WentDown => {
-                warn!(status = o.status, desc = %o.desc, "server DOWN");
-                if close_on_down {
-                    srv.kill.notify_waiters();
-                }
-            }
-            Change::WentUp => info!(status = o.status, "server UP"),
-            Change::None => {}
-        }
+        let fast = srv.record(&o, check.rise, check.fall, close_on_down);
         let wait = if fast {
             check.fast_interval
         } else {
