@@ -40,8 +40,11 @@ use track::{TrackUpdate, Tracking};
 
 /// How long a notify command may run before it is killed.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Link state is re-read this often even without a netlink notification.
-const LINK_POLL: Duration = Duration::from_secs(1);
+/// Link state is re-read this often while netlink notifications work (a safety net; a
+/// dump every second was most of vrrpd's idle CPU)...
+const LINK_POLL: Duration = Duration::from_secs(10);
+/// ...and this often once they have stopped.
+const LINK_POLL_FALLBACK: Duration = Duration::from_secs(1);
 /// A stopping or resigning master keeps the VIP this long after its successor's first
 /// advert: the successor sends that advert, adds the VIP and announces it back to back,
 /// so clients' neighbour entries move before the old master stops answering.
@@ -254,7 +257,11 @@ async fn run_inner(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let watchdog = watchdog_interval();
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut link_poll = tokio::time::interval(LINK_POLL);
+    let mut link_poll = tokio::time::interval(if link_events.is_some() {
+        LINK_POLL
+    } else {
+        LINK_POLL_FALLBACK
+    });
 
     tokio::pin!(shutdown);
     let mut shutdown_seen = false;
@@ -311,6 +318,7 @@ async fn run_inner(
                 None => {
                     warn!("link notifications ended; polling link state every second");
                     link_events = None;
+                    link_poll = tokio::time::interval(LINK_POLL_FALLBACK);
                 }
             },
             _ = link_poll.tick() => {
