@@ -136,6 +136,9 @@ enum LabCmd {
         json: bool,
         #[arg(long)]
         markdown: bool,
+        /// Run only these scenarios (repeatable); default: all.
+        #[arg(long, value_name = "SCENARIO")]
+        only: Vec<String>,
     },
     /// (internal) Serve the stand-in backends of one node.
     #[command(hide = true)]
@@ -458,9 +461,13 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
             println!("{}", lab::recover(&mut st, &node)?);
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Test { json, markdown } => {
+        LabCmd::Test {
+            json,
+            markdown,
+            only,
+        } => {
             let mut st = lab::LabState::load(&state_dir)?;
-            let report = lab::scenarios::run_all(&mut st)?;
+            let report = lab::scenarios::run_all(&mut st, &only)?;
             if json {
                 println!("{:#}", serde_json::to_value(&report)?);
             } else if markdown {

@@ -273,6 +273,8 @@ pub struct Outcome {
     pub disrupted_from_ms: Option<f64>,
     pub disrupted_until_ms: Option<f64>,
     pub max_latency_ms: f64,
+    /// The first few failures: when (from the event) and why.
+    pub first_failures: Vec<String>,
 }
 
 /// A request is disrupted if it failed or took longer than `slow_ms`.
@@ -303,6 +305,18 @@ pub fn analyse(samples: &[Sample], event_ms: f64, slow_ms: f64) -> Outcome {
         disrupted_from_ms: first,
         disrupted_until_ms: last,
         max_latency_ms: samples.iter().map(|s| s.latency_ms).fold(0.0, f64::max),
+        first_failures: samples
+            .iter()
+            .filter(|s| !s.ok)
+            .take(3)
+            .map(|s| {
+                format!(
+                    "{:+.0} ms: {}",
+                    s.sent_ms - event_ms,
+                    s.error.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect(),
     }
 }
 

@@ -359,6 +359,8 @@ fn backend_out_and_back(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
             .iter()
             .find(|p| p.what == "backend")
             .map(|p| p.pid);
+    // Timed from the signal, not from the process's exit.
+    let stopped_at = Instant::now();
     if let Some(pid) = pid {
         super::stop_pid(
             pid,
@@ -369,7 +371,8 @@ fn backend_out_and_back(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let st: &LabState = c.st;
     let down = wait_for(Duration::from_secs(30), || {
         backend_status(st, &m, &svc.name, &victim).as_deref() == Some("DOWN")
-    });
+    })
+    .map(|_| stopped_at.elapsed());
     let event_up = probe.now_ms();
     start_node(c.st, &victim, &["backend"])?;
     let st: &LabState = c.st;
@@ -579,9 +582,18 @@ fn restore(st: &mut LabState) {
 }
 
 /// Run every scenario in order; the lab is left as it was found (all nodes up).
-pub fn run_all(st: &mut LabState) -> Result<Report> {
+pub fn run_all(st: &mut LabState, only: &[String]) -> Result<Report> {
+    if let Some(bad) = only.iter().find(|o| !SCENARIOS.contains(&o.as_str())) {
+        return Err(anyhow!(
+            "unknown scenario {bad:?}; scenarios are: {}",
+            SCENARIOS.join(", ")
+        ));
+    }
     let mut scenarios = Vec::new();
-    for name in SCENARIOS {
+    for name in SCENARIOS
+        .into_iter()
+        .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
+    {
         eprintln!("lab test: {name} ...");
         match run_one(st, name) {
             Ok(r) => scenarios.extend(r),
@@ -641,6 +653,9 @@ pub fn render_markdown(r: &Report, command: &str) -> String {
         let _ = writeln!(o, "**{}**: {}.", s.name, s.what);
         for n in &s.notes {
             let _ = writeln!(o, "- {n}");
+        }
+        for f in &s.outcome.first_failures {
+            let _ = writeln!(o, "- failed request at {f}");
         }
         o.push('\n');
     }
