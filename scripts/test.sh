@@ -66,9 +66,14 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test (workspace)"
 # Namespace tests use their own names and subnets, so they may run in parallel; the
 # timing-sensitive ones bound their own parallelism.
-cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 
 say "package: build the .deb, lintian, unit checks, install/upgrade/remove/purge here"
 # Starts no service (policy-rc.d, no start on first install); skips dpkg steps without root
 # and when k3s-ha was already installed on this machine.
 ./packaging/test-package.sh
+
+# One closing line over every cargo test binary (the package test above has its own).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nall tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
