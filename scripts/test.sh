@@ -76,4 +76,4 @@ say "package: build the .deb, lintian, unit checks, install/upgrade/remove/purge
 ./packaging/test-package.sh
 
 # One closing line over every cargo test binary (the package test above has its own).
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nall tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed", p, f; if (i) printf ", %d skipped", i; printf "\n" }' "$log"
