@@ -1,0 +1,135 @@
+//! `lbctl status` and friends against real control sockets (served in-process by
+//! `common::ctl`): a daemon that does not answer, a permission error for a user outside
+//! root and the k3s-ha group, and the answer rendered for one that does answer.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::ctl::{self, Request, Response};
+
+fn lbctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lbctl"))
+}
+
+/// Serve a fake vrrpd on `dir/vrrpd.sock` on a background thread until the returned
+/// sender is dropped.
+fn fake_vrrpd(dir: &Path) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let path = ctl::socket_path(dir, "vrrpd");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let stop = async {
+                while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            ctl::serve(
+                &path,
+                |req: Request| async move {
+                    match req.cmd.as_str() {
+                        "status" => Response::ok(serde_json::json!({
+                            "node": "s1", "state": "master", "base_priority": 200,
+                            "effective_priority": 200, "master": "10.0.0.1",
+                            "vips": ["10.0.0.100"], "maintenance": false, "fault": false
+                        })),
+                        other => Response::err(format!("unknown command {other:?}")),
+                    }
+                },
+                stop,
+            )
+            .await
+            .unwrap();
+        });
+    });
+    let sock = ctl::socket_path(dir, "vrrpd");
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tx
+}
+
+#[test]
+fn status_reports_a_missing_daemon_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lbctl()
+        .args(["status", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("vrrpd: vrrpd is not running here: nothing answers on"),
+        "{text}"
+    );
+    assert!(text.contains("lbd: lbd is not running here"), "{text}");
+    assert!(
+        String::from_utf8(out.stderr).unwrap().is_empty(),
+        "no stack trace"
+    );
+}
+
+#[test]
+fn status_renders_a_daemon_that_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let _stop = fake_vrrpd(dir.path());
+    let out = lbctl()
+        .args(["status", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("VRRP master (priority 200, base 200); VIP 10.0.0.100 held here"),
+        "{text}"
+    );
+    let out = lbctl()
+        .args(["status", "--json", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["vrrp"]["state"], "master");
+    assert!(v["lbd"]["error"].as_str().unwrap().contains("not running"));
+}
+
+#[test]
+fn a_user_outside_root_and_k3s_ha_gets_a_permission_error() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP (needs root to switch to user nobody): permission error test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Let `nobody` reach the socket file itself, so the socket's own 0660 mode is tested.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let _stop = fake_vrrpd(dir.path());
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["maintenance", "on", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "error: permission denied on {}: run as root or as a member of group k3s-ha\n",
+            dir.path().join("vrrpd.sock").display()
+        )
+    );
+}
