@@ -2,6 +2,8 @@
 //! `common::ctl`): a daemon that does not answer, a permission error for a user outside
 //! root and the k3s-ha group, and the answer rendered for one that does answer.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
