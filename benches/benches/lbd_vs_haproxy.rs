@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use benches::{
     cpu_time, free_port, percentile, raise_nofile, rss_kib, tail, threads, wait_listening,
-    workspace_root, write_file, ChildGuard,
+    write_file, ChildGuard,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -362,44 +362,7 @@ max_connections = {maxconn}
 
 /// The lbd binary: `LBD_BIN`, or a fresh `cargo build --release -p lbd` (bounded 20 min).
 fn lbd_binary() -> Result<PathBuf> {
-    if let Ok(bin) = std::env::var("LBD_BIN") {
-        let mut bin = PathBuf::from(bin);
-        // cargo runs benches from the crate directory: take a relative path as relative
-        // to the workspace root, where the command was most likely typed.
-        if bin.is_relative() && !bin.exists() {
-            bin = workspace_root().join(bin);
-        }
-        if !bin.exists() {
-            bail!("LBD_BIN={} does not exist", bin.display());
-        }
-        return Ok(bin);
-    }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("building lbd: {cargo} build --release -p lbd");
-    let mut child = Command::new(&cargo)
-        .args(["build", "--release", "-p", "lbd", "--bin", "lbd"])
-        .current_dir(&root)
-        .spawn()
-        .context("starting cargo build")?;
-    let deadline = Instant::now() + Duration::from_secs(20 * 60);
-    let status = loop {
-        if let Some(s) = child.try_wait().context("waiting for cargo")? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("cargo build --release -p lbd took over 20 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if !status.success() {
-        bail!("cargo build --release -p lbd failed ({status})");
-    }
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    Ok(target.join("release").join("lbd"))
+    benches::release_binary("lbd", "LBD_BIN")
 }
 
 /// Waits until a 16-byte echo through `addr` comes back (the proxy is up and its health

@@ -212,42 +212,7 @@ fn run() -> Result<()> {
 
 /// The vrrpd binary: `VRRPD_BIN`, or a fresh `cargo build --release -p vrrpd` (bounded).
 fn vrrpd_binary() -> Result<PathBuf> {
-    if let Ok(bin) = std::env::var("VRRPD_BIN") {
-        let mut bin = PathBuf::from(bin);
-        if bin.is_relative() && !bin.exists() {
-            bin = workspace_root().join(bin);
-        }
-        if !bin.exists() {
-            bail!("VRRPD_BIN={} does not exist", bin.display());
-        }
-        return Ok(bin);
-    }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("building vrrpd: {cargo} build --release -p vrrpd");
-    let mut child = Command::new(&cargo)
-        .args(["build", "--release", "-p", "vrrpd", "--bin", "vrrpd"])
-        .current_dir(&root)
-        .spawn()
-        .context("starting cargo build")?;
-    let deadline = Instant::now() + Duration::from_secs(20 * 60);
-    let status = loop {
-        if let Some(s) = child.try_wait().context("waiting for cargo")? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("cargo build --release -p vrrpd took over 20 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if !status.success() {
-        bail!("cargo build --release -p vrrpd failed ({status})");
-    }
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    Ok(target.join("release").join("vrrpd"))
+    benches::release_binary("vrrpd", "VRRPD_BIN")
 }
 
 fn vip() -> IpAddr {

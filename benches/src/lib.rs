@@ -18,6 +18,48 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| here.to_path_buf(), Path::to_path_buf)
 }
 
+/// The release binary `name` of this workspace: `$ENV_VAR` when set (relative paths are
+/// taken from the workspace root, where the command was most likely typed), else built
+/// now with `cargo build --release -p NAME` (bounded to 20 minutes).
+pub fn release_binary(name: &str, env_var: &str) -> Result<PathBuf> {
+    if let Ok(bin) = std::env::var(env_var) {
+        let mut bin = PathBuf::from(bin);
+        if bin.is_relative() && !bin.exists() {
+            bin = workspace_root().join(bin);
+        }
+        if !bin.exists() {
+            bail!("{env_var}={} does not exist", bin.display());
+        }
+        return Ok(bin);
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building {name}: {cargo} build --release -p {name}");
+    let mut child = Command::new(&cargo)
+        .args(["build", "--release", "-p", name, "--bin", name])
+        .current_dir(&root)
+        .spawn()
+        .context("starting cargo build")?;
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    let status = loop {
+        if let Some(s) = child.try_wait().context("waiting for cargo")? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("cargo build --release -p {name} took over 20 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        bail!("cargo build --release -p {name} failed ({status})");
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    Ok(target.join("release").join(name))
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;

@@ -283,7 +283,7 @@ pub fn http_get(
         let _ = write!(
             req,
             "Authorization: Basic {}\r\n",
-            base64(&format!("{u}:{p}"))
+            crate::install::base64(format!("{u}:{p}").as_bytes())
         );
     }
     req.push_str("\r\n");
@@ -302,25 +302,6 @@ pub fn http_get(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("{addr}: bad status line"))?;
     Ok((code, rest.to_owned()))
-}
-
-fn base64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// One server's stats page, or why it could not be read.
@@ -429,21 +410,6 @@ pub fn cluster_status(c: &Cluster) -> (ClusterViews, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i), o);
-        }
-    }
 
     #[test]
     fn table_pads_columns() {

@@ -22,6 +22,7 @@ mod dns;
 mod ingress;
 mod k3s;
 mod text;
+pub(crate) use text::base64;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ pub(super) fn q(s: &str) -> String {
 }
 
 /// Standard base64 with padding (RFC 4648 section 4), for Secret `data`.
-pub(super) fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
