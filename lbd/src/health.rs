@@ -370,6 +370,18 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CheckConfigEr
         .collect()
 }
 
+/// A TLS client that accepts any server certificate (a liveness probe, not an identity
+/// check) and presents none: what a check without `ca` uses, and what the lab's client
+/// uses against its self-signed stand-ins.
+pub fn unverified_client_config() -> Result<ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_no_client_auth())
+}
+
 /// Accepts any server certificate, but still checks the handshake signatures against it.
 #[derive(Debug)]
 struct AnyServerCert(Arc<CryptoProvider>);
