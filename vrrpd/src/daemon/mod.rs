@@ -67,8 +67,6 @@ struct Inst {
     held: Vec<IpAddr>,
     /// `HandoverDone` seen.
     done: bool,
-    /// IPv4 packets whose IP header did not parse (never reach the core).
-    bad_ip_header: u64,
     /// A handover release waiting out [`RELEASE_LINGER`].
     release_at: Option<Instant>,
     /// `family = ipv4|ipv6`, entered around every call into the core so that its own log
@@ -193,7 +191,6 @@ async fn run_inner(
             plan,
             held: Vec::new(),
             done: false,
-            bad_ip_header: 0,
             release_at: None,
         })
         .collect();
@@ -431,8 +428,9 @@ impl Daemon {
                 self.drain(i).await;
             }
             Ok(Rx::BadIpHeader(reason)) => {
+                // Counted in the core's drop map, beside every other reason.
                 if let Some(inst) = self.insts.get_mut(i) {
-                    inst.bad_ip_header += 1;
+                    inst.with(|c| c.count_drop(reason));
                 }
                 debug!(reason, "dropped a packet with a bad IPv4 header");
             }
@@ -765,10 +763,6 @@ impl Daemon {
                     m.insert("family".into(), json!(i.plan.family()));
                     m.insert("primary".into(), json!(i.plan.cfg.primary));
                     m.insert("vips_on_interface".into(), json!(i.held));
-                    m.insert(
-                        "shell_drops".into(),
-                        json!({ "ip-header": i.bad_ip_header }),
-                    );
                 }
                 v
             })
