@@ -261,14 +261,7 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
     let svc = cluster
         .services
         .iter()
-        .find(|s| {
-            s.listen
-                == if api {
-                    c.api_port_listen()
-                } else {
-                    c.http_port_listen()
-                }
-        })
+        .find(|s| s.listen == if api { c.api_port } else { c.http_port })
         .ok_or_else(|| anyhow!("service missing"))?;
     let (svc_name, check) = (svc.name.clone(), svc.check.clone());
     let probe = c.probe(api)?;
@@ -303,9 +296,9 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
         "app-node-failure"
     };
     let via = if api {
-        format!("https://VIP:{}/version", c.api_port_listen())
+        format!("https://VIP:{}/version", c.api_port)
     } else {
-        format!("http://VIP:{}/", c.http_port_listen())
+        format!("http://VIP:{}/", c.http_port)
     };
     Ok(ScenarioReport {
         name: name.into(),
@@ -324,15 +317,6 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
         ],
         outcome: out,
     })
-}
-
-impl Ctx<'_> {
-    fn api_port_listen(&self) -> u16 {
-        self.api_port
-    }
-    fn http_port_listen(&self) -> u16 {
-        self.http_port
-    }
 }
 
 /// The stand-in application on one node stops; lbd takes it out and back in.
