@@ -264,6 +264,7 @@ async fn run_inner(
     let mut shutdown_seen = false;
     let mut buf0 = vec![0u8; 65536];
     let mut buf1 = vec![0u8; 65536];
+    let timer = crate::io::DeadlineTimer::new();
     loop {
         if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done && i.release_at.is_none())
         {
@@ -273,7 +274,7 @@ async fn run_inner(
         let deadline = d.next_deadline();
         let sleep = async {
             match deadline {
-                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                Some(t) => timer.sleep_until(t).await,
                 None => std::future::pending().await,
             }
         };
