@@ -783,7 +783,10 @@ fn map_keepalived(src: &Source, draft: &mut Draft, first: bool, notes: &mut Note
             }
             "vmac_xmit_base" => notes.add(f, line, k.key(), "vrrpd sends adverts from the virtual MAC interface"),
             "accept" => v.accept_mode = Some(true),
-            "no_accept" => v.accept_mode = Some(false),
+            "no_accept" => {
+                v.accept_mode = Some(false);
+                notes.add(f, line, k.key(), "vrrpd then answers ARP / ND for the VIP but does not add it: nothing on the node, lbd included, accepts traffic to the VIP; drop accept_mode = false if lbd serves on it");
+            }
             "version" => match k.arg(1) {
                 Some("2") => inst_version = Some(2),
                 Some("3") => inst_version = Some(3),

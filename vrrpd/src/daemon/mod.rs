@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::core::{Action, Instance, Received, State};
 use crate::io::socket::Rx;
-use crate::io::{Announcer, Interface, LinkEvents, Netlink, VrrpSocket};
+use crate::io::{Announcer, Interface, LinkEvents, Netlink, Responder, VrrpSocket};
 use map::InstancePlan;
 use track::{TrackUpdate, Tracking};
 
@@ -65,6 +65,8 @@ struct Inst {
     core: Instance,
     /// VIPs this process added and has not removed yet.
     held: Vec<IpAddr>,
+    /// `accept_mode = false`: the VIPs are answered by the [`Responder`] (not added).
+    answering: bool,
     /// `HandoverDone` seen.
     done: bool,
     /// A handover release waiting out [`RELEASE_LINGER`].
@@ -90,6 +92,8 @@ struct Daemon {
     iface: Interface,
     nl: Netlink,
     announcer: Announcer,
+    /// ARP / ND answers for the VIPs when `accept_mode = false`.
+    responder: Option<Responder>,
     insts: Vec<Inst>,
     socks: Vec<VrrpSocket>,
     tracking: Tracking,
@@ -149,6 +153,23 @@ async fn run_inner(
     warn_unsupported(&cluster);
     let nl = Netlink::new().context("opening netlink")?;
     let announcer = Announcer::new(&iface.name).context("opening the announce socket")?;
+    let responder = if cluster.vrrp.accept_mode {
+        None
+    } else {
+        let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
+        let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
+        info!("accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them");
+        if !cluster.services.is_empty() {
+            warn!(
+                services = cluster.services.len(),
+                "accept_mode = false: traffic to the VIP reaches nothing on this node, lbd's services included"
+            );
+        }
+        Some(
+            Responder::spawn(&iface.name, iface.index, v4, v6)
+                .context("opening the ARP / ND responder")?,
+        )
+    };
     let mut socks = Vec::new();
     for p in &plans {
         let s = if p.cfg.primary.is_ipv6() {
@@ -190,6 +211,7 @@ async fn run_inner(
             span: tracing::info_span!("instance", family = plan.family()),
             plan,
             held: Vec::new(),
+            answering: false,
             done: false,
             release_at: None,
         })
@@ -203,6 +225,7 @@ async fn run_inner(
         iface,
         nl,
         announcer,
+        responder,
         insts,
         socks,
         tracking: Tracking::default(),
@@ -373,9 +396,6 @@ fn warn_unsupported(cluster: &Cluster) {
     if cluster.vrrp.virtual_mac {
         warn!("vrrp.virtual_mac is not implemented: the VIP uses the interface's own MAC");
     }
-    if !cluster.vrrp.accept_mode {
-        warn!("vrrp.accept_mode = false is not enforced: the master answers on the VIP");
-    }
 }
 
 /// On taking over, hold and announce the VIP before the advert that makes the old master
@@ -473,6 +493,15 @@ impl Daemon {
             Action::AddVips => {
                 let inst = &mut self.insts[i];
                 inst.release_at = None;
+                // The address owner (priority 255) accepts whatever accept_mode says.
+                if self.responder.is_some() && inst.plan.cfg.priority != 255 {
+                    if !inst.answering {
+                        inst.answering = true;
+                        info!(vips = ?inst.plan.cfg.vips, "VIP answered by ARP / ND (accept_mode = false)");
+                    }
+                    self.update_responder();
+                    return;
+                }
                 for vip in inst.plan.cfg.vips.clone() {
                     match self
                         .nl
@@ -492,7 +521,7 @@ impl Daemon {
             Action::RemoveVips => {
                 let handing_over = self.shutdown_started.is_some()
                     || self.insts[i].core.status(Instant::now()).maintenance;
-                if handing_over && !self.insts[i].held.is_empty() {
+                if handing_over && (!self.insts[i].held.is_empty() || self.insts[i].answering) {
                     let at = Instant::now() + RELEASE_LINGER;
                     self.insts[i].release_at = Some(at);
                     debug!(
@@ -534,7 +563,24 @@ impl Daemon {
         }
     }
 
+    /// Tell the responder the VIPs of every instance that answers for them now.
+    fn update_responder(&self) {
+        if let Some(r) = &self.responder {
+            let vips = self
+                .insts
+                .iter()
+                .filter(|i| i.answering)
+                .flat_map(|i| i.plan.cfg.vips.iter().copied())
+                .collect();
+            r.set(vips);
+        }
+    }
+
     async fn remove_vips(&mut self, i: usize) {
+        if std::mem::take(&mut self.insts[i].answering) {
+            info!(vips = ?self.insts[i].plan.cfg.vips, "VIP no longer answered");
+            self.update_responder();
+        }
         let inst = &mut self.insts[i];
         let mut vips = std::mem::take(&mut inst.held);
         for v in &inst.plan.cfg.vips {
@@ -707,6 +753,9 @@ impl Daemon {
         if families(&mut plans.iter()) != families(&mut self.insts.iter().map(|i| &i.plan)) {
             bail!("the VIP address families changed: restart vrrpd for that");
         }
+        if new.vrrp.accept_mode != self.cluster.vrrp.accept_mode {
+            bail!("vrrp.accept_mode changed: restart vrrpd for that");
+        }
         warn_unsupported(&new);
         let now = Instant::now();
         self.cluster = new;
@@ -764,6 +813,8 @@ impl Daemon {
                     m.insert("family".into(), json!(i.plan.family()));
                     m.insert("primary".into(), json!(i.plan.cfg.primary));
                     m.insert("vips_on_interface".into(), json!(i.held));
+                    let answered: &[IpAddr] = if i.answering { &i.plan.cfg.vips } else { &[] };
+                    m.insert("vips_answered".into(), json!(answered));
                 }
                 v
             })
@@ -777,6 +828,10 @@ impl Daemon {
             m.insert("version".into(), json!(self.cluster.vrrp.version));
             m.insert("instances".into(), Value::Array(instances));
             m.insert("tracking".into(), self.tracking.to_json());
+            m.insert("accept_mode".into(), json!(self.cluster.vrrp.accept_mode));
+            if let Some(r) = &self.responder {
+                m.insert("responder".into(), r.counters_json());
+            }
             m.insert(
                 "config".into(),
                 json!(self

@@ -14,12 +14,12 @@ use socket2::{Domain, Socket, Type};
 use super::iface::link_addr;
 use super::IoError;
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 const BROADCAST: [u8; 6] = [0xff; 6];
 /// ff02::1 (all nodes) and its Ethernet multicast address 33:33:00:00:00:01.
-const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+pub(crate) const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+pub(crate) const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 
 /// Sends announcements on one interface.
 #[derive(Debug)]
@@ -89,34 +89,61 @@ pub fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
 /// An unsolicited neighbour advertisement for `vip` from `vip` to all nodes, with the
 /// override flag and the target link-layer address option (RFC 4861 4.4, 7.2.6).
 pub fn unsolicited_na_frame(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
+    na_frame(mac, vip, ALL_NODES, ALL_NODES_MAC, false)
+}
+
+/// A neighbour advertisement for `target` (sent from `target`) to `dst` / `dst_mac`:
+/// override flag always, solicited flag when it answers a solicitation (RFC 4861 7.2.4),
+/// and the target link-layer address option carrying `mac`.
+pub fn na_frame(
+    mac: [u8; 6],
+    target: Ipv6Addr,
+    dst: Ipv6Addr,
+    dst_mac: [u8; 6],
+    solicited: bool,
+) -> Vec<u8> {
     // ICMPv6 NA: type, code, checksum, flags(R S O) + reserved, target, option(2, 1, mac).
     let mut icmp = Vec::with_capacity(32);
     icmp.push(136);
     icmp.push(0);
     icmp.extend_from_slice(&[0, 0]);
-    icmp.extend_from_slice(&0x2000_0000u32.to_be_bytes()); // O (override) only
-    icmp.extend_from_slice(&vip.octets());
+    let flags: u32 = 0x2000_0000 | if solicited { 0x4000_0000 } else { 0 };
+    icmp.extend_from_slice(&flags.to_be_bytes());
+    icmp.extend_from_slice(&target.octets());
     icmp.push(2); // target link-layer address
     icmp.push(1); // length in units of 8 bytes
     icmp.extend_from_slice(&mac);
-    let csum = icmpv6_checksum(vip, ALL_NODES, &icmp);
+    let csum = icmpv6_checksum(target, dst, &icmp);
     icmp[2..4].copy_from_slice(&csum.to_be_bytes());
 
     let mut f = Vec::with_capacity(14 + 40 + icmp.len());
-    eth_header(&mut f, ALL_NODES_MAC, mac, ETH_P_IPV6);
+    eth_header(&mut f, dst_mac, mac, ETH_P_IPV6);
     f.extend_from_slice(&0x6000_0000u32.to_be_bytes()); // version 6, tc 0, flow 0
     let len = u16::try_from(icmp.len()).unwrap_or(u16::MAX);
     f.extend_from_slice(&len.to_be_bytes());
     f.push(58); // next header ICMPv6
     f.push(255); // hop limit (RFC 4861 requires 255)
-    f.extend_from_slice(&vip.octets());
-    f.extend_from_slice(&ALL_NODES.octets());
+    f.extend_from_slice(&target.octets());
+    f.extend_from_slice(&dst.octets());
     f.extend_from_slice(&icmp);
     f
 }
 
+/// An ARP reply: `vip` is at `mac`, to the asker (`to_mac`, `to_ip`).
+pub fn arp_reply_frame(mac: [u8; 6], vip: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    eth_header(&mut f, to_mac, mac, ETH_P_ARP);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]); // Ethernet, IPv4, 6, 4, reply
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&vip.octets());
+    f.extend_from_slice(&to_mac);
+    f.extend_from_slice(&to_ip.octets());
+    f.resize(60, 0);
+    f
+}
+
 /// The ICMPv6 checksum over the IPv6 pseudo-header and the message (checksum field zero).
-fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+pub(crate) fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |bytes: &[u8]| {
         for pair in bytes.chunks(2) {

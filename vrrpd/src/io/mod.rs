@@ -10,6 +10,8 @@
 //!   (rtnetlink, `RTNLGRP_LINK`).
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements, built here and
 //!   sent on an `AF_PACKET` socket from the interface's MAC.
+//! - [`responder`]: `accept_mode = false`: answer ARP / neighbour solicitations for the
+//!   VIPs without adding them (so nothing on the node accepts their traffic).
 //! - [`timer`]: the deadline timer (`timerfd`, microseconds; tokio's wheel is 1-2 ms late).
 //!
 //! Nothing in here decides anything: the core ([`crate::core`]) does.
@@ -17,12 +19,14 @@
 pub mod announce;
 pub mod iface;
 pub mod netlink;
+pub mod responder;
 pub mod socket;
 pub mod timer;
 
 pub use announce::Announcer;
 pub use iface::Interface;
 pub use netlink::{LinkEvents, Netlink};
+pub use responder::Responder;
 pub use socket::{RxMeta, VrrpSocket};
 pub use timer::DeadlineTimer;
 
