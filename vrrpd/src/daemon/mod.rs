@@ -34,6 +34,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::core::{Action, Instance, Received, State};
 use crate::io::socket::Rx;
+use crate::io::vmac::{self, BaseSysctls, Vmac};
 use crate::io::{Announcer, Interface, LinkEvents, Netlink, Responder, VrrpSocket};
 use map::InstancePlan;
 use track::{TrackUpdate, Tracking};
@@ -67,6 +68,8 @@ struct Inst {
     held: Vec<IpAddr>,
     /// `accept_mode = false`: the VIPs are answered by the [`Responder`] (not added).
     answering: bool,
+    /// `virtual_mac = true`: the macvlan holding this instance's VIPs.
+    vmac: Option<Vmac>,
     /// `HandoverDone` seen.
     done: bool,
     /// A handover release waiting out [`RELEASE_LINGER`].
@@ -94,6 +97,8 @@ struct Daemon {
     announcer: Announcer,
     /// ARP / ND answers for the VIPs when `accept_mode = false`.
     responder: Option<Responder>,
+    /// Base interface sysctls changed for the virtual MACs, restored at exit.
+    base_sysctls: BaseSysctls,
     insts: Vec<Inst>,
     socks: Vec<VrrpSocket>,
     tracking: Tracking,
@@ -150,26 +155,8 @@ async fn run_inner(
 ) -> anyhow::Result<()> {
     let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
         .context("building the VRRP configuration")?;
-    warn_unsupported(&cluster);
     let nl = Netlink::new().context("opening netlink")?;
     let announcer = Announcer::new(&iface.name).context("opening the announce socket")?;
-    let responder = if cluster.vrrp.accept_mode {
-        None
-    } else {
-        let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
-        let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
-        info!("accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them");
-        if !cluster.services.is_empty() {
-            warn!(
-                services = cluster.services.len(),
-                "accept_mode = false: traffic to the VIP reaches nothing on this node, lbd's services included"
-            );
-        }
-        Some(
-            Responder::spawn(&iface.name, iface.index, v4, v6)
-                .context("opening the ARP / ND responder")?,
-        )
-    };
     let mut socks = Vec::new();
     for p in &plans {
         let s = if p.cfg.primary.is_ipv6() {
@@ -203,15 +190,59 @@ async fn run_inner(
         }
     }
 
+    let mut base_sysctls = BaseSysctls::default();
+    let mut vmacs = Vec::new();
+    for p in &plans {
+        if cluster.vrrp.virtual_mac {
+            let v6 = p.cfg.primary.is_ipv6();
+            match Vmac::create(&nl, &iface, cluster.vrrp.vrid, v6, &mut base_sysctls).await {
+                Ok(v) => vmacs.push(Some(v)),
+                Err(e) => {
+                    for v in vmacs.into_iter().flatten() {
+                        v.destroy(&nl).await;
+                    }
+                    vmac::restore_base(&mut base_sysctls);
+                    return Err(e).context("creating the virtual MAC interface");
+                }
+            }
+        } else {
+            vmacs.push(None);
+        }
+    }
+
+    let responder = if cluster.vrrp.accept_mode {
+        None
+    } else {
+        let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
+        let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
+        // With a virtual MAC too, answer with it (the VIP is still not added anywhere).
+        let mut vmac_macs = [None, None];
+        for v in vmacs.iter().flatten() {
+            vmac_macs[usize::from(v.v6)] = Some(v.mac);
+        }
+        info!("accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them");
+        if !cluster.services.is_empty() {
+            warn!(
+                services = cluster.services.len(),
+                "accept_mode = false: traffic to the VIP reaches nothing on this node, lbd's services included"
+            );
+        }
+        Some(
+            Responder::spawn(&iface.name, iface.index, v4, v6, vmac_macs)
+                .context("opening the ARP / ND responder")?,
+        )
+    };
     let now = Instant::now();
     let insts = plans
         .into_iter()
-        .map(|plan| Inst {
+        .zip(vmacs)
+        .map(|(plan, vmac)| Inst {
             core: Instance::new(plan.cfg.clone(), now),
             span: tracing::info_span!("instance", family = plan.family()),
             plan,
             held: Vec::new(),
             answering: false,
+            vmac,
             done: false,
             release_at: None,
         })
@@ -226,6 +257,7 @@ async fn run_inner(
         nl,
         announcer,
         responder,
+        base_sysctls,
         insts,
         socks,
         tracking: Tracking::default(),
@@ -287,6 +319,8 @@ async fn run_inner(
     let mut shutdown_seen = false;
     let mut buf0 = vec![0u8; 65536];
     let mut buf1 = vec![0u8; 65536];
+    let mut vbuf0 = vec![0u8; 65536];
+    let mut vbuf1 = vec![0u8; 65536];
     let timer = crate::io::DeadlineTimer::new();
     loop {
         if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done && i.release_at.is_none())
@@ -314,6 +348,26 @@ async fn run_inner(
                 None => std::future::pending().await,
             }
         };
+        // Virtual MAC sockets: adverts from other nodes' identical virtual MAC.
+        let vsock = |i: usize| {
+            d.insts
+                .get(i)
+                .and_then(|x| x.vmac.as_ref())
+                .map(|v| &v.sock)
+        };
+        let (v0, v1) = (vsock(0), vsock(1));
+        let vrx0 = async {
+            match v0 {
+                Some(s) => s.recv(&mut vbuf0).await,
+                None => std::future::pending().await,
+            }
+        };
+        let vrx1 = async {
+            match v1 {
+                Some(s) => s.recv(&mut vbuf1).await,
+                None => std::future::pending().await,
+            }
+        };
         let link_ev = async {
             match link_events.as_mut() {
                 Some(l) => l.next().await,
@@ -334,6 +388,8 @@ async fn run_inner(
             }
             r = rx0 => d.on_rx(0, r).await,
             r = rx1 => d.on_rx(1, r).await,
+            r = vrx0 => d.on_rx(0, r).await,
+            r = vrx1 => d.on_rx(1, r).await,
             ev = link_ev => match ev {
                 Some(up) => d.set_link(Instant::now(), up).await,
                 None => {
@@ -382,6 +438,12 @@ async fn run_inner(
     for i in 0..d.insts.len() {
         d.remove_vips(i).await;
     }
+    for i in 0..d.insts.len() {
+        if let Some(v) = d.insts[i].vmac.take() {
+            v.destroy(&d.nl).await;
+        }
+    }
+    vmac::restore_base(&mut d.base_sysctls);
     for t in d.trackers.drain(..) {
         t.abort();
     }
@@ -390,12 +452,8 @@ async fn run_inner(
     Ok(())
 }
 
-/// Settings the model accepts that this shell does not implement yet: say so at start
-/// (and on reload) rather than pretend.
-fn warn_unsupported(cluster: &Cluster) {
-    if cluster.vrrp.virtual_mac {
-        warn!("vrrp.virtual_mac is not implemented: the VIP uses the interface's own MAC");
-    }
+fn vip_is_v6(vips: &[IpAddr]) -> bool {
+    vips.first().is_some_and(IpAddr::is_ipv6)
 }
 
 /// On taking over, hold and announce the VIP before the advert that makes the old master
@@ -483,7 +541,11 @@ impl Daemon {
         match action {
             Action::Send { dst, payload } => {
                 let src = self.insts[i].plan.cfg.primary;
-                if let Some(sock) = self.socks.get(i) {
+                let sock = match &self.insts[i].vmac {
+                    Some(v) => Some(&v.sock),
+                    None => self.socks.get(i),
+                };
+                if let Some(sock) = sock {
                     if let Err(e) = sock.send(src, dst, &payload).await {
                         // Link down or no route: the core's timers carry on regardless.
                         debug!(error = %e, "advert not sent");
@@ -502,17 +564,26 @@ impl Daemon {
                     self.update_responder();
                     return;
                 }
+                // On a virtual MAC interface as a host address: the subnet route stays
+                // on the base interface.
+                let (index, prefix) = match &inst.vmac {
+                    Some(v) => (
+                        v.index,
+                        if vip_is_v6(&inst.plan.cfg.vips) {
+                            128
+                        } else {
+                            32
+                        },
+                    ),
+                    None => (self.iface.index, inst.plan.prefix),
+                };
                 for vip in inst.plan.cfg.vips.clone() {
-                    match self
-                        .nl
-                        .add_addr(self.iface.index, vip, inst.plan.prefix)
-                        .await
-                    {
+                    match self.nl.add_addr(index, vip, prefix).await {
                         Ok(_) => {
                             if !inst.held.contains(&vip) {
                                 inst.held.push(vip);
                             }
-                            info!(vip = %vip, prefix = inst.plan.prefix, "VIP added");
+                            info!(vip = %vip, prefix, "VIP added");
                         }
                         Err(e) => error!(vip = %vip, error = %e, "could not add the VIP"),
                     }
@@ -533,8 +604,12 @@ impl Daemon {
                 }
             }
             Action::Announce => {
+                let announcer = match &self.insts[i].vmac {
+                    Some(v) => &v.announcer,
+                    None => &self.announcer,
+                };
                 for vip in self.insts[i].plan.cfg.vips.clone() {
-                    if let Err(e) = self.announcer.announce(vip) {
+                    if let Err(e) = announcer.announce(vip) {
                         debug!(vip = %vip, error = %e, "announcement not sent");
                     }
                 }
@@ -592,7 +667,8 @@ impl Daemon {
             if vip == self.node.address || Some(vip) == self.node.address6.map(IpAddr::V6) {
                 continue; // never remove the node's own address (priority-255 owner)
             }
-            match self.nl.del_addr(self.iface.index, vip).await {
+            let index = inst.vmac.as_ref().map_or(self.iface.index, |v| v.index);
+            match self.nl.del_addr(index, vip).await {
                 Ok(true) => info!(vip = %vip, "VIP removed"),
                 Ok(false) => {}
                 Err(e) => {
@@ -756,7 +832,9 @@ impl Daemon {
         if new.vrrp.accept_mode != self.cluster.vrrp.accept_mode {
             bail!("vrrp.accept_mode changed: restart vrrpd for that");
         }
-        warn_unsupported(&new);
+        if new.vrrp.virtual_mac != self.cluster.vrrp.virtual_mac {
+            bail!("vrrp.virtual_mac changed: restart vrrpd for that");
+        }
         let now = Instant::now();
         self.cluster = new;
         self.node = node;
@@ -815,6 +893,12 @@ impl Daemon {
                     m.insert("vips_on_interface".into(), json!(i.held));
                     let answered: &[IpAddr] = if i.answering { &i.plan.cfg.vips } else { &[] };
                     m.insert("vips_answered".into(), json!(answered));
+                    if let Some(v) = &i.vmac {
+                        m.insert(
+                            "virtual_mac".into(),
+                            json!({ "interface": v.name, "mac": vmac::fmt_mac(v.mac) }),
+                        );
+                    }
                 }
                 v
             })

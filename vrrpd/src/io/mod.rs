@@ -12,6 +12,8 @@
 //!   sent on an `AF_PACKET` socket from the interface's MAC.
 //! - [`responder`]: `accept_mode = false`: answer ARP / neighbour solicitations for the
 //!   VIPs without adding them (so nothing on the node accepts their traffic).
+//! - [`vmac`]: `virtual_mac = true`: the macvlan with the RFC's virtual router MAC that
+//!   holds the VIP and sends the adverts and announcements.
 //! - [`timer`]: the deadline timer (`timerfd`, microseconds; tokio's wheel is 1-2 ms late).
 //!
 //! Nothing in here decides anything: the core ([`crate::core`]) does.
@@ -22,6 +24,7 @@ pub mod netlink;
 pub mod responder;
 pub mod socket;
 pub mod timer;
+pub mod vmac;
 
 pub use announce::Announcer;
 pub use iface::Interface;

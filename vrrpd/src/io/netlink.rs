@@ -8,7 +8,7 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{LinkFlags, LinkMessage, MacVlanMode};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, MulticastGroup};
 
@@ -113,6 +113,76 @@ impl Netlink {
             }
         }
         Ok(removed)
+    }
+
+    /// The index of the interface called `name`, if there is one.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, IoError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(m) => Ok(m.map(|m| m.header.index)),
+            // ENODEV: no such link.
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(IoError::Netlink {
+                what: format!("get link {name}"),
+                err: source,
+            }),
+        }
+    }
+
+    /// Create a macvlan `name` on interface `base` (mode private: it hears nothing its
+    /// siblings send) with link address `mac`, still down. Returns its index.
+    pub async fn add_macvlan(&self, name: &str, base: u32, mac: [u8; 6]) -> Result<u32, IoError> {
+        let msg = rtnetlink::LinkMacVlan::new(name, base, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("create macvlan {name}"),
+                err: source,
+            })?;
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| IoError::NoSuchInterface(name.to_owned()))
+    }
+
+    /// Set link `index` administratively up.
+    pub async fn set_up(&self, index: u32) -> Result<(), IoError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("set link {index} up"),
+                err: source,
+            })
+    }
+
+    /// Delete link `index`.
+    pub async fn del_link(&self, index: u32) -> Result<(), IoError> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("delete link {index}"),
+                err: source,
+            })
     }
 
     /// Is interface `index` up with carrier right now?

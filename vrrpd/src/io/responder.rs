@@ -265,7 +265,15 @@ pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
 
 impl Responder {
     /// Open the sockets on `ifname` (index `ifindex`) and start answering for nothing.
-    pub fn spawn(ifname: &str, ifindex: u32, v4: bool, v6: bool) -> Result<Responder, IoError> {
+    /// `vmacs`: the MAC to answer with per family (IPv4, IPv6) when it is not the
+    /// interface's own (`virtual_mac = true`).
+    pub fn spawn(
+        ifname: &str,
+        ifindex: u32,
+        v4: bool,
+        v6: bool,
+        vmacs: [Option<[u8; 6]>; 2],
+    ) -> Result<Responder, IoError> {
         let arp = if v4 {
             Some(packet_socket(ifname, ETH_P_ARP)?)
         } else {
@@ -284,6 +292,7 @@ impl Responder {
             arp,
             ns,
             rx,
+            vmacs,
             Arc::clone(&counters),
         ));
         Ok(Responder {
@@ -335,6 +344,7 @@ async fn run(
     arp: Option<AsyncFd<Socket>>,
     ns: Option<AsyncFd<Socket>>,
     mut vips: watch::Receiver<Vec<IpAddr>>,
+    vmacs: [Option<[u8; 6]>; 2],
     counters: Arc<ResponderCounters>,
 ) {
     let mut buf_arp = vec![0u8; 2048];
@@ -375,7 +385,10 @@ async fn run(
                 continue;
             }
         };
-        let Some(mac) = ll.addr() else { continue };
+        let is_v6 = frame.get(12..14) == Some(&ETH_P_IPV6.to_be_bytes()[..]);
+        let Some(mac) = vmacs[usize::from(is_v6)].or_else(|| ll.addr()) else {
+            continue;
+        };
         match answer(frame, mac, &current) {
             Ok(reply) => {
                 let is_arp = reply.get(12..14) == Some(&ETH_P_ARP.to_be_bytes()[..]);

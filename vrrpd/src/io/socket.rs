@@ -125,6 +125,30 @@ impl VrrpSocket {
         self.v6
     }
 
+    /// Receive only frames whose Ethernet source is `mac` (a classic BPF filter reading
+    /// the link-layer header at `SKF_LL_OFF`). For a virtual MAC's macvlan: the kernel
+    /// hands it the adverts other nodes send from the same virtual MAC (the base interface
+    /// never sees those), while every other frame also reaches the base interface's
+    /// socket and must not be read twice.
+    pub fn only_from_mac(self, mac: [u8; 6]) -> Result<VrrpSocket, IoError> {
+        const SKF_LL_OFF: u32 = 0xffe0_0000; // -0x200000
+        let hi = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
+        let lo = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
+        let prog = [
+            socket2::SockFilter::new(0x20, 0, 0, SKF_LL_OFF + 6), // ld [src mac 0..4]
+            socket2::SockFilter::new(0x15, 0, 3, hi),             // jeq hi, next, drop
+            socket2::SockFilter::new(0x28, 0, 0, SKF_LL_OFF + 10), // ldh [src mac 4..6]
+            socket2::SockFilter::new(0x15, 0, 1, lo),             // jeq lo, accept, drop
+            socket2::SockFilter::new(0x06, 0, 0, 0xffff),         // accept
+            socket2::SockFilter::new(0x06, 0, 0, 0),              // drop
+        ];
+        self.fd
+            .get_ref()
+            .attach_filter(&prog)
+            .map_err(|e| IoError::sys("VRRP socket: SO_ATTACH_FILTER", e))?;
+        Ok(self)
+    }
+
     /// Wait for the next packet; the VRRP message is returned as a slice of `buf`.
     pub async fn recv<'b>(&self, buf: &'b mut [u8]) -> Result<Rx<'b>, IoError> {
         if self.v6 {
