@@ -35,7 +35,7 @@
 //! sequence, the same for both implementations).
 //!
 //! Knobs (environment): `VRRPD_BIN` (default: `cargo build --release -p vrrpd`),
-//! `VRRP_BENCH_RUNS` (runs per event; default 5 at 1 s, 9 at 100 ms),
+//! `VRRP_BENCH_RUNS` (runs per event; default 5 at 1 s, 15 at 100 ms),
 //! `VRRP_BENCH_INTERVALS` (comma list in ms, default `1000,100`), `VRRP_BENCH_IDLE_SECS`
 //! (default 20). The listener is this binary re-executed with `VRRP_BENCH_ROLE=listener`.
 
@@ -63,7 +63,7 @@ const NS_PREFIX: &str = "vrbench";
 const PORT: u16 = 7788;
 /// A probe with no answer after this long has failed (well under TCP's 1 s SYN retry).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
-const LINK_PROBE_EVERY: Duration = Duration::from_millis(5);
+const LINK_PROBE_EVERY: Duration = Duration::from_millis(2);
 const GRACEFUL_PROBE_EVERY: Duration = Duration::from_millis(20);
 /// Probes counted before an event (a probe in flight when it happened belongs to it).
 const BEFORE: Duration = Duration::from_millis(50);
@@ -172,7 +172,7 @@ fn run() -> Result<()> {
     let mut results = Vec::new();
     for (k, &ms) in intervals.iter().enumerate() {
         let interval = Duration::from_millis(ms);
-        let runs = runs_override.unwrap_or(if ms >= 1000 { 5 } else { 9 });
+        let runs = runs_override.unwrap_or(if ms >= 1000 { 5 } else { 15 });
         // Alternate which implementation goes first, so a drift in machine load does not
         // always favour the same one.
         let order = if k % 2 == 0 {

@@ -64,7 +64,8 @@ pub struct Vrrp {
     pub preempt: bool,
     #[serde(with = "duration_ms")]
     pub preempt_delay: Duration,
-    /// Accept mode (RFC 5798 6.1): the master answers packets sent to the VIP.
+    /// Accept mode (RFC 5798 6.1): the master answers packets sent to the VIP. When false,
+    /// vrrpd answers ARP / ND for the VIP without adding it.
     pub accept_mode: bool,
     /// Drop adverts whose source is not a cluster node's address.
     pub only_cluster_nodes: bool,
@@ -80,7 +81,7 @@ pub struct Vrrp {
     /// Periodic re-announcement while master; zero disables.
     #[serde(with = "duration_ms")]
     pub garp_refresh: Duration,
-    /// Use the RFC virtual MAC 00-00-5E-00-01-{VRID} on a macvlan.
+    /// Use the RFC virtual MAC 00-00-5E-00-01-{VRID} (IPv6: -02-) on a macvlan.
     pub virtual_mac: bool,
     /// Command run on every transition, with the new state as its argument.
     pub notify: Option<String>,
