@@ -18,6 +18,11 @@
 //!   so vrrpd counts with its adverts silenced by maintenance.)
 //! - `unicast_interop_both_directions` (10.75, `unicast = true` / `unicast_peer`):
 //!   keepalived master with vrrpd backups, then vrrpd master with keepalived backup.
+//! - `virtual_mac_interop` (10.79, vrrpd `virtual_mac = true`, keepalived `use_vmac`):
+//!   keepalived master, vrrpd backups hear its adverts from the shared virtual MAC; link
+//!   loss moves the VIP to vrrpd, whose client entry is 00:00:5e:00:01:4f; keepalived
+//!   preempts back, hearing vrrpd's adverts from the same MAC. (keepalived as master lets
+//!   its base MAC leak into the client's entry: it leaves arp_announce at 0.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -362,4 +367,107 @@ fn unicast_interop_both_directions() {
     );
     no_drops(&c, 1);
     no_drops(&c, 2);
+}
+
+#[test]
+fn virtual_mac_interop() {
+    if skip("virtual_mac_interop") {
+        return;
+    }
+    let _g = serial();
+    let mut s = Settings::new(79);
+    s.vmac = true;
+    let mut c = TestCluster::new("79", s);
+    const VMAC: &str = "00:00:5e:00:01:4f";
+    // keepalived's macvlan is vrrp.<vrid>, vrrpd's vrrp4.<vrid>.
+    let holds = |c: &TestCluster, i: usize| {
+        let dev = if i == 0 { "vrrp.79" } else { "vrrp4.79" };
+        c.ns(&c.servers[i].name)
+            .has_addr(dev, c.vip4)
+            .unwrap_or(false)
+    };
+    let wait_holder = |c: &TestCluster, want: usize| {
+        let t0 = Instant::now();
+        loop {
+            let h: Vec<usize> = (0..3).filter(|&i| holds(c, i)).collect();
+            if h == [want] {
+                return t0.elapsed();
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                c.dump_logs();
+                panic!("holders {h:?}, wanted only {want}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    c.start_keepalived(0);
+    c.start(1);
+    c.start(2);
+    c.wait_ctl(1, Duration::from_secs(10));
+    c.wait_ctl(2, Duration::from_secs(10));
+    wait_holder(&c, 0);
+    std::thread::sleep(c.interval * 10);
+    for i in [1, 2] {
+        let st = c.status(i);
+        assert_eq!(st["state"], "backup", "{st:#}");
+        assert_eq!(st["master"], "10.79.0.11");
+        assert!(
+            st["counters"]["rx_adverts"].as_u64().unwrap() >= 5,
+            "{st:#}"
+        );
+        no_drops(&c, i);
+    }
+    let p = Prober::start(c.client(), c.vip4);
+    assert!(p
+        .wait_reply_after(Instant::now(), Duration::from_secs(3))
+        .is_some());
+    // keepalived 2.2.7 sets arp_ignore = 1 and arp_filter = 1 on the base interface for
+    // use_vmac but leaves arp_announce at 0: its own ARP request for the client, sent while
+    // replying from the VIP, teaches the client the base MAC. (vrrpd sets arp_announce = 2.)
+    let ka_arp_announce = c.ns("n1").sysctl_get("net.ipv4.conf.eth0.arp_announce");
+    eprintln!(
+        "MEASURED keepalived use_vmac master: client entry for the VIP {:?} (n1 base MAC {}, \
+         virtual {VMAC}); keepalived's arp_announce {:?}",
+        c.client_neighbour(c.vip4),
+        c.mac(0),
+        ka_arp_announce
+    );
+
+    let t_cut = Instant::now();
+    c.lab.set_cable("n1", false).unwrap();
+    wait_holder(&c, 1);
+    let reply = p
+        .wait_reply_after(Instant::now(), Duration::from_secs(5))
+        .expect("VIP answers again from vrrpd");
+    let bound = c.master_down(150) + MARGIN;
+    eprintln!(
+        "MEASURED keepalived use_vmac -> vrrpd virtual_mac: answering after {} ms (bound {} ms)",
+        ms(reply.duration_since(t_cut)),
+        ms(bound)
+    );
+    assert!(reply.duration_since(t_cut) <= bound);
+    // vrrpd's gratuitous ARP from the virtual MAC; and its arp_announce = 2 keeps it so.
+    std::thread::sleep(c.interval * 5);
+    assert_eq!(c.client_neighbour(c.vip4).as_deref(), Some(VMAC));
+    assert_eq!(
+        c.ns("n2")
+            .sysctl_get("net.ipv4.conf.eth0.arp_announce")
+            .unwrap(),
+        "2"
+    );
+
+    // keepalived returns and preempts: it must hear vrrpd's adverts from the shared MAC.
+    c.lab.set_cable("n1", true).unwrap();
+    wait_holder(&c, 0);
+    let t = Instant::now();
+    assert!(p.wait_reply_after(t, Duration::from_secs(3)).is_some());
+    std::thread::sleep(c.interval * 5);
+    assert_eq!(c.status(1)["state"], "backup");
+    no_drops(&c, 1);
+    no_drops(&c, 2);
+    let log = c.log(0);
+    assert!(
+        keepalived_errors(&log).is_empty(),
+        "keepalived complained:\n{log}"
+    );
 }

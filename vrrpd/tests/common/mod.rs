@@ -92,6 +92,9 @@ pub struct Settings {
     pub unicast: bool,
     /// Write the IPv4 VIP (default true; false with `ipv6_vip` gives an IPv6-only cluster).
     pub ipv4_vip: bool,
+    /// Virtual MAC: vrrpd `virtual_mac = true`, keepalived `use_vmac` (its VIP then goes on
+    /// its macvlan `vrrp.<vrid>`, so no `dev`).
+    pub vmac: bool,
 }
 
 impl Settings {
@@ -108,6 +111,7 @@ impl Settings {
             track: "lbd = \"off\"\n".into(),
             unicast: false,
             ipv4_vip: true,
+            vmac: false,
         }
     }
 }
@@ -130,6 +134,9 @@ pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
     }
     if s.unicast {
         t.push_str("unicast = true\n");
+    }
+    if s.vmac {
+        t.push_str("virtual_mac = true\n");
     }
     if let Some(c) = &s.checksum {
         t.push_str(&format!("checksum = \"{c}\"\n"));
@@ -247,7 +254,11 @@ impl TestCluster {
             ),
             None => String::new(),
         };
-        let vips = format!("        10.{n}.0.100/24 dev eth0\n");
+        let (vips, use_vmac) = if s.vmac {
+            (format!("        10.{n}.0.100/24\n"), "    use_vmac\n")
+        } else {
+            (format!("        10.{n}.0.100/24 dev eth0\n"), "")
+        };
         let unicast = if s.unicast {
             let peers: String = (1..=3)
                 .filter(|j| *j != k)
@@ -267,7 +278,7 @@ impl TestCluster {
         }
         format!(
             "global_defs {{\n    router_id n{k}\n    vrrp_version {v}\n    vrrp_garp_master_delay 0\n}}\n\
-             vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n{auth}{unicast}    virtual_ipaddress {{\n{vips}    }}\n}}\n{v6}",
+             vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {n}\n    priority {p}\n    advert_int {interval}\n{use_vmac}{auth}{unicast}    virtual_ipaddress {{\n{vips}    }}\n}}\n{v6}",
             v = s.version,
             p = s.priorities[i],
         )
