@@ -218,6 +218,60 @@ ip netns del "$NS"
 rm -rf "$PRIV"
 PRIV=""
 
+# --- 3c. the optional VRRP modes under the same privileges ----------------------------------
+# virtual_mac (a macvlan, interface settings over rtnetlink), accept_mode = false (AF_PACKET
+# responder with BPF filters) and the timerfd, as k3s-ha with CAP_NET_ADMIN + CAP_NET_RAW
+# and /proc/sys read-only, as the unit's ProtectKernelTunables= leaves it. Subnet 10.149.0.0/24.
+say "least privilege: vrrpd's virtual_mac and accept_mode = false with /proc/sys read-only"
+PRIV=$(mktemp -d /tmp/k3sha-pkgtest.XXXXXX)
+chmod 755 "$PRIV"
+NS="k3shapkg-$$-b"
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add eth0 type veth peer name eth1
+ip -n "$NS" addr add 10.149.0.11/24 dev eth0
+ip -n "$NS" link set eth0 up
+ip -n "$NS" link set eth1 up
+install -d -m 0750 -o k3s-ha -g k3s-ha "$PRIV/run"
+run_vrrpd_ro() { # EXTRA_VRRP_LINES: start vrrpd as k3s-ha with /proc/sys read-only
+  printf '[cluster]\nname = "pkgtest"\ndomain = "pkgtest.invalid"\n[vip]\naddress = "10.149.0.100/24"\n[vrrp]\nvrid = 49\ninterval = "100ms"\n%s\n[vrrp.track]\nlbd = "off"\n[[nodes]]\nname = "p1"\naddress = "10.149.0.11"\nrole = "server"\n' "$1" > "$PRIV/cluster.toml"
+  chgrp k3s-ha "$PRIV/cluster.toml" && chmod 0640 "$PRIV/cluster.toml"
+  # shellcheck disable=SC2046
+  ip netns exec "$NS" sh -c 'mount -o bind,ro /proc/sys /proc/sys && exec "$@"' sh \
+    setpriv $(setpriv_as +net_admin,+net_raw) \
+    /usr/sbin/vrrpd --config "$PRIV/cluster.toml" --node p1 --run-dir "$PRIV/run" >>"$PRIV/vrrpd.log" 2>&1 &
+  VRRPD_PID=$!
+}
+stop_vrrpd() {
+  kill -TERM "$VRRPD_PID"
+  wait_for 10 gone "$VRRPD_PID"
+  local rc=0; wait "$VRRPD_PID" 2>/dev/null || rc=$?
+  VRRPD_PID=""
+  return "$rc"
+}
+devconf() { ip netns exec "$NS" cat "/proc/sys/net/ipv4/conf/$1/$2"; }
+vmac_vip() { ip -n "$NS" -br addr show dev vrrp4.49 2>/dev/null | grep -q '10\.149\.0\.100/32'; }
+run_vrrpd_ro "virtual_mac = true"
+check "virtual_mac: VIP on vrrp4.49 as k3s-ha (10 s)" wait_for 10 vmac_vip
+check "virtual_mac: vrrp4.49 has MAC 00:00:5e:00:01:31" bash -c "ip -n '$NS' link show vrrp4.49 | grep -q 00:00:5e:00:01:31"
+check "virtual_mac: eth0 arp_ignore 1, arp_announce 2" test "$(devconf eth0 arp_ignore)$(devconf eth0 arp_announce)" = 12
+check "virtual_mac: clean exit" stop_vrrpd
+check "virtual_mac: vrrp4.49 deleted" bash -c "! ip -n '$NS' link show vrrp4.49 >/dev/null 2>&1"
+check "virtual_mac: eth0 settings restored to 0" test "$(devconf eth0 arp_ignore)$(devconf eth0 arp_announce)" = 00
+answering() { /usr/bin/lbctl --run-dir "$PRIV/run" status --json 2>/dev/null | tr -d ' \n' | grep -q '"vips_answered":\["10.149.0.100"\]'; }
+run_vrrpd_ro "accept_mode = false"
+check "accept_mode = false: master answers for the VIP as k3s-ha (10 s)" wait_for 10 answering
+check "accept_mode = false: VIP not added" bash -c "! ip -n '$NS' -br addr show | grep -q 10.149.0.100"
+check "accept_mode = false: clean exit" stop_vrrpd
+if grep -qiE 'error|permission denied|operation not permitted' "$PRIV/vrrpd.log"; then
+  cat "$PRIV/vrrpd.log"; fail "vrrpd logged an error under least privilege"
+else
+  echo "ok: no error in vrrpd's log"
+fi
+ip netns del "$NS"
+rm -rf "$PRIV"
+PRIV=""
+
 # --- 4. upgrade keeping an edited conffile -----------------------------------------------
 say "edit the conffile, upgrade to revision 2"
 echo "# edited by the k3s-ha packaging test $$" >> /etc/k3s-ha/cluster.toml

@@ -190,36 +190,18 @@ async fn run_inner(
         }
     }
 
-    let mut base_sysctls = BaseSysctls::default();
-    let mut vmacs = Vec::new();
-    for p in &plans {
-        if cluster.vrrp.virtual_mac {
-            let v6 = p.cfg.primary.is_ipv6();
-            match Vmac::create(&nl, &iface, cluster.vrrp.vrid, v6, &mut base_sysctls).await {
-                Ok(v) => vmacs.push(Some(v)),
-                Err(e) => {
-                    for v in vmacs.into_iter().flatten() {
-                        v.destroy(&nl).await;
-                    }
-                    vmac::restore_base(&mut base_sysctls);
-                    return Err(e).context("creating the virtual MAC interface");
-                }
-            }
-        } else {
-            vmacs.push(None);
-        }
-    }
-
     let responder = if cluster.vrrp.accept_mode {
         None
     } else {
         let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
         let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
         // With a virtual MAC too, answer with it (the VIP is still not added anywhere).
-        let mut vmac_macs = [None, None];
-        for v in vmacs.iter().flatten() {
-            vmac_macs[usize::from(v.v6)] = Some(v.mac);
-        }
+        let vmac_macs = [false, true].map(|v6| {
+            cluster
+                .vrrp
+                .virtual_mac
+                .then(|| vmac::virtual_mac(cluster.vrrp.vrid, v6))
+        });
         info!("accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them");
         if !cluster.services.is_empty() {
             warn!(
@@ -232,6 +214,26 @@ async fn run_inner(
                 .context("opening the ARP / ND responder")?,
         )
     };
+    let mut base_sysctls = BaseSysctls::default();
+    let mut vmacs = Vec::new();
+    for p in &plans {
+        if cluster.vrrp.virtual_mac {
+            let v6 = p.cfg.primary.is_ipv6();
+            match Vmac::create(&nl, &iface, cluster.vrrp.vrid, v6, &mut base_sysctls).await {
+                Ok(v) => vmacs.push(Some(v)),
+                Err(e) => {
+                    for v in vmacs.into_iter().flatten() {
+                        v.destroy(&nl).await;
+                    }
+                    vmac::restore_base(&nl, &mut base_sysctls).await;
+                    return Err(e).context("creating the virtual MAC interface");
+                }
+            }
+        } else {
+            vmacs.push(None);
+        }
+    }
+
     let now = Instant::now();
     let insts = plans
         .into_iter()
@@ -443,7 +445,7 @@ async fn run_inner(
             v.destroy(&d.nl).await;
         }
     }
-    vmac::restore_base(&mut d.base_sysctls);
+    vmac::restore_base(&d.nl, &mut d.base_sysctls).await;
     for t in d.trackers.drain(..) {
         t.abort();
     }
@@ -832,8 +834,10 @@ impl Daemon {
         if new.vrrp.accept_mode != self.cluster.vrrp.accept_mode {
             bail!("vrrp.accept_mode changed: restart vrrpd for that");
         }
-        if new.vrrp.virtual_mac != self.cluster.vrrp.virtual_mac {
-            bail!("vrrp.virtual_mac changed: restart vrrpd for that");
+        if new.vrrp.virtual_mac != self.cluster.vrrp.virtual_mac
+            || (new.vrrp.virtual_mac && new.vrrp.vrid != self.cluster.vrrp.vrid)
+        {
+            bail!("vrrp.virtual_mac (or the VRID of its MAC) changed: restart vrrpd for that");
         }
         let now = Instant::now();
         self.cluster = new;

@@ -50,6 +50,8 @@ pub enum IoError {
     NoInterfaceFor(IpAddr),
     #[error("no interface named {0:?}")]
     NoSuchInterface(String),
+    #[error("the kernel reported no IPv4 settings (IFLA_INET_CONF) for link {0}")]
+    NoIpv4Conf(u32),
     #[error("interface {0} has no IPv6 link-local address")]
     NoLinkLocal(String),
     #[error("interface {0} has no IPv4 address")]

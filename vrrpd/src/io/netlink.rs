@@ -4,15 +4,26 @@ use std::net::IpAddr;
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{DefaultNla, NLA_F_NESTED};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage, MacVlanMode};
+use rtnetlink::packet_route::link::{
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, LinkAttribute, LinkFlags,
+    LinkMessage, MacVlanMode,
+};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, MulticastGroup};
 
 use super::IoError;
+
+/// `IFLA_INET_CONF` inside `IFLA_AF_SPEC` / `AF_INET` (linux/if_link.h).
+const IFLA_INET_CONF: u16 = 1;
+/// `IPV4_DEVCONF_*` ids (linux/ip.h).
+pub const IPV4_DEVCONF_RP_FILTER: u16 = 8;
+pub const IPV4_DEVCONF_ARP_ANNOUNCE: u16 = 18;
+pub const IPV4_DEVCONF_ARP_IGNORE: u16 = 19;
 
 /// A netlink route connection (its I/O task runs on the current tokio runtime).
 #[derive(Debug, Clone)]
@@ -181,6 +192,78 @@ impl Netlink {
             .await
             .map_err(|source| IoError::Netlink {
                 what: format!("delete link {index}"),
+                err: source,
+            })
+    }
+
+    /// The IPv4 per-interface settings (`net.ipv4.conf.<if>.*`) of link `index`, as the
+    /// kernel reports them in `IFLA_AF_SPEC` (no /proc needed: the unit hides /proc/sys).
+    pub async fn ipv4_conf(&self, index: u32) -> Result<InetDevConf, IoError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links
+            .try_next()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("get link {index}"),
+                err: source,
+            })?
+            .ok_or_else(|| IoError::NoSuchInterface(format!("index {index}")))?;
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+                    AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
+                        AfSpecInet::DevConf(c) => Some(*c),
+                        _ => None,
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .ok_or(IoError::NoIpv4Conf(index))
+    }
+
+    /// Set IPv4 per-interface settings of link `index` (`IPV4_DEVCONF_*` id, value) with
+    /// `RTM_SETLINK` (CAP_NET_ADMIN; /proc/sys may be read-only). Zero values are sent too
+    /// (the crate's own request type skips them, which would make restoring a 0 a no-op).
+    pub async fn set_ipv4_conf(&self, index: u32, values: &[(u16, u32)]) -> Result<(), IoError> {
+        let mut nested = Vec::with_capacity(values.len() * 8);
+        for (id, v) in values {
+            nested.extend_from_slice(&8u16.to_ne_bytes()); // nla_len: header + u32
+            nested.extend_from_slice(&id.to_ne_bytes());
+            nested.extend_from_slice(&v.to_ne_bytes());
+        }
+        let conf = DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, nested);
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::Other(conf),
+            ])]))
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("set IPv4 settings {values:?} of link {index}"),
+                err: source,
+            })
+    }
+
+    /// No IPv6 address generation on link `index` (`addr_gen_mode none`; set before up).
+    pub async fn set_no_addr_gen(&self, index: u32) -> Result<(), IoError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| IoError::Netlink {
+                what: format!("set addr_gen_mode none on link {index}"),
                 err: source,
             })
     }

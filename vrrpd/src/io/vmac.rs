@@ -7,12 +7,13 @@
 //! (mode private; a stale one from a killed run is deleted first), no IPv6 address of its
 //! own (every node has the same MAC, so an EUI-64 link-local would collide), for IPv6 a
 //! copy of the base interface's link-local (the adverts' source must sit on the sending
-//! interface), brought up. Sysctls: `arp_ignore = 1` on the base interface and on the
-//! macvlan (each answers ARP only for its own addresses: the base never for the VIP, the
-//! macvlan never for the node's address), `arp_announce = 2` on the base (its ARP requests
-//! carry the node's address, never the VIP) and `rp_filter = 0` on the macvlan (requests
-//! arrive on it, replies route out of the base). The base interface's old values are put
-//! back when vrrpd exits.
+//! interface), brought up. Interface settings (`net.ipv4.conf.<if>.*`, set over rtnetlink
+//! since the unit keeps /proc/sys read-only): `arp_ignore = 1` on the base interface and on
+//! the macvlan (each answers ARP only for its own addresses: the base never for the VIP,
+//! the macvlan never for the node's address), `arp_announce = 2` on the base (its ARP
+//! requests carry the node's address, never the VIP) and `rp_filter = 0` on the macvlan
+//! (requests arrive on it, replies route out of the base). The base interface's old values
+//! are put back when vrrpd exits.
 //!
 //! The master adds the VIP to the macvlan as a host address (/32, /128: the subnet route
 //! stays on the base interface), announces it from there and sends its adverts through it.
@@ -22,10 +23,10 @@
 //! those: a source-MAC filter keeps everything else from being read twice).
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use super::netlink::{IPV4_DEVCONF_ARP_ANNOUNCE, IPV4_DEVCONF_ARP_IGNORE, IPV4_DEVCONF_RP_FILTER};
 use super::{Announcer, Interface, IoError, Netlink, VrrpSocket};
 
 /// The virtual router MAC of `vrid` for the family (RFC 5798 7.3).
@@ -44,8 +45,6 @@ pub struct Vmac {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
-    /// The IPv6 instance's (00-00-5E-00-02-{VRID}).
-    pub v6: bool,
     /// VRRP socket on the macvlan: adverts leave through it (from the virtual MAC), and it
     /// receives the adverts other nodes send from the same virtual MAC, which the kernel
     /// delivers to the macvlan and not to the base interface.
@@ -53,36 +52,27 @@ pub struct Vmac {
     pub announcer: Announcer,
 }
 
-fn sysctl_path(family: &str, ifname: &str, key: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/sys/net/{family}/conf/{ifname}/{key}"))
-}
-
-fn write_sysctl(family: &str, ifname: &str, key: &str, value: &str) -> Result<(), IoError> {
-    let p = sysctl_path(family, ifname, key);
-    std::fs::write(&p, value).map_err(|e| IoError::sys(format!("write {}", p.display()), e))
-}
-
-fn read_sysctl(family: &str, ifname: &str, key: &str) -> Option<String> {
-    std::fs::read_to_string(sysctl_path(family, ifname, key))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-/// The base interface's sysctls before vrrpd changed them (interface, key, old value);
-/// put back by [`restore_base`].
+/// The base interface's settings before vrrpd changed them (interface, index, devconf id,
+/// name, old value); put back by [`restore_base`].
 #[derive(Debug, Default)]
 pub struct BaseSysctls {
-    saved: Vec<(String, &'static str, String)>,
+    saved: Vec<(String, u32, u16, &'static str, u32)>,
 }
 
 /// What the base interface needs: `arp_ignore = 1` (answer ARP only for its own
 /// addresses, never for the VIP on the macvlan) and `arp_announce = 2` (its own ARP
 /// requests carry its own address, not the VIP: a request sent while replying from the
-/// VIP would otherwise teach every host that the VIP is at the base MAC).
-const BASE_SYSCTLS: [(&str, &str); 2] = [("arp_ignore", "1"), ("arp_announce", "2")];
+/// VIP would otherwise teach every host that the VIP is at the base MAC; keepalived 2.2.7
+/// leaves this at 0 and leaks its base MAC exactly so).
+const BASE_SYSCTLS: [(u16, &str, u32); 2] = [
+    (IPV4_DEVCONF_ARP_IGNORE, "arp_ignore", 1),
+    (IPV4_DEVCONF_ARP_ANNOUNCE, "arp_announce", 2),
+];
 
 impl Vmac {
     /// Create (or re-create) the macvlan for `vrid` / family on `base` and bring it up.
+    /// Everything goes through rtnetlink (CAP_NET_ADMIN), not /proc/sys, which the
+    /// shipped unit keeps read-only and hidden.
     pub async fn create(
         nl: &Netlink,
         base: &Interface,
@@ -98,22 +88,33 @@ impl Vmac {
         }
         let index = nl.add_macvlan(&name, base.index, mac).await?;
         // No address generation before it goes up: every node shares this MAC.
-        write_sysctl("ipv6", &name, "addr_gen_mode", "1")?;
-        write_sysctl("ipv4", &name, "arp_ignore", "1")?;
-        write_sysctl("ipv4", &name, "rp_filter", "0")?;
-        for (key, want) in BASE_SYSCTLS {
-            if saved.saved.iter().any(|(_, k, _)| *k == key) {
+        nl.set_no_addr_gen(index).await?;
+        nl.set_ipv4_conf(
+            index,
+            &[(IPV4_DEVCONF_ARP_IGNORE, 1), (IPV4_DEVCONF_RP_FILTER, 0)],
+        )
+        .await?;
+        let conf = nl.ipv4_conf(base.index).await?;
+        for (id, key, want) in BASE_SYSCTLS {
+            if saved.saved.iter().any(|(_, _, k, _, _)| *k == id) {
                 continue;
             }
-            if let Some(old) = read_sysctl("ipv4", &base.name, key) {
-                if old != want {
-                    write_sysctl("ipv4", &base.name, key, want)?;
-                    info!(interface = %base.name, key, old = %old, new = want, "sysctl set for the virtual MAC");
-                    saved.saved.push((base.name.clone(), key, old));
-                }
+            let old = match id {
+                IPV4_DEVCONF_ARP_IGNORE => conf.arp_ignore,
+                _ => conf.arp_announce,
+            };
+            let old = u32::try_from(old).unwrap_or(0);
+            if old != want {
+                nl.set_ipv4_conf(base.index, &[(id, want)]).await?;
+                info!(interface = %base.name, key, old, new = want, "interface setting changed for the virtual MAC");
+                saved
+                    .saved
+                    .push((base.name.clone(), base.index, id, key, old));
             }
         }
-        if read_sysctl("ipv4", "all", "rp_filter").as_deref() == Some("1") {
+        // Best effort: /proc/sys is hidden under the shipped unit.
+        let all_rp = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter");
+        if all_rp.is_ok_and(|v| v.trim() == "1") {
             warn!("net.ipv4.conf.all.rp_filter = 1 (strict) overrides the macvlan's 0: traffic to the VIP may be dropped; use 2 (loose)");
         }
         nl.set_up(index).await?;
@@ -139,7 +140,6 @@ impl Vmac {
             name,
             index,
             mac,
-            v6,
             sock,
             announcer,
         })
@@ -156,12 +156,12 @@ impl Vmac {
     }
 }
 
-/// Put the base interface's sysctls back as they were before vrrpd started.
-pub fn restore_base(saved: &mut BaseSysctls) {
-    for (ifname, key, old) in saved.saved.drain(..) {
-        match write_sysctl("ipv4", &ifname, key, &old) {
-            Ok(()) => info!(interface = %ifname, key, value = %old, "sysctl restored"),
-            Err(e) => warn!(error = %e, key, "could not restore a sysctl"),
+/// Put the base interface's settings back as they were before vrrpd started.
+pub async fn restore_base(nl: &Netlink, saved: &mut BaseSysctls) {
+    for (ifname, index, id, key, old) in saved.saved.drain(..) {
+        match nl.set_ipv4_conf(index, &[(id, old)]).await {
+            Ok(()) => info!(interface = %ifname, key, value = old, "interface setting restored"),
+            Err(e) => warn!(error = %e, key, "could not restore an interface setting"),
         }
     }
 }
