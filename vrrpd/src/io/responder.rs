@@ -311,10 +311,6 @@ impl Responder {
         });
     }
 
-    pub fn answering(&self) -> Vec<IpAddr> {
-        self.vips.borrow().clone()
-    }
-
     pub fn counters_json(&self) -> Value {
         self.counters.to_json()
     }
@@ -351,6 +347,9 @@ async fn run(
     let mut buf_ns = vec![0u8; 2048];
     // Solicited-node memberships for the VIPv6s answered now (dropped when they change).
     let mut memberships: Vec<UdpSocket> = Vec::new();
+    // The interface's link address (index, MAC), read again whenever the VIP set changes
+    // (on becoming master), not per frame: a busy segment broadcasts many ARP requests.
+    let mut ll: Option<LinkAddr> = None;
     loop {
         let frame = tokio::select! {
             r = recv_frame(&arp, &mut buf_arp) => r.map(|n| &buf_arp[..n]),
@@ -362,6 +361,13 @@ async fn run(
                 // Join the new groups before leaving the old (closing a socket leaves).
                 let joined = join_groups(&vips.borrow(), ifindex);
                 drop(std::mem::replace(&mut memberships, joined));
+                ll = match link_addr(&ifname) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        warn!(error = %e, interface = %ifname, "responder: no link address");
+                        None
+                    }
+                };
                 continue;
             }
         };
@@ -377,14 +383,7 @@ async fn run(
         if current.is_empty() {
             continue;
         }
-        // The MAC is read afresh (it can be changed under us), as the announcer does.
-        let ll = match link_addr(&ifname) {
-            Ok(ll) => ll,
-            Err(e) => {
-                debug!(error = %e, "responder: no link address");
-                continue;
-            }
-        };
+        let Some(ll) = &ll else { continue };
         let is_v6 = frame.get(12..14) == Some(&ETH_P_IPV6.to_be_bytes()[..]);
         let Some(mac) = vmacs[usize::from(is_v6)].or_else(|| ll.addr()) else {
             continue;
@@ -398,7 +397,7 @@ async fn run(
                     (&ns, &counters.na_replies)
                 };
                 let Some(sock) = sock else { continue };
-                match sendto(sock.get_ref().as_raw_fd(), &reply, &ll, MsgFlags::empty()) {
+                match sendto(sock.get_ref().as_raw_fd(), &reply, ll, MsgFlags::empty()) {
                     Ok(_) => {
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
