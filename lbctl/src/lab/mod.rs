@@ -477,34 +477,61 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Wait until every server's daemons answer and one holds the VIP.
+/// Wait until every server's daemons answer and the election has settled: one master, no
+/// tracker lowering anyone's priority (lbd's checks take a moment to see the backends UP)
+/// and, with preemption (the default), no backup with a higher effective priority, which
+/// would still preempt. A lower-priority server that happened to be first is master for a
+/// moment; a scenario starting then would take it for the steady state.
 pub fn wait_ready(st: &LabState, timeout: Duration) -> Result<()> {
+    let preempt = st.cluster().map_or(true, |c| c.vrrp.preempt);
     let deadline = Instant::now() + timeout;
     loop {
         let mut missing = Vec::new();
-        let mut masters = 0;
+        let mut masters = Vec::new();
+        let mut best_backup: Option<(u64, String)> = None;
+        let mut lowered = Vec::new();
         for n in st.servers() {
             for d in ["vrrpd", "lbd"] {
                 match crate::ops::call(&n.run_dir, d, "status", serde_json::Value::Null) {
-                    Ok(v) => {
-                        if d == "vrrpd" && v["state"] == "master" {
-                            masters += 1;
+                    Ok(v) if d == "vrrpd" => {
+                        let prio = v["effective_priority"].as_u64().unwrap_or(0);
+                        if Some(prio) != v["base_priority"].as_u64() {
+                            lowered.push(format!("{} at {prio}", n.name));
+                        }
+                        if v["state"] == "master" {
+                            masters.push((prio, n.name.clone()));
+                        } else if best_backup.as_ref().is_none_or(|(p, _)| prio > *p) {
+                            best_backup = Some((prio, n.name.clone()));
                         }
                     }
+                    Ok(_) => {}
                     Err(e) => missing.push(format!("{}: {e}", n.name)),
                 }
             }
         }
-        if missing.is_empty() && masters == 1 {
+        let settled = match (masters.as_slice(), &best_backup) {
+            ([(mp, _)], Some((bp, _))) => !preempt || mp > bp,
+            ([_], None) => true,
+            _ => false,
+        };
+        if missing.is_empty() && lowered.is_empty() && settled {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
                 "the lab did not come up within {timeout:?}: {} (logs in {})",
-                if missing.is_empty() {
-                    format!("{masters} masters")
-                } else {
+                if !missing.is_empty() {
                     missing.join("; ")
+                } else if !lowered.is_empty() {
+                    format!("tracking lowers the priority of {}", lowered.join(", "))
+                } else if masters.len() != 1 {
+                    format!("{} masters", masters.len())
+                } else {
+                    format!(
+                        "{} is master but {} has a higher priority and has not preempted",
+                        masters[0].1,
+                        best_backup.map(|(_, n)| n).unwrap_or_default()
+                    )
                 },
                 st.state_dir.join("logs").display()
             );
