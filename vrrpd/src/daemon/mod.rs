@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::core::{Action, Instance, Received, State};
+use crate::core::{Action, Cause, Instance, Received, State};
 use crate::io::socket::Rx;
 use crate::io::vmac::{self, BaseSysctls, Vmac};
 use crate::io::{Announcer, Interface, LinkEvents, Netlink, Responder, VrrpSocket};
@@ -46,9 +46,9 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const LINK_POLL: Duration = Duration::from_secs(10);
 /// ...and this often once they have stopped.
 const LINK_POLL_FALLBACK: Duration = Duration::from_secs(1);
-/// A stopping or resigning master keeps the VIP this long after its successor's first
-/// advert: the successor sends that advert, adds the VIP and announces it back to back,
-/// so clients' neighbour entries move before the old master stops answering.
+/// A stopping, resigning or preempted master keeps the VIP this long after its successor's
+/// first advert: the successor adds the VIP, announces it and sends that advert back to
+/// back, so clients' neighbour entries move before the old master stops answering.
 const RELEASE_LINGER: Duration = Duration::from_millis(50);
 
 /// Where the daemon runs: flags that are not part of the cluster file.
@@ -454,6 +454,23 @@ async fn run_inner(
     Ok(())
 }
 
+/// A master stepping down because it heard a better one: that one has added the VIP and
+/// announced it before the advert we heard (`make_before_break` on its side), so keeping
+/// ours for [`RELEASE_LINGER`] serves what was already on its way to us instead of
+/// dropping it (seen in the lab as a failed request when a node preempted back after
+/// maintenance). Linux clients keep the successor's entry: a gratuitous ARP overrides, a
+/// plain reply within `locktime` (1 s) of it does not.
+fn is_preemption(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::StateChanged {
+            from: State::Master,
+            to: State::Backup,
+            cause: Cause::HigherPriority | Cause::HigherAddress,
+        }
+    )
+}
+
 fn vip_is_v6(vips: &[IpAddr]) -> bool {
     vips.first().is_some_and(IpAddr::is_ipv6)
 }
@@ -533,13 +550,16 @@ impl Daemon {
             if batch.is_empty() {
                 return;
             }
+            let preempted = batch.iter().any(is_preemption);
             for action in make_before_break(batch) {
-                self.execute(i, action).await;
+                self.execute(i, action, preempted).await;
             }
         }
     }
 
-    async fn execute(&mut self, i: usize, action: Action) {
+    /// `preempted`: the batch is this master losing to a higher priority (its successor
+    /// has announced itself), so a removal lingers as in a handover.
+    async fn execute(&mut self, i: usize, action: Action, preempted: bool) {
         match action {
             Action::Send { dst, payload } => {
                 let src = self.insts[i].plan.cfg.primary;
@@ -592,7 +612,8 @@ impl Daemon {
                 }
             }
             Action::RemoveVips => {
-                let handing_over = self.shutdown_started.is_some()
+                let handing_over = preempted
+                    || self.shutdown_started.is_some()
                     || self.insts[i].core.status(Instant::now()).maintenance;
                 if handing_over && (!self.insts[i].held.is_empty() || self.insts[i].answering) {
                     let at = Instant::now() + RELEASE_LINGER;
@@ -964,5 +985,32 @@ mod tests {
         // Without AddVips nothing moves (e.g. a resign: advert first, then removal).
         let batch = vec![send(), Action::RemoveVips, Action::Announce];
         assert_eq!(make_before_break(batch.clone()), batch);
+    }
+
+    #[test]
+    fn only_losing_to_a_better_master_counts_as_preemption() {
+        let change = |from, to, cause| Action::StateChanged { from, to, cause };
+        assert!(is_preemption(&change(
+            State::Master,
+            State::Backup,
+            Cause::HigherPriority
+        )));
+        assert!(is_preemption(&change(
+            State::Master,
+            State::Backup,
+            Cause::HigherAddress
+        )));
+        // A fault or a reconfigure is no handover: nobody has announced the VIP yet.
+        assert!(!is_preemption(&change(
+            State::Master,
+            State::Fault,
+            Cause::Fault
+        )));
+        assert!(!is_preemption(&change(
+            State::Master,
+            State::Backup,
+            Cause::Reconfigured
+        )));
+        assert!(!is_preemption(&Action::RemoveVips));
     }
 }
