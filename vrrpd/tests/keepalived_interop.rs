@@ -380,25 +380,9 @@ fn virtual_mac_interop() {
     let mut c = TestCluster::new("79", s);
     const VMAC: &str = "00:00:5e:00:01:4f";
     // keepalived's macvlan is vrrp.<vrid>, vrrpd's vrrp4.<vrid>.
-    let holds = |c: &TestCluster, i: usize| {
-        let dev = if i == 0 { "vrrp.79" } else { "vrrp4.79" };
-        c.ns(&c.servers[i].name)
-            .has_addr(dev, c.vip4)
-            .unwrap_or(false)
-    };
+    let dev = |i: usize| if i == 0 { "vrrp.79" } else { "vrrp4.79" };
     let wait_holder = |c: &TestCluster, want: usize| {
-        let t0 = Instant::now();
-        loop {
-            let h: Vec<usize> = (0..3).filter(|&i| holds(c, i)).collect();
-            if h == [want] {
-                return t0.elapsed();
-            }
-            if t0.elapsed() > Duration::from_secs(5) {
-                c.dump_logs();
-                panic!("holders {h:?}, wanted only {want}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        c.wait_sole_holder_on(c.vip4, want, Duration::from_secs(5), dev)
     };
     c.start_keepalived(0);
     c.start(1);

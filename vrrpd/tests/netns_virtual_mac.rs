@@ -22,31 +22,19 @@ use support::{ms, serial, Prober, Settings, TestCluster};
 const VMAC4: &str = "00:00:5e:00:01:4e";
 const VMAC6: &str = "00:00:5e:00:02:4e";
 
-/// Which servers hold `vip` on their virtual MAC interface.
-fn vholders(c: &TestCluster, vip: IpAddr) -> Vec<usize> {
-    let dev = if vip.is_ipv6() {
-        "vrrp6.78"
-    } else {
-        "vrrp4.78"
-    };
-    (0..3)
-        .filter(|&i| c.ns(&c.servers[i].name).has_addr(dev, vip).unwrap_or(false))
-        .collect()
+/// vrrpd's virtual MAC interface for `vip`'s family.
+fn vdev(vip: IpAddr) -> impl Fn(usize) -> &'static str {
+    move |_| {
+        if vip.is_ipv6() {
+            "vrrp6.78"
+        } else {
+            "vrrp4.78"
+        }
+    }
 }
 
 fn wait_vholder(c: &TestCluster, vip: IpAddr, want: usize, timeout: Duration) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let h = vholders(c, vip);
-        if h == [want] {
-            return t0.elapsed();
-        }
-        if t0.elapsed() > timeout {
-            c.dump_logs();
-            panic!("after {timeout:?}: holders of {vip} are {h:?}, wanted only {want}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    c.wait_sole_holder_on(vip, want, timeout, vdev(vip))
 }
 
 #[test]

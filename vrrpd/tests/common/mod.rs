@@ -355,13 +355,19 @@ impl TestCluster {
 
     /// Which servers hold `vip` on eth0 right now (0-based indices).
     pub fn holders(&self, vip: IpAddr) -> Vec<usize> {
+        self.holders_on(vip, |_| "eth0")
+    }
+
+    /// Which servers hold `vip` on the device `dev(i)` names for server `i` (a virtual MAC
+    /// interface: vrrpd's `vrrp4.<vrid>`, keepalived's `vrrp.<vrid>`).
+    pub fn holders_on(&self, vip: IpAddr, dev: impl Fn(usize) -> &'static str) -> Vec<usize> {
         self.servers
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
+            .filter(|(i, s)| {
                 self.lab
                     .ns(&s.name)
-                    .and_then(|ns| ns.has_addr("eth0", vip))
+                    .and_then(|ns| ns.has_addr(dev(*i), vip))
                     .unwrap_or(false)
             })
             .map(|(i, _)| i)
@@ -370,9 +376,20 @@ impl TestCluster {
 
     /// Poll until exactly `want` holds `vip` alone; returns the time it took.
     pub fn wait_sole_holder(&self, vip: IpAddr, want: usize, timeout: Duration) -> Duration {
+        self.wait_sole_holder_on(vip, want, timeout, |_| "eth0")
+    }
+
+    /// [`Self::wait_sole_holder`] on the devices `dev` names (see [`Self::holders_on`]).
+    pub fn wait_sole_holder_on(
+        &self,
+        vip: IpAddr,
+        want: usize,
+        timeout: Duration,
+        dev: impl Fn(usize) -> &'static str,
+    ) -> Duration {
         let t0 = Instant::now();
         loop {
-            let h = self.holders(vip);
+            let h = self.holders_on(vip, &dev);
             if h == [want] {
                 return t0.elapsed();
             }
