@@ -34,6 +34,17 @@ pub use socket::{RxMeta, VrrpSocket};
 pub use timer::DeadlineTimer;
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use tokio::io::unix::AsyncFd;
+
+/// Register an fd that `inner` owns with tokio. `AsyncFd::new` is deprecated because a
+/// caller could close or replace the fd behind tokio's back; every caller here hands over
+/// the owning value (a `Socket`, a `TimerFd`), which then lives inside the `AsyncFd`.
+pub(crate) fn register<T: AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    #[allow(deprecated)]
+    AsyncFd::new(inner)
+}
 
 /// A system-level failure of the shell, one variant per thing an operator would fix
 /// differently.

@@ -242,10 +242,7 @@ fn packet_socket(ifname: &str, ethertype: u16) -> Result<AsyncFd<Socket>, IoErro
         .map_err(|e| IoError::sys(what("bind"), std::io::Error::from(e)))?;
     sock.set_nonblocking(true)
         .map_err(|e| IoError::sys(what("O_NONBLOCK"), e))?;
-    // `AsyncFd::new` is deprecated because a caller could close or replace the fd behind
-    // tokio's back; here the `Socket` owns it and lives inside the `AsyncFd`.
-    #[allow(deprecated)]
-    AsyncFd::new(sock).map_err(|e| IoError::sys(what("register with tokio"), e))
+    super::register(sock).map_err(|e| IoError::sys(what("register with tokio"), e))
 }
 
 /// The solicited-node multicast group of `a` (RFC 4291 2.7.1): ff02::1:ffXX:XXXX.

@@ -114,10 +114,7 @@ impl VrrpSocket {
     ) -> Result<VrrpSocket, IoError> {
         s.set_nonblocking(true)
             .map_err(|e| IoError::sys(ctx("O_NONBLOCK"), e))?;
-        // `AsyncFd::new` is deprecated because a caller could close or replace the fd
-        // behind tokio's back; here the `Socket` owns it and lives inside the `AsyncFd`.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(s).map_err(|e| IoError::sys(ctx("register with tokio"), e))?;
+        let fd = super::register(s).map_err(|e| IoError::sys(ctx("register with tokio"), e))?;
         Ok(VrrpSocket { fd, ifindex, v6 })
     }
 

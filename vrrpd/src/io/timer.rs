@@ -30,15 +30,12 @@ impl AsRawFd for Tfd {
 
 impl DeadlineTimer {
     pub fn new() -> DeadlineTimer {
-        // `AsyncFd::new` is deprecated because a caller could close or replace the fd behind
-        // tokio's back; here `Tfd` owns it and lives inside the `AsyncFd` (as in `socket`).
-        #[allow(deprecated)]
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )
         .map_err(std::io::Error::from)
-        .and_then(|t| AsyncFd::new(Tfd(t)));
+        .and_then(|t| super::register(Tfd(t)));
         match fd {
             Ok(fd) => DeadlineTimer { fd: Some(fd) },
             Err(e) => {
