@@ -41,6 +41,15 @@ fn skip(what: &str) -> bool {
     !common::netns::require_root(what) || !require_keepalived(what)
 }
 
+/// keepalived on n1, vrrpd on n2 and n3, both vrrpd answering on their control sockets.
+fn keepalived_n1_vrrpd_n2_n3(c: &mut TestCluster) {
+    c.start_keepalived(0);
+    c.start(1);
+    c.start(2);
+    c.wait_ctl(1, Duration::from_secs(10));
+    c.wait_ctl(2, Duration::from_secs(10));
+}
+
 fn drops(c: &TestCluster, i: usize) -> serde_json::Value {
     c.status(i)["counters"]["drops"].clone()
 }
@@ -63,11 +72,7 @@ fn keepalived_master_vrrpd_backups() {
     let mut s = Settings::new(71);
     s.ipv6_vip = true;
     let mut c = TestCluster::new("71", s);
-    c.start_keepalived(0);
-    c.start(1);
-    c.start(2);
-    c.wait_ctl(1, Duration::from_secs(10));
-    c.wait_ctl(2, Duration::from_secs(10));
+    keepalived_n1_vrrpd_n2_n3(&mut c);
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
     c.wait_sole_holder(c.vip6, 0, Duration::from_secs(5));
     std::thread::sleep(c.interval * 10);
@@ -324,11 +329,7 @@ fn unicast_interop_both_directions() {
     s.unicast = true;
     let mut c = TestCluster::new("75", s);
     // keepalived (200) master, vrrpd (150, 100) backups, all unicast.
-    c.start_keepalived(0);
-    c.start(1);
-    c.start(2);
-    c.wait_ctl(1, Duration::from_secs(10));
-    c.wait_ctl(2, Duration::from_secs(10));
+    keepalived_n1_vrrpd_n2_n3(&mut c);
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
     std::thread::sleep(c.interval * 10);
     assert_eq!(c.holders(c.vip4), vec![0]);
@@ -384,11 +385,7 @@ fn virtual_mac_interop() {
     let wait_holder = |c: &TestCluster, want: usize| {
         c.wait_sole_holder_on(c.vip4, want, Duration::from_secs(5), dev)
     };
-    c.start_keepalived(0);
-    c.start(1);
-    c.start(2);
-    c.wait_ctl(1, Duration::from_secs(10));
-    c.wait_ctl(2, Duration::from_secs(10));
+    keepalived_n1_vrrpd_n2_n3(&mut c);
     wait_holder(&c, 0);
     std::thread::sleep(c.interval * 10);
     for i in [1, 2] {

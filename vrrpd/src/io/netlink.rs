@@ -169,18 +169,27 @@ impl Netlink {
             .ok_or_else(|| IoError::NoSuchInterface(name.to_owned()))
     }
 
-    /// Set link `index` administratively up.
-    pub async fn set_up(&self, index: u32) -> Result<(), IoError> {
-        let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+    /// `RTM_SETLINK` with `msg`; `what` names it in the error.
+    async fn set_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), IoError> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
             .map_err(|source| IoError::Netlink {
-                what: format!("set link {index} up"),
+                what: what(),
                 err: source,
             })
+    }
+
+    /// Set link `index` administratively up.
+    pub async fn set_up(&self, index: u32) -> Result<(), IoError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.set_link(msg, || format!("set link {index} up")).await
     }
 
     /// Delete link `index`.
@@ -239,15 +248,10 @@ impl Netlink {
                 AfSpecInet::Other(conf),
             ])]))
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|source| IoError::Netlink {
-                what: format!("set IPv4 settings {values:?} of link {index}"),
-                err: source,
-            })
+        self.set_link(msg, || {
+            format!("set IPv4 settings {values:?} of link {index}")
+        })
+        .await
     }
 
     /// No IPv6 address generation on link `index` (`addr_gen_mode none`; set before up).
@@ -257,15 +261,8 @@ impl Netlink {
                 vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
             )]))
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, || format!("set addr_gen_mode none on link {index}"))
             .await
-            .map_err(|source| IoError::Netlink {
-                what: format!("set addr_gen_mode none on link {index}"),
-                err: source,
-            })
     }
 
     /// Is interface `index` up with carrier right now?
