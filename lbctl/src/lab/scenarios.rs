@@ -427,11 +427,28 @@ fn traffic_spread(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     })
 }
 
+/// A delay of 0..`max`, different every call: scenario steps land at a random point of
+/// the probe's 20 ms grid, as real clients' requests would, instead of at the same phase
+/// run after run (with vrrpd's timers exact, the planned-maintenance handover otherwise
+/// lands at one fixed point of the grid, which is either always clear of a request or
+/// always on one).
+fn off_grid(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // The low bits of the clock are noise; scramble them a little (splitmix-style).
+    let mut z = u64::from(nanos).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z ^= z >> 27;
+    let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(z % max_us)
+}
+
 fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
     let run_dir = c.st.node(&m)?.run_dir.clone();
     let probe = c.probe(false)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
     crate::ops::call(
         &run_dir,
@@ -444,7 +461,7 @@ fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
         master(st).is_some_and(|x| x != m)
     });
     let new_master = master(st);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2) + off_grid(PROBE_INTERVAL));
     let still_backup = vrrp_status(st, &m).is_some_and(|v| v["state"] == "backup");
     crate::ops::call(
         &run_dir,
