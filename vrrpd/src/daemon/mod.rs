@@ -471,10 +471,6 @@ fn is_preemption(a: &Action) -> bool {
     )
 }
 
-fn vip_is_v6(vips: &[IpAddr]) -> bool {
-    vips.first().is_some_and(IpAddr::is_ipv6)
-}
-
 /// On taking over, hold and announce the VIP before the advert that makes the old master
 /// let go of it: `AddVips` and `Announce` of a batch run before its `Send`s; everything
 /// else keeps its order.
@@ -591,7 +587,7 @@ impl Daemon {
                 let (index, prefix) = match &inst.vmac {
                     Some(v) => (
                         v.index,
-                        if vip_is_v6(&inst.plan.cfg.vips) {
+                        if inst.plan.cfg.primary.is_ipv6() {
                             128
                         } else {
                             32

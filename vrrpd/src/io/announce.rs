@@ -71,18 +71,28 @@ fn eth_header(out: &mut Vec<u8>, dst: [u8; 6], src: [u8; 6], ethertype: u16) {
 /// A gratuitous ARP request: sender and target protocol address both the VIP, broadcast
 /// (what keepalived and `arping -U` send; every Linux host updates an existing entry).
 pub fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
+    arp_frame(BROADCAST, mac, 1, vip, [0; 6], vip)
+}
+
+/// An Ethernet ARP frame for IPv4 from `mac`: operation `op` (1 request, 2 reply), sender
+/// `mac` / `spa`, target `tha` / `tpa`, padded to the 60-byte Ethernet minimum (no FCS).
+fn arp_frame(
+    dst: [u8; 6],
+    mac: [u8; 6],
+    op: u16,
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
-    eth_header(&mut f, BROADCAST, mac, ETH_P_ARP);
-    f.extend_from_slice(&1u16.to_be_bytes()); // htype Ethernet
-    f.extend_from_slice(&0x0800u16.to_be_bytes()); // ptype IPv4
-    f.push(6); // hlen
-    f.push(4); // plen
-    f.extend_from_slice(&1u16.to_be_bytes()); // oper request
-    f.extend_from_slice(&mac); // sha
-    f.extend_from_slice(&vip.octets()); // spa
-    f.extend_from_slice(&[0; 6]); // tha
-    f.extend_from_slice(&vip.octets()); // tpa
-    f.resize(60, 0); // minimum Ethernet frame without FCS
+    eth_header(&mut f, dst, mac, ETH_P_ARP);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4]); // Ethernet, IPv4, hlen 6, plen 4
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f.resize(60, 0);
     f
 }
 
@@ -131,15 +141,7 @@ pub fn na_frame(
 
 /// An ARP reply: `vip` is at `mac`, to the asker (`to_mac`, `to_ip`).
 pub fn arp_reply_frame(mac: [u8; 6], vip: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    eth_header(&mut f, to_mac, mac, ETH_P_ARP);
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]); // Ethernet, IPv4, 6, 4, reply
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&vip.octets());
-    f.extend_from_slice(&to_mac);
-    f.extend_from_slice(&to_ip.octets());
-    f.resize(60, 0);
-    f
+    arp_frame(to_mac, mac, 2, vip, to_mac, to_ip)
 }
 
 /// The ICMPv6 checksum over the IPv6 pseudo-header and the message (checksum field zero).
