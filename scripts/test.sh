@@ -1,79 +1,112 @@
 #!/usr/bin/env bash
 # The whole test suite, as README's second command and CI (.ci/run) run it.
 #
-# Installs what the tests need when it is missing (Debian packages: keepalived, haproxy,
-# bind9, iperf3, wrk, chromium, lintian...; kubernetes-validate from PyPI), then runs
-# formatting, lints and every test in the workspace. Run as root: the network-namespace
-# tests need it (without root they skip, loudly). Nothing here touches the machine's own
+# Installs what the tests need when it is missing (every program in scripts/test-tools.txt:
+# Debian packages, and the PyPI tools in a virtual environment), then runs formatting,
+# lints, a build of the fuzz targets, every test in the workspace and the package test.
+# Every stage runs even when an earlier one failed; a summary of all of them comes last,
+# and the exit status is non-zero if any failed.
+#
+# Run as root: the network-namespace tests need it. Nothing here touches the machine's own
 # interfaces: every VRRP/ARP packet and VIP lives in namespaces the tests create.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/stages.sh
+. scripts/stages.sh
 
-# Debian packages the tests use, as "command:package".
-NEEDS=(
-  "ip:iproute2" "ping:iputils-ping" "curl:curl" "openssl:openssl"
-  "keepalived:keepalived" "haproxy:haproxy"
-  "named:bind9" "named-checkzone:bind9-utils" "dig:bind9-dnsutils"
-  "iperf3:iperf3" "wrk:wrk" "chromium:chromium" "lintian:lintian"
-  "pip3:python3-pip"
-)
+TOOLS=scripts/test-tools.txt
+VENV=/opt/k3s-ha-test-venv
+# The program's path, from PATH or the directories root's programs live in.
+have() {
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ||
+    [ -x "$VENV/bin/$1" ]
+}
 
 install_missing() {
-  local missing=()
-  for pair in "${NEEDS[@]}"; do
-    local cmd=${pair%%:*} pkg=${pair#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
-      missing+=("$pkg")
-    fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
+  local debs=() pypi=() prog src
+  while read -r prog src; do
+    case "$prog" in ''|'#'*) continue ;; esac
+    have "$prog" && continue
+    case "$src" in
+      pypi:*) pypi+=("${src#pypi:}") ;;
+      *) debs+=("$src") ;;
+    esac
+  done < "$TOOLS"
+  # The PyPI tools go into a virtual environment (bookworm's pip refuses to install into
+  # the system Python: PEP 668, "externally-managed-environment").
+  if [ ${#pypi[@]} -gt 0 ] && ! python3 -m venv --help >/dev/null 2>&1; then
+    debs+=(python3-venv)
+  fi
+  if [ ${#pypi[@]} -gt 0 ] && ! command -v python3 >/dev/null 2>&1; then
+    debs+=(python3 python3-venv)
+  fi
+  if [ ${#debs[@]} -gt 0 ]; then
+    mapfile -t debs < <(printf '%s\n' "${debs[@]}" | sort -u)
     if [ "$(id -u)" -ne 0 ]; then
-      echo "missing packages: ${missing[*]} (run as root to install them)" >&2
-      return 0
+      echo "missing packages: ${debs[*]} (run as root to install them)" >&2
+      return 1
     fi
-    say "installing ${missing[*]}"
-    # Do not let package scripts start keepalived/haproxy/named on this machine: the tests
-    # start their own, inside namespaces or on loopback ports.
-    local prc=/usr/sbin/policy-rc.d created=0
+    say "installing ${debs[*]}"
+    # Do not let package scripts start keepalived/haproxy/named/nginx on this machine: the
+    # tests start their own, inside namespaces or on loopback ports.
+    local prc=/usr/sbin/policy-rc.d created=0 rc=0
     if [ ! -e "$prc" ]; then
       printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod +x "$prc" && created=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null || rc=$?
     [ "$created" = 1 ] && rm -f "$prc"
+    [ "$rc" = 0 ] || { echo "apt-get failed ($rc)" >&2; return 1; }
   fi
-  if ! command -v kubernetes-validate >/dev/null 2>&1; then
-    say "installing kubernetes-validate (PyPI)"
-    python3 -m pip install -q kubernetes-validate || pip3 install -q --break-system-packages kubernetes-validate
+  if [ ${#pypi[@]} -gt 0 ]; then
+    say "installing ${pypi[*]} (PyPI) into $VENV"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "missing PyPI tools: ${pypi[*]} (run as root to install them)" >&2
+      return 1
+    fi
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV" || return 1
+    "$VENV/bin/pip" install -q --disable-pip-version-check "${pypi[@]}" || return 1
+  fi
+  # Everything listed must now be there.
+  local still=()
+  while read -r prog src; do
+    case "$prog" in ''|'#'*) continue ;; esac
+    have "$prog" || still+=("$prog ($src)")
+  done < "$TOOLS"
+  if [ ${#still[@]} -gt 0 ]; then
+    echo "still missing after the install: ${still[*]}" >&2
+    return 1
   fi
 }
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "WARNING: not root: network-namespace tests will SKIP. CI runs this as root." >&2
+  echo "WARNING: not root: network-namespace tests will fail. CI runs this as root." >&2
 fi
+# The tests find the PyPI tools through PATH too (common::tools also looks in $VENV/bin).
+export PATH="$PATH:$VENV/bin"
 
-install_missing
-
-say "cargo fmt --check"
-cargo fmt --all -- --check
-
-say "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-
-say "cargo test (workspace)"
-# Namespace tests use their own names and subnets, so they may run in parallel; the
-# timing-sensitive ones bound their own parallelism.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 
-say "package: build the .deb, lintian, unit checks, install/upgrade/remove/purge here"
-# Starts no service (policy-rc.d, no start on first install); skips dpkg steps without root
-# and when k3s-ha was already installed on this machine.
-./packaging/test-package.sh
+run_tests() {
+  # Namespace tests use their own names and subnets, so they may run in parallel; the
+  # timing-sensitive ones bound their own parallelism. PIPESTATUS: cargo's status, not tee's.
+  cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+  return "${PIPESTATUS[0]}"
+}
 
-# One closing line over every cargo test binary (the package test above has its own).
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed", p, f; if (i) printf ", %d skipped", i; printf "\n" }' "$log"
+stage "install what the tests need ($TOOLS)" install_missing
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy (all targets, warnings are errors)" \
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz targets are their own workspace (cargo fuzz builds them with nightly); a check
+# on stable keeps them compiling against the code they fuzz.
+stage "cargo check the fuzz targets (vrrpd/fuzz)" \
+  cargo check --quiet --manifest-path vrrpd/fuzz/Cargo.toml --bins --target-dir target/fuzz-check
+stage "cargo test (workspace)" run_tests
+# Starts no service (policy-rc.d, no start on first install).
+stage "package: build the .deb, lintian, units, install/upgrade/purge, real systemd" \
+  ./packaging/test-package.sh
+
+summary "$log"

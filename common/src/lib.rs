@@ -4,10 +4,12 @@
 //!   out which node this process is ([`config::identify`]).
 //! - [`ctl`]: the Unix-socket JSON protocol between lbctl and the daemons.
 //! - [`netns`]: network-namespace test and lab helpers (veth, bridge, guards that clean up).
+//! - [`tools`]: the external programs tests and the lab run, from `scripts/test-tools.txt`.
 
 pub mod config;
 pub mod ctl;
 pub mod netns;
+pub mod tools;
 
 /// Default location of the cluster file.
 pub const DEFAULT_CONFIG: &str = "/etc/k3s-ha/cluster.toml";

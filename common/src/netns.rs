@@ -55,6 +55,12 @@ pub enum NetnsError {
     BadName { name: String, problem: &'static str },
     #[error("no host {0:?} in the lab")]
     NoSuchHost(String),
+    #[error("cannot run `{cmd}`: {source}")]
+    Tool {
+        cmd: String,
+        #[source]
+        source: crate::tools::ToolError,
+    },
     #[error("{} cleanup error(s): {}", .0.len(), join_errors(.0))]
     Cleanup(Vec<NetnsError>),
 }
@@ -121,8 +127,40 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// The program a command finally runs: `PROG` of `ip netns exec NAME PROG ...`, else the
+/// command's own program.
+fn final_program(cmd: &Command) -> &OsStr {
+    let args: Vec<&OsStr> = cmd.get_args().collect();
+    let is_ip = std::path::Path::new(cmd.get_program()).file_name() == Some(OsStr::new("ip"));
+    match args.as_slice() {
+        [netns, exec, _name, prog, ..] if is_ip && *netns == "netns" && *exec == "exec" => prog,
+        _ => cmd.get_program(),
+    }
+}
+
+/// Before running anything: a system program must be in `scripts/test-tools.txt` (so a
+/// fresh machine gets it) and installed; otherwise the error names it and its package,
+/// instead of a child that fails quietly (an empty capture, a vague assertion later).
+/// Programs outside the system directories (this workspace's own binaries) pass.
+fn preflight(cmd: &Command) -> Result<(), NetnsError> {
+    let prog = final_program(cmd).to_string_lossy();
+    let system = ["/usr/", "/bin/", "/sbin/"]
+        .iter()
+        .any(|d| prog.starts_with(d));
+    if prog.contains('/') && !system {
+        return Ok(());
+    }
+    crate::tools::find(&prog)
+        .map(|_| ())
+        .map_err(|source| NetnsError::Tool {
+            cmd: describe(cmd),
+            source,
+        })
+}
+
 /// Run a command to completion; success or a [`NetnsError`] carrying its stderr.
 pub fn run(cmd: &mut Command) -> Result<Output, NetnsError> {
+    preflight(cmd)?;
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -294,6 +332,7 @@ impl NetNs {
     /// Start a long-running process inside the namespace; it is killed when the returned
     /// [`NsChild`] is dropped. Configure stdio etc. on the `Command` from [`NetNs::command`].
     pub fn spawn(&self, mut cmd: Command) -> Result<NsChild, NetnsError> {
+        preflight(&cmd)?;
         let desc = describe(&cmd);
         let child = cmd.spawn().map_err(|source| NetnsError::Spawn {
             cmd: desc.clone(),

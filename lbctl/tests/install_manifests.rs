@@ -21,7 +21,6 @@ use common::config::Cluster;
 use install_support::{clusters, golden_state, require_tool, run};
 use lbctl::install::{demo_host, plan, InstallOpts, Target, KUBERNETES_MINOR};
 
-const KV_HINT: &str = "pip install kubernetes-validate";
 
 fn validate(file: &Path) -> (bool, String) {
     run(
@@ -32,7 +31,7 @@ fn validate(file: &Path) -> (bool, String) {
 
 #[test]
 fn manifests_pass_kubernetes_validate_strict() {
-    require_tool("kubernetes-validate", KV_HINT);
+    require_tool("kubernetes-validate");
     let dir = tempfile::tempdir().unwrap();
     for (short, cluster) in clusters() {
         let state = golden_state(&cluster);
@@ -127,7 +126,7 @@ fn openssl(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn certificate_verifies_for_its_host_only() {
-    require_tool("openssl", "apt-get install -y openssl");
+    require_tool("openssl");
     for (short, cluster) in clusters() {
         let dir = tempfile::tempdir().unwrap();
         render_demo(&cluster, dir.path());

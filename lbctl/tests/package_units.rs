@@ -110,16 +110,7 @@ fn units_grant_exactly_the_capabilities_and_families_each_needs() {
 
 #[test]
 fn units_rate_3_or_lower_offline() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "\n########## SKIPPED: units_rate_3_or_lower_offline: no systemd-analyze ##########\n"
-        );
-        return;
-    }
+    common::tools::require("systemd-analyze");
     for name in ["vrrpd.service", "lbd.service"] {
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes"])

@@ -1249,10 +1249,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn emfile_backs_off_without_spinning_and_recovers() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        eprintln!("SKIPPED emfile_backs_off_without_spinning_and_recovers: no prlimit(1)");
-        return;
-    }
+    common::tools::require("prlimit");
     let b = Backend::start("127.0.0.1", "b", Mode::Echo);
     let stats = free_port();
     let s = svc("fd", &plain(&[&b]), FAST_CHECK);

@@ -85,13 +85,25 @@ fn virtual_mac_moves_with_the_vip() {
     );
 
     // The master's adverts leave from the virtual MAC.
+    // tcpdump must be there: a missing one would be an empty capture, not an error.
+    let tcpdump = common::tools::require("tcpdump");
     let dump = c
         .client()
         .exec(
-            "sh",
+            "timeout",
             &[
+                "5",
+                &tcpdump.to_string_lossy(),
+                "-l",
+                "-t",
+                "-e",
+                "-n",
                 "-c",
-                "timeout 1 tcpdump -l -t -e -n -i eth0 proto 112 2>/dev/null; true",
+                "6",
+                "-i",
+                "eth0",
+                "proto",
+                "112",
             ],
         )
         .unwrap();

@@ -2,7 +2,6 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::config::Cluster;
 use lbctl::install::{Date, InstallState, TlsMaterial, Tools};
@@ -68,19 +67,15 @@ pub fn golden_state(cluster: &Cluster) -> InstallState {
     s
 }
 
-/// Panic with an actionable message when a tool the tests need is missing (never skip).
-pub fn require_tool(program: &str, install_hint: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
-    assert!(
-        found,
-        "`{program}` is not on PATH: these tests need it. Install it: {install_hint}"
-    );
+/// Panic with an actionable message when a tool the tests need is missing (never skip):
+/// the program must be in scripts/test-tools.txt, which scripts/test.sh installs.
+pub fn require_tool(program: &str) {
+    common::tools::require(program);
 }
 
 /// Run a command, returning (success, stdout + stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program)
+    let out = common::tools::command(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
