@@ -86,7 +86,10 @@ fn parse(text: &str) -> Vec<(String, Source)> {
 
 /// The source of a listed program.
 pub fn source(name: &str) -> Option<Source> {
-    listed().into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    listed()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s)
 }
 
 /// Where `name` is installed: `PATH`, then [`EXTRA_DIRS`]. `name` may be an absolute path
@@ -102,7 +105,11 @@ pub fn find(name: &str) -> Result<PathBuf, ToolError> {
     };
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return if is_executable(&p) { Ok(p) } else { Err(missing()) };
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(missing())
+        };
     }
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

@@ -40,7 +40,10 @@ fn a_failing_stage_does_not_stop_the_later_ones_nor_the_summary() {
     assert!(out.contains("ran-second"), "{out}");
     assert!(out.contains("FAILED  first"), "{out}");
     assert!(out.contains("ok      second"), "{out}");
-    assert!(out.contains("tests: 7 passed, 3 failed, 1 ignored"), "{out}");
+    assert!(
+        out.contains("tests: 7 passed, 3 failed, 1 ignored"),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with("FAILED: first"), "{out}");
 }
 

@@ -56,12 +56,26 @@ fn vrrp_line(v: &Value) -> String {
         .as_u64()
         .map_or("?".into(), |p| p.to_string());
     let master = v["master"].as_str().unwrap_or("unknown");
-    let vips: Vec<&str> = v["vips"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let holder = if state == "master" {
+    let strs = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let vips = strs("vips");
+    // What the kernel has on the interface (or the responder answers for), as vrrpd read
+    // it for this answer: "held here" only when that is true.
+    let mut here = strs("vips_on_interface");
+    here.extend(strs("vips_answered"));
+    let holder = if !here.is_empty() {
         "held here".to_owned()
+    } else if state == "master" {
+        "NOT on this node's interface".to_owned()
     } else {
         format!("held by {master}")
     };
@@ -74,6 +88,12 @@ fn vrrp_line(v: &Value) -> String {
     }
     if v["fault"].as_bool() == Some(true) {
         line.push_str("; FAULT");
+    }
+    if let Some(reason) = v["vip_error"]["reason"].as_str() {
+        let _ = write!(line, "; FAULT: {reason}");
+        if let Some(ms) = v["vip_error"]["retry_in_ms"].as_u64() {
+            let _ = write!(line, " (tries again in {:.1} s)", ms as f64 / 1000.0);
+        }
     }
     line
 }

@@ -23,7 +23,6 @@ use common::config::Cluster;
 use install_support::{clusters, require_tool, run};
 use lbctl::install::{next_serial, today_utc, InstallOpts, Target};
 
-
 /// Render the DNS target through `run()` into a fresh directory.
 fn render(cluster: &Cluster) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,6 @@ use common::config::Cluster;
 use install_support::{clusters, golden_state, require_tool, run};
 use lbctl::install::{demo_host, plan, InstallOpts, Target, KUBERNETES_MINOR};
 
-
 fn validate(file: &Path) -> (bool, String) {
     run(
         "kubernetes-validate",

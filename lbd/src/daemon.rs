@@ -249,12 +249,32 @@ pub fn vrrp_view(v: &Value) -> Option<VrrpView> {
         .get("maintenance")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let strs = |key: &str| -> Vec<String> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut vips_here = strs("vips_on_interface");
+    vips_here.extend(strs("vips_answered"));
+    let problem = v
+        .get("vip_error")
+        .and_then(|e| e.get("reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Some(VrrpView {
         state,
         priority,
         master,
         vips,
         maintenance,
+        vips_here,
+        problem,
     })
 }
 
@@ -276,6 +296,8 @@ mod tests {
                 master: Some("10.0.0.1".into()),
                 vips: vec!["10.0.0.100/24".into()],
                 maintenance: false,
+                vips_here: Vec::new(),
+                problem: None,
             })
         );
         assert_eq!(vrrp_view(&serde_json::json!({"nope": 1})), None);

@@ -41,6 +41,13 @@ pub struct VrrpView {
     pub vips: Vec<String>,
     /// True while `lbctl maintenance on` is in force.
     pub maintenance: bool,
+    /// The VIPs the kernel has on this node's interface (or vrrpd answers ARP / ND for),
+    /// as vrrpd read them: "held here" means this, not the VRRP state.
+    #[serde(default)]
+    pub vips_here: Vec<String>,
+    /// Why this node cannot hold the VIP (e.g. the VIP could not be added), if it cannot.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -85,6 +85,8 @@ fn snapshot() -> Snapshot {
             master: Some("10.9.9.2".to_owned()),
             vips: vec!["10.9.9.100/24".to_owned()],
             maintenance: false,
+            vips_here: Vec::new(),
+            problem: None,
         }),
         frontends: vec![FrontendStats {
             name: "kube-apiserver".to_owned(),

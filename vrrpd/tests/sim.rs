@@ -598,6 +598,138 @@ fn split_brain_heals_with_an_immediate_advert_and_announce() {
     }
 }
 
+/// Regression (issue 7, item 7): after a partition healed, the better master's periodic
+/// advert reached the lower master first; the lower one stepped down without a word, the
+/// better one never re-announced, and clients on the lower side kept its MAC for ~7 s. Now
+/// the one stepping down sends a last advert, so the survivor re-announces at once.
+#[test]
+fn split_brain_heal_reannounces_when_the_better_master_speaks_first() {
+    for interval in [ms(1000), ms(100)] {
+        let t = Template::v3(interval);
+        let mut net = Net::new(17, &t, &[200, 100]);
+        net.group = vec![0, 1];
+        net.start_all();
+        net.run_for(interval * 6);
+        assert_eq!(net.masters(), vec![0, 1]);
+        // Heal just after the lower master advertised: the better one speaks first.
+        let sent = net.routers[1].sent;
+        let mut steps = 0;
+        while net.routers[1].sent == sent {
+            net.run_for(ms(1) / 4);
+            steps += 1;
+            assert!(steps < 100_000, "router 1 never advertised");
+        }
+        net.heal();
+        let healed = net.elapsed();
+        let announces = net.routers[0].announces;
+        // Within one interval the lower one has heard the better one (it advertises every
+        // interval) and the better one has re-announced because of its last word.
+        let mut reannounced = None;
+        let mut steps = 0;
+        while net.elapsed() < healed + interval + ms(1) {
+            net.run_for(ms(1) / 2);
+            steps += 1;
+            assert!(steps < 1_000_000);
+            if reannounced.is_none() && net.routers[0].announces > announces {
+                reannounced = Some(net.elapsed() - healed);
+            }
+        }
+        assert_eq!(net.masters(), vec![0], "{}", net.describe());
+        assert_eq!(net.vip_holders(), vec![0]);
+        let changes = causes_of(&net, 1);
+        assert_eq!(
+            changes.last(),
+            Some(&(State::Backup, Cause::HigherPriority)),
+            "the lower one heard the better one first"
+        );
+        let took = reannounced.expect("the surviving master re-announced the VIP");
+        assert!(took <= interval, "re-announced {took:?} after the heal");
+    }
+}
+
+/// Issue 7, item 4: a master that cannot install the VIPs resigns at once (priority 0, so
+/// the backup takes over after Skew_Time), stays in Fault, retries with a doubling backoff,
+/// and does not preempt a working master while its last attempt failed.
+#[test]
+fn a_master_that_cannot_install_the_vip_resigns_and_retries() {
+    let t = Template::v3(ms(100));
+    let mut net = Net::new(21, &t, &[200, 100]);
+    net.routers[0].vip_fails = true;
+    net.start_all();
+    // Router 0 wins the election, fails to add the VIP, resigns: router 1 holds it.
+    net.run_for(ms(1000));
+    assert_eq!(net.vip_holders(), vec![1], "{}", net.describe());
+    assert_eq!(net.routers[0].state(), Some(State::Fault));
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    let err = st.vip_error.expect("the reason is in the status");
+    assert_eq!(err.reason, "simulated: Operation not permitted");
+    assert_eq!(err.failures, 1);
+    assert!(err.retry_in_ms.is_some());
+    assert_eq!(st.counters.vip_install_failures, 1);
+    assert!(causes_of(&net, 0).contains(&(State::Fault, Cause::VipFailed)));
+    // The takeover by router 1 came within its Skew_Time of the resignation.
+    let fail_at = net
+        .changes
+        .iter()
+        .find(|c| c.router == 0 && c.cause == Cause::VipFailed)
+        .unwrap()
+        .at;
+    let take_at = net
+        .changes
+        .iter()
+        .find(|c| c.router == 1 && c.to == State::Master)
+        .unwrap()
+        .at;
+    assert!(take_at - fail_at <= skew_time(100, ms(100)) + ms(1));
+    // After the retry (1 s) router 0 is a backup again and leaves router 1 alone.
+    net.run_for(ms(3000));
+    assert_eq!(net.routers[0].state(), Some(State::Backup));
+    assert!(causes_of(&net, 0).contains(&(State::Backup, Cause::VipRetry)));
+    assert_eq!(net.vip_holders(), vec![1]);
+    assert_eq!(net.masters(), vec![1]);
+    // Router 1 dies: router 0 must try again; it fails again (backoff 2 s, then 4 s).
+    net.kill(1);
+    net.run_for(ms(1000));
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    assert_eq!(st.vip_error.as_ref().map(|e| e.failures), Some(2));
+    assert_eq!(net.vip_holders(), Vec::<usize>::new());
+    // The capability comes back: the next retry holds the VIP and clears the error.
+    net.routers[0].vip_fails = false;
+    net.run_for(ms(3000));
+    assert_eq!(net.vip_holders(), vec![0], "{}", net.describe());
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    assert!(st.vip_error.is_none());
+}
+
+/// RFC 5798 section 7.1: the address owner (priority 255) discards every advert of its
+/// VRID, counted as "owner".
+#[test]
+fn the_address_owner_discards_adverts_of_its_vrid() {
+    let t = Template::v3(ms(100));
+    let mut net = Net::new(23, &t, &[255, 100]);
+    net.start_all();
+    net.run_for(ms(1000));
+    assert_eq!(net.masters(), vec![0]);
+    // The backup is in maintenance so it resigns loudly; the owner still ignores it.
+    net.with(1, |inst, now| inst.set_maintenance(now, true));
+    net.run_for(ms(500));
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    assert_eq!(st.counters.rx_adverts, 0, "the owner accepted an advert");
+    // Router 1 never advertised as a backup, so start it as a second master briefly.
+    net.group = vec![0, 1];
+    net.with(1, |inst, now| inst.set_maintenance(now, false));
+    net.run_for(ms(1000));
+    net.heal();
+    net.run_for(ms(300));
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    assert!(
+        st.counters.drops.get("owner").copied().unwrap_or(0) > 0,
+        "{st:?}"
+    );
+    assert_eq!(net.routers[0].state(), Some(State::Master));
+    assert_eq!(net.masters(), vec![0]);
+}
+
 #[test]
 fn split_brain_higher_master_answers_a_lower_advert_at_once() {
     // Drive one instance directly: a master hearing a lower priority sends at once.

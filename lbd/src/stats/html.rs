@@ -57,15 +57,23 @@ pub(super) fn render(s: &Snapshot, refresh_secs: u32) -> String {
 fn vrrp(o: &mut String, s: &Snapshot) {
     match &s.vrrp {
         Some(v) => {
-            let class = if v.state.eq_ignore_ascii_case("master") {
+            let class = if v.problem.is_some() {
+                "vrrp vrrp-missing"
+            } else if !v.vips_here.is_empty() {
                 "vrrp vrrp-master"
             } else {
                 "vrrp"
             };
+            // "Held here" only when the kernel has the VIP here, whatever the state says.
+            let holder = if !v.vips_here.is_empty() {
+                "this node".to_owned()
+            } else {
+                v.master.as_deref().map_or_else(|| "nobody".to_owned(), esc)
+            };
             let _ = writeln!(
                 o,
                 "<p class=\"{class}\" id=\"vrrp\">VRRP: this node is <b>{state}</b> \
-                 (priority {prio}{maint}); VIP {vips} held by <b>{holder}</b></p>",
+                 (priority {prio}{maint}); VIP {vips} held by <b>{holder}</b>{problem}</p>",
                 state = esc(&v.state.to_uppercase()),
                 prio = v.priority,
                 maint = if v.maintenance {
@@ -74,7 +82,10 @@ fn vrrp(o: &mut String, s: &Snapshot) {
                     ""
                 },
                 vips = esc(&v.vips.join(", ")),
-                holder = v.master.as_deref().map_or_else(|| "nobody".to_owned(), esc),
+                problem = v
+                    .problem
+                    .as_deref()
+                    .map_or_else(String::new, |p| format!("; <b>FAULT</b>: {}", esc(p))),
             );
         }
         None => {
@@ -215,9 +226,25 @@ mod tests {
         assert!(page.contains("42s <small>(2&times; down)</small>"));
         assert!(page.contains("up 1d2h"));
         assert!(page.contains("VRRP: this node is <b>MASTER</b>"));
-        assert!(page.contains("held by <b>10.0.0.1</b>"));
+        assert!(page.contains("held by <b>this node</b>"));
         assert_eq!(page.matches("<table").count(), 2);
         assert_eq!(page.matches("<tr class=\"srv ").count(), 5);
+    }
+
+    /// Regression: a master that could not add the VIP was shown as holding it.
+    #[test]
+    fn a_vip_the_kernel_does_not_have_is_not_shown_as_held() {
+        let mut snap = sample();
+        if let Some(v) = snap.vrrp.as_mut() {
+            v.state = "fault".into();
+            v.vips_here.clear();
+            v.master = None;
+            v.problem = Some("could not add the VIP 10.0.0.100/24 to eth0: EPERM".into());
+        }
+        let page = render(&snap, 10);
+        assert!(page.contains("held by <b>nobody</b>"), "{page}");
+        assert!(page.contains("<b>FAULT</b>: could not add the VIP 10.0.0.100/24 to eth0"));
+        assert!(!page.contains("this node</b>"));
     }
 
     #[test]

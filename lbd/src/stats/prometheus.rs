@@ -173,9 +173,15 @@ pub(super) fn render(s: &Snapshot) -> String {
     if let Some(v) = &s.vrrp {
         families.push(single(
             "lbd_vrrp_master",
-            "1 if this node holds the VIP (VRRP master), else 0.",
+            "1 if this node's VRRP state is master, else 0.",
             Gauge,
             u8::from(v.state.eq_ignore_ascii_case("master")),
+        ));
+        families.push(single(
+            "lbd_vrrp_vip_held",
+            "1 if the kernel has the VIP on this node (vrrpd's reading), else 0.",
+            Gauge,
+            u8::from(!v.vips_here.is_empty()),
         ));
         families.push(single(
             "lbd_vrrp_priority",

@@ -83,6 +83,8 @@ pub(crate) fn sample() -> Snapshot {
             master: Some("10.0.0.1".to_owned()),
             vips: vec!["10.0.0.100/24".to_owned()],
             maintenance: false,
+            vips_here: vec!["10.0.0.100".to_owned()],
+            problem: None,
         }),
         frontends: vec![
             FrontendStats {

@@ -12,6 +12,23 @@ use crate::packet::{self, Advert, MCAST_V4, MCAST_V6, VRRP_TTL};
 
 /// How many transitions [`Status::transitions`] keeps.
 const TRANSITION_HISTORY: usize = 32;
+/// After the first failure to install the VIPs, try again this much later...
+pub const VIP_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// ...doubling up to this.
+pub const VIP_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The VIPs could not be installed when this router became master.
+#[derive(Debug, Clone)]
+struct VipFault {
+    /// What the shell reported (the netlink error, with the address and interface).
+    reason: String,
+    /// Consecutive failures.
+    failures: u32,
+    first: Instant,
+    /// While in Fault: when to take part in the election again; `None` once retried.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
 
 /// The protocol state and the data valid only in it.
 #[derive(Debug, Clone)]
@@ -76,6 +93,8 @@ pub struct Instance {
     /// Make-before-break: holding the VIPs while not master until another router's advert
     /// is heard or this deadline passes.
     release_deadline: Option<Instant>,
+    /// The last attempt to install the VIPs failed (cleared by [`Instance::vip_installed`]).
+    vip_fault: Option<VipFault>,
     actions: VecDeque<Action>,
     counters: Counters,
     transitions: VecDeque<Transition>,
@@ -117,6 +136,7 @@ impl Instance {
             finished: false,
             vips_held: false,
             release_deadline: None,
+            vip_fault: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             transitions: VecDeque::new(),
@@ -217,8 +237,12 @@ impl Instance {
                     self.master = None;
                     return;
                 }
-                // The owner always preempts (RFC 5798 section 6.1, Preempt_Mode).
-                let preempt = self.cfg.preempt || self.priority == 255;
+                // The owner always preempts (RFC 5798 section 6.1, Preempt_Mode). A router
+                // whose last attempt to install the VIPs failed does not preempt a working
+                // master (it would take the VIP away only to fail again); it takes over only
+                // when nobody else is master.
+                let preempt =
+                    (self.cfg.preempt || self.priority == 255) && self.vip_fault.is_none();
                 let lower = adv.priority < self.priority;
                 if lower && preempt {
                     let since = *b.lower_master_since.get_or_insert(now);
@@ -252,6 +276,13 @@ impl Instance {
                 let higher = adv.priority > self.priority;
                 let tie_lost = adv.priority == self.priority && rx.src > self.cfg.primary;
                 if higher || tie_lost {
+                    // One last advert with our priority before stepping down (keepalived's
+                    // `higher_prio_send_advert`). After a partition heals, the better
+                    // master's periodic advert may reach us before ours reaches it: then it
+                    // never learns that clients on our side still resolve the VIP to us.
+                    // This advert makes it answer and re-announce at once (the lower-
+                    // priority branch below). After a preemption it costs one extra GARP.
+                    self.send_advert(self.priority);
                     self.master_adver_interval = interval;
                     let cause = if higher {
                         Cause::HigherPriority
@@ -286,6 +317,18 @@ impl Instance {
         }
         if due(self.release_deadline, now) {
             self.release_vips();
+        }
+        if self.state() == State::Fault
+            && due(self.vip_fault.as_ref().and_then(|f| f.retry_at), now)
+        {
+            if let Some(f) = self.vip_fault.as_mut() {
+                f.retry_at = None;
+            }
+            if !self.fault && !self.shutting_down {
+                // Take part in the election again; becoming master tries the VIPs again.
+                self.master_adver_interval = self.cfg.adver_interval;
+                self.transition(now, State::Backup, Cause::VipRetry);
+            }
         }
         match &mut self.phase {
             Phase::Initialize | Phase::Fault => {}
@@ -338,7 +381,8 @@ impl Instance {
             return None;
         }
         let phase = match &self.phase {
-            Phase::Initialize | Phase::Fault => None,
+            Phase::Initialize => None,
+            Phase::Fault => self.vip_fault.as_ref().and_then(|f| f.retry_at),
             Phase::Backup(b) => b.master_down_timer,
             Phase::Master(m) => earliest(m.adver_timer, m.garp_timer),
         };
@@ -356,11 +400,72 @@ impl Instance {
             return;
         }
         if fault {
-            self.transition(now, State::Fault, Cause::Fault);
-        } else if self.state() == State::Fault {
+            if self.state() != State::Fault {
+                self.transition(now, State::Fault, Cause::Fault);
+            }
+        } else if self.state() == State::Fault
+            && self.vip_fault.as_ref().is_none_or(|f| f.retry_at.is_none())
+        {
             self.master_adver_interval = self.cfg.adver_interval;
             self.transition(now, State::Backup, Cause::FaultCleared);
         }
+    }
+
+    /// The shell could not install the VIPs after [`Action::AddVips`] (e.g. netlink said
+    /// EPERM: no CAP_NET_ADMIN). A master that cannot hold the VIP must not claim it: leave
+    /// master at once with a priority-0 advert (the backups take over after Skew_Time),
+    /// ask for the removal of whatever part was installed, and stay in Fault until a retry
+    /// timer (1 s, doubling up to 60 s) lets this router take part in the election again.
+    /// Until [`Instance::vip_installed`], the status carries the reason.
+    pub fn vip_install_failed(&mut self, now: Instant, reason: String) {
+        if self.finished || self.shutting_down {
+            return;
+        }
+        self.counters.vip_install_failures += 1;
+        let (failures, first, backoff) = match &self.vip_fault {
+            Some(f) => (f.failures + 1, f.first, (f.backoff * 2).min(VIP_RETRY_MAX)),
+            None => (1, now, VIP_RETRY_FIRST),
+        };
+        self.vip_fault = Some(VipFault {
+            reason,
+            failures,
+            first,
+            retry_at: after(now, backoff),
+            backoff,
+        });
+        // What was queued for the master's entry (announcing, advertising the VIP we do
+        // not have) must not go out any more.
+        self.actions
+            .retain(|a| !matches!(a, Action::Announce | Action::Send { .. }));
+        if self.state() == State::Fault {
+            return;
+        }
+        if self.state() == State::Master {
+            self.transition(now, State::Fault, Cause::VipFailed);
+        } else {
+            // Not master any more (e.g. preempted while the shell worked): just clean up.
+            self.remove_vips();
+            self.transition(now, State::Fault, Cause::VipFailed);
+        }
+    }
+
+    /// The shell installed the VIPs after [`Action::AddVips`]: forget earlier failures.
+    pub fn vip_installed(&mut self, now: Instant) {
+        if let Some(f) = self.vip_fault.take() {
+            tracing::info!(
+                vrid = self.cfg.vrid,
+                failures = f.failures,
+                after_ms = u64::try_from(now.saturating_duration_since(f.first).as_millis())
+                    .unwrap_or(u64::MAX),
+                "VIPs installed after earlier failures"
+            );
+        }
+    }
+
+    /// Replace the source allow-list (the shell learns IPv6 link-local sources of the
+    /// cluster's servers while it runs). `None`: accept any source.
+    pub fn set_allowed_sources(&mut self, allowed: Option<Vec<IpAddr>>) {
+        self.cfg.allowed_sources = allowed;
     }
 
     /// Tracking weights: effective = clamp(base + offset, 1, 254); base 255 unaffected. A
@@ -478,6 +583,15 @@ impl Instance {
             maintenance: self.maintenance,
             fault: self.fault,
             holding_vips: self.vips_held,
+            vip_error: self.vip_fault.as_ref().map(|f| super::VipError {
+                reason: f.reason.clone(),
+                failures: f.failures,
+                since_ms: u64::try_from(now.saturating_duration_since(f.first).as_millis())
+                    .unwrap_or(u64::MAX),
+                retry_in_ms: f.retry_at.map(|t| {
+                    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+                }),
+            }),
             counters: self.counters.clone(),
             transitions,
         }
@@ -494,7 +608,11 @@ impl Instance {
             // after Skew_Time instead of Master_Down_Interval (RFC 5798 section 6.4.3).
             let resign = matches!(
                 cause,
-                Cause::Shutdown | Cause::Maintenance | Cause::Fault | Cause::Reconfigured
+                Cause::Shutdown
+                    | Cause::Maintenance
+                    | Cause::Fault
+                    | Cause::VipFailed
+                    | Cause::Reconfigured
             );
             if resign {
                 self.send_advert(0);
@@ -671,7 +789,13 @@ impl Instance {
     /// and counted.
     fn check(&mut self, rx: Received<'_>) -> Option<Advert> {
         let cfg = &self.cfg;
-        let reason = if rx.ttl != VRRP_TTL {
+        let reason = if self.priority == 255 && rx.payload.get(1) == Some(&cfg.vrid) {
+            // RFC 5798 section 7.1 (RFC 9568 likewise): the receiver "MUST verify that the
+            // VRID is configured on the receiving interface and the local router is not the
+            // IPvX address owner (Priority = 255)", else discard. The owner is master for
+            // good; nothing an advert says could change that. Counted like every drop.
+            Some("owner")
+        } else if rx.ttl != VRRP_TTL {
             Some("ttl")
         } else if rx.src.is_ipv6() != cfg.primary.is_ipv6() {
             Some("family")

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-pub use instance::Instance;
+pub use instance::{Instance, VIP_RETRY_FIRST, VIP_RETRY_MAX};
 
 use crate::packet::ChecksumMode;
 
@@ -155,6 +155,11 @@ pub enum Cause {
     Shutdown,
     /// A reconfigure changed the VRID, the VIPs or the family: restarted.
     Reconfigured,
+    /// The shell could not install the VIPs on becoming master.
+    VipFailed,
+    /// After a failure to install the VIPs, the retry timer let this router back into
+    /// the election.
+    VipRetry,
 }
 
 impl Cause {
@@ -173,6 +178,8 @@ impl Cause {
             Cause::MaintenanceOff => "maintenance-off",
             Cause::Shutdown => "shutdown",
             Cause::Reconfigured => "reconfigured",
+            Cause::VipFailed => "vip-not-installed",
+            Cause::VipRetry => "vip-retry",
         }
     }
 }
@@ -199,9 +206,24 @@ pub struct Status {
     /// Whether this router currently holds the VIPs (also true while a stopping or
     /// resigning master waits for its successor).
     pub holding_vips: bool,
+    /// The VIPs could not be installed (until they are, on a later attempt).
+    pub vip_error: Option<VipError>,
     pub counters: Counters,
     /// Last 32 transitions, oldest first.
     pub transitions: Vec<TransitionRecord>,
+}
+
+/// Why this router could not hold the VIPs, as the shell reported it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VipError {
+    /// The error: address, interface and the kernel's answer.
+    pub reason: String,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+    /// Since the first of them.
+    pub since_ms: u64,
+    /// While in Fault: when this router takes part in the election again.
+    pub retry_in_ms: Option<u64>,
 }
 
 /// Counters an operator asks about at 3 a.m.
@@ -216,11 +238,14 @@ pub struct Counters {
     pub rx_priority_zero: u64,
     /// Priority-0 adverts sent (resigning: shutdown, maintenance, fault).
     pub tx_priority_zero: u64,
+    /// Attempts to install the VIPs that failed.
+    pub vip_install_failures: u64,
     /// Accepted adverts whose address list differs from our VIPs (RFC 5798 section 7.1
     /// says to log it, not drop it: keepalived does the same).
     pub vip_mismatch: u64,
     /// Keyed by [`crate::packet::DecodeError::reason`] and the core's reasons: "ttl",
-    /// "vrid", "version", "source", "own", "auth", "interval", "family".
+    /// "vrid", "version", "source", "own", "auth", "interval", "family", "owner" (we are
+    /// the address owner: RFC 5798 discards every advert of the VRID).
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -298,6 +323,7 @@ mod tests {
             maintenance: false,
             fault: false,
             holding_vips: true,
+            vip_error: None,
             counters: Counters {
                 drops: BTreeMap::from([("checksum", 2)]),
                 ..Counters::default()

@@ -13,6 +13,19 @@ use crate::core::Config;
 pub struct InstancePlan {
     pub cfg: Config,
     pub prefix: u8,
+    /// IPv6 with `only_cluster_nodes`: adverts come from link-local addresses, which
+    /// cluster.toml does not list. The shell accepts a link-local source only once it has
+    /// learned that it belongs to one of these servers (the same MAC as the server's
+    /// listed addresses). Empty: nothing to learn (IPv4, or no allow-list).
+    pub learn_sources_from: Vec<Peer>,
+}
+
+/// Another server, as the source learning knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// Its addresses from cluster.toml (`address`, `address6`).
+    pub addrs: Vec<IpAddr>,
 }
 
 impl InstancePlan {
@@ -93,10 +106,11 @@ pub fn plan(
         }
         let mut cfg = base(node.address, vec![IpAddr::V4(vip4.addr)]);
         if v.only_cluster_nodes {
+            // Servers only: agents never run vrrpd, so an advert from an agent's address is
+            // a stranger (say a hostNetwork pod with NET_RAW) trying to take the VIP.
             cfg.allowed_sources = Some(
                 cluster
-                    .nodes
-                    .iter()
+                    .servers()
                     .map(|n| n.address)
                     .filter(IpAddr::is_ipv4)
                     .collect(),
@@ -111,16 +125,39 @@ pub fn plan(
         out.push(InstancePlan {
             cfg,
             prefix: vip4.prefix,
+            learn_sources_from: Vec::new(),
         });
     }
     if let Some(vip6) = cluster.vip.v6 {
         let ll = link_local.ok_or_else(|| MapError::NoLinkLocal {
             interface: interface.to_owned(),
         })?;
-        // IPv6 adverts come from link-local addresses, which cluster.toml does not list, so
-        // there is no source allow-list for IPv6 (the hop limit 255 check still proves the
-        // sender is on the link).
+        // IPv6 adverts come from link-local addresses, which cluster.toml does not list. The
+        // hop limit 255 only proves the sender is on the link, as any stranger there is:
+        // the allow-list starts with the servers' listed IPv6 addresses (unicast peers may
+        // send from those) and the shell adds each server's link-local once it has learned
+        // it (see `learn_sources_from`).
         let mut cfg = base(IpAddr::V6(ll), vec![IpAddr::V6(vip6.addr)]);
+        let mut learn_sources_from = Vec::new();
+        if v.only_cluster_nodes {
+            cfg.allowed_sources = Some(
+                cluster
+                    .servers()
+                    .flat_map(|n| [Some(n.address), n.address6.map(IpAddr::V6)])
+                    .flatten()
+                    .filter(IpAddr::is_ipv6)
+                    .collect(),
+            );
+            learn_sources_from = others()
+                .map(|n| Peer {
+                    name: n.name.clone(),
+                    addrs: [Some(n.address), n.address6.map(IpAddr::V6)]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                })
+                .collect();
+        }
         if v.unicast {
             cfg.unicast_peers = others()
                 .filter_map(|n| {
@@ -133,6 +170,7 @@ pub fn plan(
         out.push(InstancePlan {
             cfg,
             prefix: vip6.prefix,
+            learn_sources_from,
         });
     }
     if out.is_empty() {
@@ -195,8 +233,15 @@ role = "agent"
             v4.unicast_peers,
             vec!["10.9.0.12".parse::<IpAddr>().unwrap()]
         );
+        // Regression: agents were on the allow-list, though they never run vrrpd.
         let allowed = v4.allowed_sources.clone().unwrap();
-        assert_eq!(allowed.len(), 3);
+        assert_eq!(
+            allowed,
+            vec![
+                "10.9.0.11".parse::<IpAddr>().unwrap(),
+                "10.9.0.12".parse().unwrap()
+            ]
+        );
         let v6 = &p[1].cfg;
         assert_eq!(p[1].family(), "ipv6");
         assert_eq!(v6.primary, IpAddr::V6(ll));
@@ -204,7 +249,23 @@ role = "agent"
             v6.unicast_peers,
             vec!["fd09::12".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(v6.allowed_sources, None);
+        // Regression: IPv6 had no allow-list at all. It starts with the servers' listed
+        // addresses; their link-locals are learned (the other server's addresses given).
+        assert_eq!(
+            v6.allowed_sources,
+            Some(vec![
+                "fd09::11".parse::<IpAddr>().unwrap(),
+                "fd09::12".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            p[1].learn_sources_from,
+            vec![Peer {
+                name: "s2".into(),
+                addrs: vec!["10.9.0.12".parse().unwrap(), "fd09::12".parse().unwrap()]
+            }]
+        );
+        assert!(p[0].learn_sources_from.is_empty());
         // No link-local: refused with the interface named.
         assert_eq!(
             plan(&c, s1, "eth0", None),

@@ -16,6 +16,7 @@
 //! call into a core instance its actions are drained and executed in order.
 
 pub mod map;
+pub mod sources;
 pub mod track;
 
 use std::future::Future;
@@ -72,6 +73,8 @@ struct Inst {
     vmac: Option<Vmac>,
     /// `HandoverDone` seen.
     done: bool,
+    /// IPv6 with `only_cluster_nodes`: the servers' link-local sources, learned.
+    learner: Option<sources::SourceLearner>,
     /// A handover release waiting out [`RELEASE_LINGER`].
     release_at: Option<Instant>,
     /// `family = ipv4|ipv6`, entered around every call into the core so that its own log
@@ -107,6 +110,19 @@ struct Daemon {
     shutdown_started: Option<Instant>,
     reloads: u64,
     last_reload_error: Option<String>,
+    /// The batch being executed tried to add the VIPs and failed.
+    vip_failed: bool,
+    /// Results of IPv6 source learning, back to the loop.
+    learn_tx: mpsc::Sender<(usize, Learned)>,
+}
+
+/// What a source-learning task found out, for instance `usize`.
+#[derive(Debug)]
+enum Learned {
+    /// One link-local, and the server it belongs to (`None`: nobody's).
+    One(std::net::Ipv6Addr, Option<String>),
+    /// Every server link-local found in the neighbour table.
+    All(std::collections::BTreeMap<std::net::Ipv6Addr, String>),
 }
 
 /// Run vrrpd until `shutdown` completes and the handover is done. `cluster.source` is the
@@ -238,18 +254,34 @@ async fn run_inner(
     let insts = plans
         .into_iter()
         .zip(vmacs)
-        .map(|(plan, vmac)| Inst {
-            core: Instance::new(plan.cfg.clone(), now),
-            span: tracing::info_span!("instance", family = plan.family()),
-            plan,
-            held: Vec::new(),
-            answering: false,
-            vmac,
-            done: false,
-            release_at: None,
+        .map(|(plan, vmac)| {
+            let learner = (!plan.learn_sources_from.is_empty()).then(|| {
+                sources::SourceLearner::new(
+                    iface.index,
+                    plan.learn_sources_from.clone(),
+                    plan.cfg.allowed_sources.clone().unwrap_or_default(),
+                    if cluster.vrrp.virtual_mac {
+                        vec![vmac::virtual_mac(cluster.vrrp.vrid, true)]
+                    } else {
+                        Vec::new()
+                    },
+                )
+            });
+            Inst {
+                core: Instance::new(plan.cfg.clone(), now),
+                span: tracing::info_span!("instance", family = plan.family()),
+                plan,
+                held: Vec::new(),
+                answering: false,
+                learner,
+                vmac,
+                done: false,
+                release_at: None,
+            }
         })
         .collect();
     let (track_tx, mut track_rx) = mpsc::channel::<TrackUpdate>(64);
+    let (learn_tx, mut learn_rx) = mpsc::channel::<(usize, Learned)>(16);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<CtlMsg>(16);
     let mut d = Daemon {
         cluster,
@@ -268,8 +300,11 @@ async fn run_inner(
         shutdown_started: None,
         reloads: 0,
         last_reload_error: None,
+        vip_failed: false,
+        learn_tx,
     };
     d.spawn_trackers();
+    d.learn_all();
 
     // Control socket.
     let sock_path = common::ctl::socket_path(&d.opts.run_dir, "vrrpd");
@@ -400,7 +435,9 @@ async fn run_inner(
                     link_poll = tokio::time::interval(LINK_POLL_FALLBACK);
                 }
             },
+            Some((i, l)) = learn_rx.recv() => d.on_learned(i, l).await,
             _ = link_poll.tick() => {
+                d.learn_all();
                 match d.nl.link_up(d.iface.index).await {
                     Ok(up) => d.set_link(Instant::now(), up).await,
                     Err(e) => debug!(error = %e, "link poll failed"),
@@ -485,6 +522,18 @@ fn make_before_break(batch: Vec<Action>) -> Vec<Action> {
     first
 }
 
+/// What an operator needs to read about a VIP that could not be added: which address, on
+/// which interface, the kernel's answer and, for a refusal, the missing capability.
+fn vip_add_error(vip: IpAddr, prefix: u8, iface: &str, e: &crate::io::IoError) -> String {
+    let text = e.to_string();
+    let hint = if matches!(e.errno(), Some(nix::libc::EPERM | nix::libc::EACCES)) {
+        " (vrrpd lacks CAP_NET_ADMIN: check the unit's CapabilityBoundingSet / AmbientCapabilities)"
+    } else {
+        ""
+    };
+    format!("could not add the VIP {vip}/{prefix} to {iface}: {text}{hint}")
+}
+
 /// Half of systemd's watchdog period, as `sd_watchdog_enabled(3)` defines it: `WATCHDOG_USEC`
 /// set, and `WATCHDOG_PID` either unset or ours.
 fn watchdog_interval() -> Option<Duration> {
@@ -506,10 +555,86 @@ impl Daemon {
             .min()
     }
 
+    /// Look for every server's IPv6 link-local (startup, then every link poll while some
+    /// server's is not known yet).
+    fn learn_all(&self) {
+        for (i, inst) in self.insts.iter().enumerate() {
+            let Some(l) = &inst.learner else { continue };
+            let known: Vec<&String> = l.learned().values().collect();
+            if inst
+                .plan
+                .learn_sources_from
+                .iter()
+                .all(|p| known.contains(&&p.name))
+            {
+                continue;
+            }
+            let (nl, lookup, tx) = (self.nl.clone(), l.lookup(), self.learn_tx.clone());
+            tokio::spawn(async move {
+                let found = sources::learn_all(nl, lookup).await;
+                let _ = tx.send((i, Learned::All(found))).await;
+            });
+        }
+    }
+
+    async fn on_learned(&mut self, i: usize, l: Learned) {
+        let now = Instant::now();
+        let Some(learner) = self.insts.get_mut(i).and_then(|x| x.learner.as_mut()) else {
+            return;
+        };
+        let held = match l {
+            Learned::All(found) => {
+                if !learner.merge(found) {
+                    return;
+                }
+                Vec::new()
+            }
+            Learned::One(ll, owner) => learner.resolved(ll, owner, now),
+        };
+        let allowed = learner.allowed();
+        let inst = &mut self.insts[i];
+        inst.with(|c| c.set_allowed_sources(Some(allowed)));
+        for h in held {
+            let rx = Received {
+                src: h.src,
+                dst: h.dst,
+                ttl: h.ttl,
+                payload: &h.payload,
+            };
+            self.insts[i].with(|c| c.handle_packet(now, rx));
+        }
+        self.drain(i).await;
+    }
+
     async fn on_rx(&mut self, i: usize, r: Result<Rx<'_>, crate::io::IoError>) {
         match r {
             Ok(Rx::Packet(meta, payload)) => {
                 let now = Instant::now();
+                // IPv6 from a link-local not known to be a server's: hold it while we find
+                // out whose it is (the core would drop it as "source").
+                if let Some(learner) = self.insts.get_mut(i).and_then(|x| x.learner.as_mut()) {
+                    if let sources::Verdict::Hold { start } = learner.verdict(meta.src, now) {
+                        let held = learner.hold(sources::Held {
+                            src: meta.src,
+                            dst: meta.dst,
+                            ttl: meta.ttl,
+                            payload: payload.to_vec(),
+                        });
+                        if start {
+                            if let IpAddr::V6(ll) = meta.src {
+                                let (nl, lookup, tx) =
+                                    (self.nl.clone(), learner.lookup(), self.learn_tx.clone());
+                                tokio::spawn(async move {
+                                    let owner = sources::resolve(nl, lookup, ll).await;
+                                    let _ = tx.send((i, Learned::One(ll, owner))).await;
+                                });
+                            }
+                        }
+                        if held {
+                            return;
+                        }
+                    }
+                }
                 if let Some(inst) = self.insts.get_mut(i) {
                     let rx = Received {
                         src: meta.src,
@@ -547,7 +672,13 @@ impl Daemon {
                 return;
             }
             let preempted = batch.iter().any(is_preemption);
+            self.vip_failed = false;
             for action in make_before_break(batch) {
+                // The VIPs could not be added: what this batch would still announce or
+                // advertise as master must not go out (the core queued a resignation).
+                if self.vip_failed && matches!(action, Action::Send { .. } | Action::Announce) {
+                    continue;
+                }
                 self.execute(i, action, preempted).await;
             }
         }
@@ -595,6 +726,7 @@ impl Daemon {
                     ),
                     None => (self.iface.index, inst.plan.prefix),
                 };
+                let mut failure = None;
                 for vip in inst.plan.cfg.vips.clone() {
                     match self.nl.add_addr(index, vip, prefix).await {
                         Ok(_) => {
@@ -603,8 +735,26 @@ impl Daemon {
                             }
                             info!(vip = %vip, prefix, "VIP added");
                         }
-                        Err(e) => error!(vip = %vip, error = %e, "could not add the VIP"),
+                        Err(e) => {
+                            let iface = inst
+                                .vmac
+                                .as_ref()
+                                .map_or(self.iface.name.as_str(), |v| v.name.as_str());
+                            let reason = vip_add_error(vip, prefix, iface, &e);
+                            error!(vip = %vip, error = %e, "{reason}");
+                            failure = Some(reason);
+                            break;
+                        }
                     }
+                }
+                let now = Instant::now();
+                match failure {
+                    // Not master without the VIP: the core resigns and retries later.
+                    Some(reason) => {
+                        self.vip_failed = true;
+                        self.insts[i].with(|c| c.vip_install_failed(now, reason));
+                    }
+                    None => self.insts[i].with(|c| c.vip_installed(now)),
                 }
             }
             Action::RemoveVips => {
@@ -862,18 +1012,46 @@ impl Daemon {
         for (i, plan) in plans.into_iter().enumerate() {
             let cfg = plan.cfg.clone();
             self.insts[i].with(|c| c.reconfigure(now, cfg));
+            // The link-locals learned so far stay allowed (for servers still listed).
+            if plan.learn_sources_from.is_empty() {
+                self.insts[i].learner = None;
+            } else if self.insts[i].learner.is_none() {
+                let extra = if self.cluster.vrrp.virtual_mac {
+                    vec![vmac::virtual_mac(self.cluster.vrrp.vrid, true)]
+                } else {
+                    Vec::new()
+                };
+                self.insts[i].learner = Some(sources::SourceLearner::new(
+                    self.iface.index,
+                    Vec::new(),
+                    Vec::new(),
+                    extra,
+                ));
+            }
+            if let Some(l) = self.insts[i].learner.as_mut() {
+                l.replan(
+                    plan.learn_sources_from.clone(),
+                    plan.cfg.allowed_sources.clone().unwrap_or_default(),
+                );
+                let allowed = l.allowed();
+                self.insts[i].with(|c| c.set_allowed_sources(Some(allowed)));
+            }
             self.drain(i).await;
             // Keep removing VIPs of the old plan that are still held (RemoveVips above).
             self.insts[i].plan = plan;
         }
         self.spawn_trackers();
+        self.learn_all();
         self.apply_tracking(now).await;
         Ok(())
     }
 
     async fn on_ctl(&mut self, req: Request) -> Response {
         match req.cmd.as_str() {
-            "status" => Response::ok(self.status_json()),
+            "status" => {
+                let on_iface = self.vips_in_kernel().await;
+                Response::ok(self.status_json(&on_iface))
+            }
             "maintenance" => {
                 let Some(on) = req.args.get("on").and_then(Value::as_bool) else {
                     return Response::err("maintenance needs {\"on\": true|false}");
@@ -901,17 +1079,51 @@ impl Daemon {
         }
     }
 
-    fn status_json(&self) -> Value {
+    /// Per instance, which of its VIPs the kernel has on the interface right now (not what
+    /// this process believes it added: no surface may claim what the kernel does not have).
+    async fn vips_in_kernel(&self) -> Vec<Vec<IpAddr>> {
+        let mut out = Vec::with_capacity(self.insts.len());
+        for i in &self.insts {
+            let index = i.vmac.as_ref().map_or(self.iface.index, |v| v.index);
+            let have = match self.nl.addresses(index).await {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "status: could not list the interface's addresses");
+                    Vec::new()
+                }
+            };
+            out.push(
+                i.plan
+                    .cfg
+                    .vips
+                    .iter()
+                    .copied()
+                    .filter(|v| have.iter().any(|(a, _)| a == v))
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    fn status_json(&self, on_iface: &[Vec<IpAddr>]) -> Value {
         let now = Instant::now();
         let instances: Vec<Value> = self
             .insts
             .iter()
-            .map(|i| {
+            .enumerate()
+            .map(|(n, i)| {
                 let mut v = serde_json::to_value(i.core.status(now)).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut v {
                     m.insert("family".into(), json!(i.plan.family()));
                     m.insert("primary".into(), json!(i.plan.cfg.primary));
-                    m.insert("vips_on_interface".into(), json!(i.held));
+                    if let Some(l) = &i.learner {
+                        m.insert(
+                            "learned_sources".into(),
+                            json!({ "sources": l.learned(), "counters": l.counters }),
+                        );
+                    }
+                    let held: &[IpAddr] = on_iface.get(n).map_or(&[], Vec::as_slice);
+                    m.insert("vips_on_interface".into(), json!(held));
                     let answered: &[IpAddr] = if i.answering { &i.plan.cfg.vips } else { &[] };
                     m.insert("vips_answered".into(), json!(answered));
                     if let Some(v) = &i.vmac {

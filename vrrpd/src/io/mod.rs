@@ -72,6 +72,18 @@ pub enum IoError {
 }
 
 impl IoError {
+    /// The errno behind this error, when the kernel gave one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            IoError::Sys { err, .. } => err.raw_os_error(),
+            IoError::Netlink {
+                err: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => m.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn sys(what: impl Into<String>, source: impl Into<std::io::Error>) -> IoError {
         IoError::Sys {
             what: what.into(),

@@ -13,7 +13,8 @@ use rtnetlink::packet_route::link::{
     AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, LinkAttribute, LinkFlags,
     LinkMessage, MacVlanMode,
 };
-use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, MulticastGroup};
 
 use super::IoError;
@@ -43,6 +44,20 @@ fn message_addr(m: &AddressMessage) -> Option<IpAddr> {
             _ => None,
         })
     })
+}
+
+/// (address, MAC) of a neighbour entry that has a link-layer address.
+fn neighbour_entry(m: &NeighbourMessage) -> Option<(IpAddr, [u8; 6])> {
+    let dst = m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        _ => None,
+    })?;
+    let mac = m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+        _ => None,
+    })?;
+    Some((dst, mac))
 }
 
 fn link_is_up(m: &LinkMessage) -> bool {
@@ -263,6 +278,32 @@ impl Netlink {
             .build();
         self.set_link(msg, || format!("set addr_gen_mode none on link {index}"))
             .await
+    }
+
+    /// The neighbour tables (ARP and IPv6 ND) of interface `index`: (address, link-layer
+    /// address) for every entry that has one (reachable, stale, delay, probe, permanent).
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<(IpAddr, [u8; 6])>, IoError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let msgs: Vec<NeighbourMessage> = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|source| IoError::Netlink {
+                    what: "list neighbours".into(),
+                    err: source,
+                })?;
+            out.extend(
+                msgs.iter()
+                    .filter(|m| m.header.ifindex == index)
+                    .filter_map(neighbour_entry),
+            );
+        }
+        Ok(out)
     }
 
     /// Is interface `index` up with carrier right now?

@@ -58,6 +58,8 @@ pub struct Server {
     pub starts: u32,
     /// Extra environment for this server's vrrpd (seen by notify and track commands).
     pub env: Vec<(String, String)>,
+    /// A program (and its arguments) vrrpd runs under, e.g. `setpriv` dropping a capability.
+    pub wrapper: Vec<String>,
 }
 
 /// Three servers (n1, n2, n3) and a client on one bridge, in subnet 10.`net`.0.0/24 and
@@ -95,6 +97,10 @@ pub struct Settings {
     /// Virtual MAC: vrrpd `virtual_mac = true`, keepalived `use_vmac` (its VIP then goes on
     /// its macvlan `vrrp.<vrid>`, so no `dev`).
     pub vmac: bool,
+    /// Appended to cluster.toml (e.g. `[[nodes]]` of agents).
+    pub extra_toml: String,
+    /// More hosts on the bridge: (name, addresses in CIDR form).
+    pub extra_hosts: Vec<(String, Vec<String>)>,
 }
 
 impl Settings {
@@ -112,6 +118,8 @@ impl Settings {
             unicast: false,
             ipv4_vip: true,
             vmac: false,
+            extra_toml: String::new(),
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -149,6 +157,7 @@ pub fn cluster_toml(s: &Settings, vrid: u8) -> String {
             "\n[[nodes]]\nname = \"n{k}\"\naddress = \"10.{n}.0.1{k}\"\naddress6 = \"fd{n}::1{k}\"\nrole = \"server\"\npriority = {p}\n"
         ));
     }
+    t.push_str(&s.extra_toml);
     t
 }
 
@@ -171,6 +180,10 @@ impl TestCluster {
         let c4 = format!("10.{n}.0.200/24");
         let c6 = format!("fd{n}::200/64");
         b = b.host("client", &[&c4, &c6]);
+        for (name, addrs) in &s.extra_hosts {
+            let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            b = b.host(name, &addrs);
+        }
         let lab = b.build().expect("lab");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("cluster.toml");
@@ -188,6 +201,7 @@ impl TestCluster {
                     child: None,
                     starts: 0,
                     env: Vec::new(),
+                    wrapper: Vec::new(),
                 }
             })
             .collect();
@@ -220,7 +234,14 @@ impl TestCluster {
             .append(true)
             .open(&s.log)
             .expect("log");
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_vrrpd"));
+        let mut cmd = match s.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = ns.command(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_vrrpd"));
+                c
+            }
+            None => ns.command(env!("CARGO_BIN_EXE_vrrpd")),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--node")
@@ -615,4 +636,58 @@ pub fn ms(d: Duration) -> u128 {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Send `count` crafted VRRPv3 adverts (VRID `vrid`, priority `priority`, for `vips`) from
+/// `src` out of `eth0` in namespace `ns`, one every `every`: a stranger on the link. Runs
+/// on a thread of its own that enters the namespace (never a shared runtime thread).
+pub fn inject_adverts(
+    ns: &NetNs,
+    src: IpAddr,
+    vrid: u8,
+    priority: u8,
+    vips: Vec<IpAddr>,
+    count: u32,
+    every: Duration,
+) {
+    use std::os::fd::AsFd;
+    let path = format!("{}/{}", common::netns::NETNS_DIR, ns.name());
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("namespace file");
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let iface = vrrpd::io::Interface::by_name("eth0").expect("eth0");
+            let (sock, dst) = if src.is_ipv6() {
+                (
+                    vrrpd::io::VrrpSocket::open_v6(&iface).expect("v6 socket"),
+                    IpAddr::V6(vrrpd::packet::MCAST_V6),
+                )
+            } else {
+                (
+                    vrrpd::io::VrrpSocket::open_v4(&iface).expect("v4 socket"),
+                    IpAddr::V4(vrrpd::packet::MCAST_V4),
+                )
+            };
+            let adv = vrrpd::packet::Advert {
+                version: 3,
+                vrid,
+                priority,
+                interval_cs: 10,
+                addrs: vips,
+                auth: None,
+            };
+            let payload =
+                vrrpd::packet::encode(&adv, src, dst, vrrpd::packet::ChecksumMode::Keepalived);
+            for _ in 0..count {
+                sock.send(src, dst, &payload).await.expect("send advert");
+                tokio::time::sleep(every).await;
+            }
+        });
+    })
+    .join()
+    .expect("injector thread");
 }

@@ -68,6 +68,8 @@ pub struct Router {
     pub announces: u64,
     pub sent: u64,
     pub handover_done: bool,
+    /// The shell cannot install the VIPs (as without CAP_NET_ADMIN).
+    pub vip_fails: bool,
 }
 
 impl Router {
@@ -225,6 +227,7 @@ impl Net {
                     announces: 0,
                     sent: 0,
                     handover_done: false,
+                    vip_fails: false,
                 }
             })
             .collect();
@@ -338,7 +341,21 @@ impl Net {
                     self.routers[i].sent += 1;
                     self.transmit(i, dst, payload);
                 }
-                Action::AddVips => self.routers[i].holds_vip = true,
+                Action::AddVips => {
+                    let now = self.now;
+                    let r = &mut self.routers[i];
+                    if let Some(inst) = r.inst.as_mut() {
+                        if r.vip_fails {
+                            inst.vip_install_failed(
+                                now,
+                                "simulated: Operation not permitted".into(),
+                            );
+                        } else {
+                            r.holds_vip = true;
+                            inst.vip_installed(now);
+                        }
+                    }
+                }
                 Action::RemoveVips => self.routers[i].holds_vip = false,
                 Action::Announce => self.routers[i].announces += 1,
                 Action::StateChanged { from, to, cause } => self.changes.push(Change {
