@@ -221,6 +221,21 @@ where
     Fut: Future<Output = Response> + Send,
 {
     let listener = bind(path)?;
+    serve_on(listener, path, handler, shutdown).await;
+    Ok(())
+}
+
+/// [`serve`] on a socket [`bind`] already made, so that a daemon fails its start (not a
+/// background task) when the socket cannot be had.
+pub async fn serve_on<F, Fut>(
+    listener: UnixListener,
+    path: &Path,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send,
+{
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -244,7 +259,6 @@ where
         }
     }
     let _ = std::fs::remove_file(path);
-    Ok(())
 }
 
 async fn handle_conn<F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>

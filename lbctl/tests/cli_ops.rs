@@ -37,7 +37,8 @@ fn fake_vrrpd(dir: &Path) -> std::sync::mpsc::Sender<()> {
                         "status" => Response::ok(serde_json::json!({
                             "node": "s1", "state": "master", "base_priority": 200,
                             "effective_priority": 200, "master": "10.0.0.1",
-                            "vips": ["10.0.0.100"], "maintenance": false, "fault": false
+                            "vips": ["10.0.0.100"], "vips_on_interface": ["10.0.0.100"],
+                            "maintenance": false, "fault": false
                         })),
                         other => Response::err(format!("unknown command {other:?}")),
                     }

@@ -27,6 +27,9 @@ use crate::snapshot::VrrpView;
 
 /// How often vrrpd is asked for its state.
 const VRRP_POLL: Duration = Duration::from_secs(2);
+/// The `STATUS=` line follows every server change at once; the connection count in it is
+/// refreshed this often.
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -63,19 +66,31 @@ pub enum RunError {
 }
 
 fn notify(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(false, states) {
+    if let Err(e) = common::notify::notify(states) {
         tracing::debug!(error = %e, "sd_notify failed");
     }
 }
 
 /// Run lbd until `shutdown` completes, then drain and return.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
+    let nofile = crate::engine::raise_nofile();
     let cluster = common::config::load(&opts.config)?;
     let (node, source) = common::config::identify(&cluster, opts.node.as_deref())?;
     let node = node.name.clone();
-    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), "lbd starting");
+    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), nofile, "lbd starting");
 
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+    // Signals HAProxy's and keepalived's users send out of habit end a process by default;
+    // here they dump the status (and say what to send instead), and SIGTTOU / SIGTTIN
+    // (HAProxy: pause / resume the listeners) do not stop the process.
+    let mut dumps = common::dump::DumpSignals::new(&[
+        nix::libc::SIGUSR1,
+        nix::libc::SIGUSR2,
+        nix::libc::SIGQUIT,
+    ])
+    .map_err(RunError::Signal)?;
+    let mut ignored = common::dump::DumpSignals::new(&[nix::libc::SIGTTOU, nix::libc::SIGTTIN])
+        .map_err(RunError::Signal)?;
     let engine = Engine::new(node, opts.config.clone(), &cluster);
     engine.apply(cluster.clone())?;
 
@@ -110,12 +125,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
     })?;
     let ctl_path = common::ctl::socket_path(&opts.run_dir, "lbd");
     // Bind now so that a bad run directory fails the start, not a background task.
-    drop(
-        common::ctl::bind(&ctl_path).map_err(|source| RunError::Control {
-            path: ctl_path.clone(),
-            source,
-        })?,
-    );
+    let ctl_listener = common::ctl::bind(&ctl_path).map_err(|source| RunError::Control {
+        path: ctl_path.clone(),
+        source,
+    })?;
     let ctl_engine = engine.clone();
     let handler = move |req: common::ctl::Request| {
         let engine = ctl_engine.clone();
@@ -129,11 +142,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
     let ctl_task = {
         let path = ctl_path.clone();
         let stop = stopped();
-        tokio::spawn(async move {
-            if let Err(e) = common::ctl::serve(&path, handler, stop).await {
-                warn!(path = %path.display(), error = %e, "control socket failed");
-            }
-        })
+        tokio::spawn(async move { common::ctl::serve_on(ctl_listener, &path, handler, stop).await })
     };
 
     // vrrpd's view.
@@ -142,8 +151,26 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
         common::ctl::socket_path(&opts.run_dir, "vrrpd"),
     ));
 
-    // systemd.
+    // systemd: READY, then a STATUS= line that follows the servers' states.
     notify(&[NotifyState::Ready]);
+    let status_task = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let line = engine.status_text();
+                if line != last {
+                    notify(&[NotifyState::Status(&line)]);
+                    last = line;
+                }
+                // Connection counts change without an event: refresh them now and then.
+                tokio::select! {
+                    () = engine.changed() => {}
+                    () = tokio::time::sleep(STATUS_REFRESH) => {}
+                }
+            }
+        })
+    };
     let mut wd_usec = 0u64;
     let watchdog_task = if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
         let every = Duration::from_micros(wd_usec / 2);
@@ -172,6 +199,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
                 let _ = engine.reload().await;
                 notify(&[NotifyState::Ready]);
             }
+            signo = dumps.recv() => dump(&engine, &opts.run_dir, signo),
+            signo = ignored.recv() => warn!(
+                signal = %common::dump::signal_name(signo),
+                "ignored: lbd does not pause its listeners (HAProxy does on SIGTTOU / SIGTTIN)"
+            ),
         }
     }
 
@@ -188,12 +220,46 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
     }
     stop_tx.send_replace(true);
     vrrp_task.abort();
+    status_task.abort();
     if let Some(w) = watchdog_task {
         w.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), stats_task).await;
     Ok(())
+}
+
+/// SIGUSR1 / SIGUSR2 / SIGQUIT: one journal line per frontend and the whole snapshot in
+/// `RUN_DIR/lbd.status.json`.
+fn dump(engine: &Engine, run_dir: &std::path::Path, signo: i32) {
+    let sig = common::dump::signal_name(signo);
+    let snap = engine.snapshot();
+    for f in &snap.frontends {
+        let up = f
+            .servers
+            .iter()
+            .filter(|s| s.status == crate::snapshot::ServerStatus::Up)
+            .count();
+        info!(
+            signal = %sig,
+            service = %f.name,
+            status = %f.status,
+            servers_up = up,
+            servers = f.servers.len(),
+            current_sessions = f.current_sessions,
+            total_sessions = f.total_sessions,
+            denied = f.denied,
+            no_server = f.no_server,
+            "status dump"
+        );
+    }
+    let value = serde_json::to_value(&snap).unwrap_or(Value::Null);
+    match common::dump::write_status(run_dir, "lbd", &value) {
+        Ok(p) => {
+            info!(signal = %sig, file = %p.display(), "status written (SIGTERM stops lbd gracefully, SIGHUP reloads)")
+        }
+        Err(e) => warn!(signal = %sig, error = %e, "could not write the status file"),
+    }
 }
 
 async fn poll_vrrp(engine: Engine, path: PathBuf) {

@@ -136,10 +136,13 @@ pub struct Server {
     kill: Notify,
     /// Wakes the checker early (admin state changed).
     wake: Notify,
+    /// Shared by every server of the engine: some server went UP or DOWN or changed its
+    /// admin state (the `STATUS=` line follows it).
+    changed: Arc<Notify>,
 }
 
 impl Server {
-    fn new(b: &common::config::Backend) -> Server {
+    fn new(b: &common::config::Backend, changed: Arc<Notify>) -> Server {
         Server {
             name: b.name.clone(),
             addr: b.addr,
@@ -171,6 +174,7 @@ impl Server {
             down_transitions: AtomicU64::new(0),
             kill: Notify::new(),
             wake: Notify::new(),
+            changed,
         }
     }
 
@@ -203,6 +207,9 @@ impl Server {
             }
             (change, c.health.in_transition())
         };
+        if change != Change::None {
+            self.changed.notify_one();
+        }
         match change {
             Change::WentDown => {
                 warn!(status = o.status, desc = %o.desc, "server DOWN");
@@ -297,6 +304,7 @@ pub struct Frontend {
     bytes_out: AtomicU64,
     denied: AtomicU64,
     no_server: AtomicU64,
+    local_errors: AtomicU64,
     stopped: AtomicBool,
 }
 
@@ -318,6 +326,12 @@ struct Inner {
     checkers: Mutex<Vec<JoinHandle<()>>>,
     conns: Gauge,
     max_conns: AtomicU64,
+    /// What the descriptor limit allows ([`fd_cap`]); at it, listeners stop accepting.
+    fd_cap: AtomicU64,
+    fd_cap_waits: AtomicU64,
+    fd_cap_logged: AtomicBool,
+    /// A connection ended (a listener waiting at the descriptor cap may go on).
+    slot_freed: Notify,
     next_id: AtomicU64,
     reloads: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
@@ -325,6 +339,8 @@ struct Inner {
     stopping: AtomicBool,
     /// Serialises reloads (SIGHUP and control socket).
     reload_lock: tokio::sync::Mutex<()>,
+    /// Some server changed state (see [`Server::changed`]).
+    changed: Arc<Notify>,
 }
 
 /// A cheap handle to the engine.
@@ -399,12 +415,17 @@ impl Engine {
             checkers: Mutex::new(Vec::new()),
             conns: Gauge::default(),
             max_conns: AtomicU64::new(u64::from(cluster.lbd.max_connections)),
+            fd_cap: AtomicU64::new(fd_cap(cluster)),
+            fd_cap_waits: AtomicU64::new(0),
+            fd_cap_logged: AtomicBool::new(false),
+            slot_freed: Notify::new(),
             next_id: AtomicU64::new(1),
             reloads: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
             vrrp: Mutex::new(None),
             stopping: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
+            changed: Arc::new(Notify::new()),
         }))
     }
 
@@ -490,7 +511,7 @@ impl Engine {
                         old.backup.store(b.backup, Relaxed);
                         old.clone()
                     }
-                    None => Arc::new(Server::new(b)),
+                    None => Arc::new(Server::new(b, self.0.changed.clone())),
                 })
                 .collect();
             for srv in &servers {
@@ -526,6 +547,7 @@ impl Engine {
                     bytes_out: AtomicU64::new(0),
                     denied: AtomicU64::new(0),
                     no_server: AtomicU64::new(0),
+                    local_errors: AtomicU64::new(0),
                     stopped: AtomicBool::new(false),
                 }),
             };
@@ -589,8 +611,21 @@ impl Engine {
         self.0
             .max_conns
             .store(u64::from(cluster.lbd.max_connections), Relaxed);
+        let cap = fd_cap(&cluster);
+        if self.0.fd_cap.swap(cap, Relaxed) != cap || !self.0.fd_cap_logged.swap(true, Relaxed) {
+            let configured = cluster.lbd.max_connections;
+            info!(cap, "connection cap from RLIMIT_NOFILE (two descriptors per connection, {FD_RESERVE} reserved)");
+            if configured == 0 || u64::from(configured) > cap {
+                info!(
+                    configured,
+                    cap, "beyond the descriptor cap, new connections wait in the listen queue"
+                );
+            }
+        }
+        self.0.slot_freed.notify_waiters();
         *write(&self.0.frontends) = frontends;
         *write(&self.0.cluster) = Arc::new(cluster);
+        self.0.changed.notify_one();
         Ok(())
     }
 
@@ -644,6 +679,34 @@ impl Engine {
         }
     }
 
+    /// Completes when some server changed state (UP, DOWN, admin) or the configuration
+    /// was applied.
+    pub async fn changed(&self) {
+        self.0.changed.notified().await;
+    }
+
+    /// `systemctl status lbd`: servers UP per service, and the connections open.
+    pub fn status_text(&self) -> String {
+        let snap = self.snapshot();
+        let services: Vec<String> = snap
+            .frontends
+            .iter()
+            .map(|f| {
+                let up = f
+                    .servers
+                    .iter()
+                    .filter(|s| s.status == ServerStatus::Up)
+                    .count();
+                format!("{} {up}/{} up", f.name, f.servers.len())
+            })
+            .collect();
+        format!(
+            "{}; {} connections",
+            services.join(", "),
+            snap.current_connections
+        )
+    }
+
     pub fn set_vrrp(&self, v: Option<VrrpView>) {
         *lock(&self.0.vrrp) = v;
     }
@@ -671,6 +734,7 @@ impl Engine {
         if old != admin {
             info!(service, server = %srv.name, from = ?old, to = ?admin, "admin state changed");
             srv.wake.notify_one();
+            self.0.changed.notify_one();
         }
         Ok(())
     }
@@ -753,6 +817,7 @@ impl Engine {
                     bytes_out: f.bytes_out.load(Relaxed),
                     denied: f.denied.load(Relaxed),
                     no_server: f.no_server.load(Relaxed),
+                    local_errors: f.local_errors.load(Relaxed),
                     servers: cfg.servers.iter().map(|s| s.stats(now)).collect(),
                 }
             })
@@ -767,6 +832,8 @@ impl Engine {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             current_connections: self.0.conns.get(),
             max_connections: global_max,
+            fd_cap: self.0.fd_cap.load(Relaxed),
+            fd_cap_waits: self.0.fd_cap_waits.load(Relaxed),
             reloads: self.0.reloads.load(Relaxed),
             last_reload_error: lock(&self.0.last_reload_error).clone(),
             vrrp: lock(&self.0.vrrp).clone(),
@@ -799,7 +866,55 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.fe.sessions.dec();
         self.engine.0.conns.dec();
+        self.engine.0.slot_freed.notify_waiters();
     }
+}
+
+/// Descriptors kept back from proxied connections: the control socket and its clients,
+/// the stats page's connections, the netlink / signal / epoll machinery, log files. With
+/// a small limit, at most a quarter of it.
+const FD_RESERVE: u64 = 32 + crate::stats::MAX_CONNECTIONS as u64;
+
+/// The connections this process can proxy with its descriptor limit, as HAProxy derives
+/// maxconn from `ulimit -n`: two descriptors each (client and server), after one per
+/// listener and one per health check in flight.
+pub fn fd_cap(cluster: &Cluster) -> u64 {
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let listeners = cluster.services.len() as u64;
+    let checks: u64 = cluster
+        .services
+        .iter()
+        .map(|s| s.backends.len() as u64)
+        .sum();
+    let reserve = FD_RESERVE.min(nofile / 4) + listeners + checks;
+    (nofile.saturating_sub(reserve) / 2).max(1)
+}
+
+/// Raise the soft descriptor limit to the hard one (systemd's default soft limit, 1024, is
+/// far below what a proxy needs; the unit sets both). Returns the soft limit now.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// Errors of this host rather than of the server (no descriptor, no buffer, no memory):
+/// never a reason to take a server out of rotation.
+pub fn is_local_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Counts a server session for as long as it is held.
@@ -825,10 +940,35 @@ async fn listen_loop(
     mut rx: watch::Receiver<Option<Arc<Frontend>>>,
 ) {
     let mut last_warn: Option<Instant> = None;
+    let mut last_cap_warn: Option<Instant> = None;
     loop {
         let Some(fe) = rx.borrow_and_update().clone() else {
             return;
         };
+        // At the descriptor cap, do not accept: the client waits in the listen queue
+        // instead of being accepted and closed (or accepted and starved of a server
+        // socket). A freed slot or a config change wakes us.
+        let inner = &engine.0;
+        if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
+            let freed = inner.slot_freed.notified();
+            if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
+                inner.fd_cap_waits.fetch_add(1, Relaxed);
+                if last_cap_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!(
+                        service = %fe.name,
+                        open = inner.conns.get(),
+                        cap = inner.fd_cap.load(Relaxed),
+                        "at the connection cap RLIMIT_NOFILE allows: new connections wait in the listen queue"
+                    );
+                    last_cap_warn = Some(Instant::now());
+                }
+                tokio::select! {
+                    () = freed => {}
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+        }
         tokio::select! {
             biased;
             changed = rx.changed() => {
@@ -886,6 +1026,13 @@ async fn connect_backend(
         let started = Instant::now();
         let failure = match tokio::time::timeout(cfg.service.timeouts.connect, connect).await {
             Ok(Ok(s)) => return Some((slot, s)),
+            Ok(Err(e)) if is_local_error(&e) => {
+                // Our shortage, not the server's: no health verdict, no connect error on
+                // the server, no retry elsewhere (it would fail the same way).
+                fe.local_errors.fetch_add(1, Relaxed);
+                warn!(server = %srv.addr, error = %e, "no socket for the server connection (local resources): closing the client");
+                return None;
+            }
             Ok(Err(e)) => {
                 debug!(server = %srv.addr, error = %e, attempt, "connect failed");
                 ("L4CON", format!("client connect: {e}"))
@@ -905,6 +1052,7 @@ async fn connect_backend(
             status: failure.0,
             desc: failure.1,
             latency: started.elapsed(),
+            local: false,
         };
         srv.record(&o, check.rise, check.fall, cfg.service.close_on_down);
         srv.wake.notify_one();
@@ -971,6 +1119,7 @@ impl Future for KillSwitch<'_> {
 }
 
 async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down: bool) {
+    let mut last_local: Option<Instant> = None;
     loop {
         if srv.admin() == Admin::Maint {
             // No checks in maintenance; wake up when the admin state changes.
@@ -981,6 +1130,18 @@ async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down
             continue;
         }
         let o = health::probe(&probe, srv.addr).await;
+        if o.local {
+            // Our descriptors ran out, not the server: keep its state, try again later.
+            if last_local.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                warn!(error = %o.desc, "health check not run: no socket (local resources); the server keeps its state");
+                last_local = Some(Instant::now());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(check.interval) => {}
+                () = srv.wake.notified() => {}
+            }
+            continue;
+        }
         if !o.ok {
             srv.checks_failed.fetch_add(1, Relaxed);
         }
@@ -1031,7 +1192,7 @@ backends = ["127.0.0.1:29500"]
             servers: s
                 .backends
                 .iter()
-                .map(|b| Arc::new(Server::new(b)))
+                .map(|b| Arc::new(Server::new(b, Arc::new(Notify::new()))))
                 .collect(),
             balancer: Mutex::new(Balancer::new(s.balance)),
             probe: Probe::new(&s.check).unwrap(),
@@ -1046,6 +1207,7 @@ backends = ["127.0.0.1:29500"]
             bytes_out: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             no_server: AtomicU64::new(0),
+            local_errors: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

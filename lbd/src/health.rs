@@ -179,6 +179,9 @@ pub struct Outcome {
     pub status: &'static str,
     pub desc: String,
     pub latency: Duration,
+    /// The probe failed for a reason of this host (no descriptor, no buffer): it says
+    /// nothing about the server and must not count as a check.
+    pub local: bool,
 }
 
 /// Run one check against `addr`.
@@ -190,15 +193,25 @@ pub async fn probe(p: &Probe, addr: SocketAddr) -> Outcome {
         status,
         desc,
         latency: start.elapsed(),
+        local: false,
     };
-    let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
+    let tcp = match timeout_at(deadline, connect(addr, p.kind == CheckKind::Tcp)).await {
         Err(_) => return done(false, "L4TOUT", "connect timeout".into()),
+        Ok(Err(e)) if crate::engine::is_local_error(&e) => {
+            return Outcome {
+                local: true,
+                ..done(false, "L4CON", io_desc(&e))
+            }
+        }
         Ok(Err(e)) => return done(false, "L4CON", io_desc(&e)),
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
     match (p.kind, &p.tls) {
-        (CheckKind::Tcp, _) => done(true, "L4OK", String::new()),
+        (CheckKind::Tcp, _) => {
+            close_unacknowledged(tcp);
+            done(true, "L4OK", String::new())
+        }
         (CheckKind::Http, _) => {
             let (ok, status, desc) = http_get(p, addr, tcp, deadline).await;
             done(ok, status, desc)
@@ -212,6 +225,9 @@ pub async fn probe(p: &Probe, addr: SocketAddr) -> Outcome {
                 Ok(Ok(s)) => s,
             };
             if p.kind == CheckKind::Tls {
+                // close_notify first: the server sees an orderly TLS close, not an error.
+                let mut tls = tls;
+                let _ = timeout_at(deadline, tls.shutdown()).await;
                 return done(true, "L6OK", String::new());
             }
             let (ok, status, desc) = http_get(p, addr, tls, deadline).await;
@@ -221,6 +237,29 @@ pub async fn probe(p: &Probe, addr: SocketAddr) -> Outcome {
             done(false, "L6RSP", "TLS not configured".into())
         }
     }
+}
+
+/// Connect for a check. A pure TCP check (`quiet`) connects as HAProxy's do: with
+/// TCP_QUICKACK off the last ACK of the handshake is delayed, so when the check closes at
+/// once (see [`close_unacknowledged`]) the server has seen only SYN, SYN-ACK, RST. The
+/// connection never reaches the server's accept queue, so the application behind it
+/// (kube-apiserver, an ingress controller, iperf3...) logs no client that came and went.
+async fn connect(addr: SocketAddr, quiet: bool) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if quiet {
+        let _ = socket2::SockRef::from(&sock).set_tcp_quickack(false);
+    }
+    sock.connect(addr).await
+}
+
+/// Close with a reset (SO_LINGER 0), before the delayed ACK of the handshake leaves.
+fn close_unacknowledged(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
 }
 
 fn server_name(host: Option<&str>, addr: SocketAddr) -> ServerName<'static> {

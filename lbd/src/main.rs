@@ -26,13 +26,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let sink = common::logging::init("lbd");
     // One worker per CPU this process may run on (the affinity mask counts); on a single
     // CPU, the current-thread scheduler does the same work with less cross-thread overhead.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -76,8 +70,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("lbd: {e:#}");
+            // Once: a plain line on a terminal or in a pipe, a priority-3 entry in the
+            // journal.
+            match sink {
+                common::logging::Sink::Stderr { .. } => eprintln!("lbd: {e:#}"),
+                _ => tracing::error!("{e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

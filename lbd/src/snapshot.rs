@@ -22,6 +22,14 @@ pub struct Snapshot {
     /// Connections open over all frontends, and the global cap (0 = none).
     pub current_connections: u64,
     pub max_connections: u64,
+    /// The cap this process's descriptor limit allows (RLIMIT_NOFILE: two per proxied
+    /// connection, minus a reserve for listeners, checks and the stats page). At it, lbd
+    /// stops accepting; new connections wait in the kernel's listen queue.
+    #[serde(default)]
+    pub fd_cap: u64,
+    /// Times lbd stopped accepting because it reached [`Snapshot::fd_cap`].
+    #[serde(default)]
+    pub fd_cap_waits: u64,
     /// Config reloads done since start, and the last reload's outcome.
     pub reloads: u64,
     pub last_reload_error: Option<String>,
@@ -73,6 +81,10 @@ pub struct FrontendStats {
     pub denied: u64,
     /// Clients closed because no healthy server was available.
     pub no_server: u64,
+    /// Clients closed because of this host, not a server (EMFILE, ENFILE, ENOBUFS, ENOMEM
+    /// creating the server socket); never counted against a server's health.
+    #[serde(default)]
+    pub local_errors: u64,
     pub servers: Vec<ServerStats>,
 }
 

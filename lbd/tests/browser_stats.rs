@@ -135,6 +135,8 @@ fn initial(backend: SocketAddr) -> Snapshot {
         now_unix_ms: 0,
         current_connections: 0,
         max_connections: 0,
+        fd_cap: 0,
+        fd_cap_waits: 0,
         reloads: 0,
         last_reload_error: None,
         vrrp: None,
@@ -154,6 +156,7 @@ fn initial(backend: SocketAddr) -> Snapshot {
             bytes_out: 0,
             denied: 0,
             no_server: 0,
+            local_errors: 0,
             servers: vec![srv],
         }],
     }

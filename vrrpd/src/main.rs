@@ -2,7 +2,6 @@
 //! the cluster file and hand over to [`vrrpd::daemon::run`]. SIGTERM / SIGINT start the
 //! graceful handover; SIGHUP (handled by the daemon) reloads.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,28 +25,24 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let sink = common::logging::init("vrrpd");
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("vrrpd: {e:#}");
+            // Once: a plain line on a terminal or in a pipe, a priority-3 entry in the
+            // journal.
+            match sink {
+                common::logging::Sink::Stderr { .. } => eprintln!("vrrpd: {e:#}"),
+                _ => tracing::error!("{e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
-    let cluster = common::config::load(&args.config)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    // The error names the file, line and key itself ("F:8:1: key: ..."): no context.
+    let cluster = common::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -290,3 +290,54 @@ fn split_brain_heal_moves_clients_back_within_an_interval() {
         "never saw the better master's advert arrive first"
     );
 }
+
+/// Regression: SIGUSR1 (keepalived's "dump data") killed vrrpd silently. SIGUSR1, SIGUSR2
+/// and SIGRTMIN+2 (keepalived's DATA, STATS, JSON) now write the status to the log and to
+/// `RUN_DIR/vrrpd.status.json`; the VIP stays where it is (10.84).
+#[test]
+fn dump_signals_write_the_status_and_keep_the_vip() {
+    if !common::netns::require_root("vrrpd netns dump_signals_write_the_status_and_keep_the_vip") {
+        return;
+    }
+    let _g = serial();
+    let mut c = TestCluster::new("84", Settings::new(84));
+    c.start_all();
+    for i in 0..3 {
+        c.wait_ctl(i, Duration::from_secs(10));
+    }
+    c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    let file = c.servers[0].run_dir.join("vrrpd.status.json");
+    let pid = c.servers[0].child.as_ref().unwrap().pid().unwrap();
+    for signo in [
+        nix::libc::SIGUSR1,
+        nix::libc::SIGUSR2,
+        nix::libc::SIGRTMIN() + 2,
+    ] {
+        let _ = std::fs::remove_file(&file);
+        // kill(1) with a raw number: real-time signals have no nix name.
+        let rc = common::tools::command("kill")
+            .arg(format!("-{signo}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(rc.success());
+        let t0 = Instant::now();
+        while !file.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "no dump for signal {signo}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(v["state"], "master", "{v:#}");
+        assert!(v["counters"]["tx_adverts"].as_u64() > Some(0));
+        assert_eq!(c.status(0)["state"], "master", "vrrpd must still run");
+    }
+    assert_eq!(c.holders(c.vip4), vec![0]);
+    let log = c.log(0);
+    assert!(
+        log.contains("status dump") && log.contains("SIGRTMIN+2"),
+        "{log}"
+    );
+}

@@ -203,11 +203,25 @@ fn systemd_ready_watchdog_and_stopping() {
         if let Ok(n) = sock.recv(&mut buf) {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-        if got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+        let master = got
+            .iter()
+            .any(|m| m.contains("STATUS=master, VIP 10.68.0.100 held here"));
+        if master && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
             break;
         }
     }
     assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    // `systemctl status vrrpd` says the state and who holds the VIP.
+    assert!(
+        got.iter()
+            .any(|m| m.contains("STATUS=backup, VIP 10.68.0.100 held by nobody known")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.contains("STATUS=master, VIP 10.68.0.100 held here")),
+        "{got:?}"
+    );
     assert!(
         got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
         "{got:?}"
@@ -220,4 +234,9 @@ fn systemd_ready_watchdog_and_stopping() {
         rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|m| m.contains("STATUS=stopping (handing over): ")),
+        "{rest:?}"
+    );
 }

@@ -2,7 +2,7 @@
 //! `/stats.csv`, Prometheus `/metrics` and `/healthz`.
 //!
 //! ```text
-//!   listener ──accept──► [semaphore: MAX_CONNECTIONS] ──spawn──► hyper http1 conn
+//!   listener ──accept──► [table: MAX_CONNECTIONS; full: evict the longest idle] ──spawn──► hyper http1 conn
 //!                                                                  │ GET/HEAD only
 //!   shutdown ──► stop accepting ──watch──► graceful close ◄────────┘ (DRAIN_DEADLINE)
 //!   every request: source.snapshot() ──► render_{html,csv,prometheus} / serde_json
@@ -27,7 +27,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::snapshot::Snapshot;
@@ -39,14 +39,58 @@ pub trait SnapshotSource: Send + Sync + 'static {
     fn snapshot(&self) -> Snapshot;
 }
 
-/// At most this many stats connections are served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many stats connections are open at once. A new connection beyond it
+/// closes the one that has been idle longest (no request being answered), so sockets that
+/// send nothing cannot lock Prometheus and operators out.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request head within this time (also between keep-alive
+/// requests: hyper arms it when it starts reading a head).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// On shutdown, open connections get this long to finish their current response.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 /// Back-off after an accept error (EMFILE and friends) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The open stats connections, for eviction.
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    open: std::collections::HashMap<u64, ConnEntry>,
+}
+
+struct ConnEntry {
+    /// Last time a request started or a response ended (or the connection opened).
+    last: std::time::Instant,
+    /// A request is being answered right now.
+    busy: bool,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Conns {
+    /// Make room for one more: evict the connection idle longest. `false` if all are busy.
+    fn make_room(&mut self) -> bool {
+        if self.open.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let victim = self
+            .open
+            .iter()
+            .filter(|(_, e)| !e.busy)
+            .min_by_key(|(_, e)| e.last)
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| self.open.remove(&id)) {
+            Some(e) => {
+                e.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn lock(m: &std::sync::Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Serves the stats page on `listener` until `shutdown` completes, then lets open
 /// connections finish for up to [`DRAIN_DEADLINE`].
@@ -61,19 +105,13 @@ pub async fn serve(
         refresh_secs: cfg.refresh_secs,
         source,
     });
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = Arc::new(std::sync::Mutex::new(Conns::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut refused: u64 = 0;
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_closed) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -88,13 +126,49 @@ pub async fn serve(
         // Reap finished connection tasks so the set does not grow without bound.
         while conns.try_join_next().is_some() {}
 
+        let (id, evict) = {
+            let mut t = lock(&table);
+            if !t.make_room() {
+                refused += 1;
+                tracing::debug!(%peer, refused, "stats: every connection is answering a request; closed");
+                continue;
+            }
+            t.next_id += 1;
+            let id = t.next_id;
+            let evict = Arc::new(tokio::sync::Notify::new());
+            t.open.insert(
+                id,
+                ConnEntry {
+                    last: std::time::Instant::now(),
+                    busy: false,
+                    evict: evict.clone(),
+                },
+            );
+            (id, evict)
+        };
+
         let state = Arc::clone(&state);
         let mut stop_rx = stop_rx.clone();
+        let table = Arc::clone(&table);
         conns.spawn(async move {
-            let _permit = permit;
+            let mark = {
+                let table = Arc::clone(&table);
+                move |busy: bool| {
+                    if let Some(e) = lock(&table).open.get_mut(&id) {
+                        e.busy = busy;
+                        e.last = std::time::Instant::now();
+                    }
+                }
+            };
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.handle(&req)) }
+                let mark = mark.clone();
+                async move {
+                    mark(true);
+                    let resp = state.handle(&req);
+                    mark(false);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -109,11 +183,15 @@ pub async fn serve(
                         tracing::debug!(%peer, error = %e, "stats: connection ended with error");
                     }
                 }
+                () = evict.notified() => {
+                    tracing::debug!(%peer, "stats: idle connection closed to make room");
+                }
                 () = stopped(&mut stop_rx) => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
             }
+            lock(&table).open.remove(&id);
         });
     }
 

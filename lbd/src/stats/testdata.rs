@@ -75,6 +75,8 @@ pub(crate) fn sample() -> Snapshot {
         now_unix_ms: 1_700_000_000_000,
         current_connections: 8,
         max_connections: 10_000,
+        fd_cap: 0,
+        fd_cap_waits: 0,
         reloads: 2,
         last_reload_error: Some("line 3: <script>alert(\"x\")</script>".to_owned()),
         vrrp: Some(VrrpView {
@@ -103,6 +105,7 @@ pub(crate) fn sample() -> Snapshot {
                 bytes_out: 7_654_321,
                 denied: 0,
                 no_server: 3,
+                local_errors: 0,
                 servers: vec![s1, s2, s3],
             },
             FrontendStats {
@@ -121,6 +124,7 @@ pub(crate) fn sample() -> Snapshot {
                 bytes_out: 0,
                 denied: 4,
                 no_server: 0,
+                local_errors: 0,
                 servers: vec![i1, i2],
             },
         ],

@@ -28,7 +28,8 @@ fuzz_target!(|frame: &[u8]| {
         a.copy_from_slice(t);
         vips.push(IpAddr::V6(Ipv6Addr::from(a)));
     }
-    if let Ok(reply) = answer(frame, OURS, &vips) {
+    // Either Router flag; the frame's length picks one.
+    if let Ok(reply) = answer(frame, OURS, &vips, frame.len() % 2 == 1) {
         assert_eq!(&reply[6..12], &OURS, "a reply comes from our MAC");
         match u16::from_be_bytes([reply[12], reply[13]]) {
             0x0806 => {

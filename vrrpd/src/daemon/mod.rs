@@ -114,6 +114,8 @@ struct Daemon {
     vip_failed: bool,
     /// Results of IPv6 source learning, back to the loop.
     learn_tx: mpsc::Sender<(usize, Learned)>,
+    /// The last `STATUS=` text sent to systemd.
+    status_line: String,
 }
 
 /// What a source-learning task found out, for instance `usize`.
@@ -136,21 +138,45 @@ pub async fn run(
     let (node, source) = common::config::identify(&cluster, opts.node.as_deref())
         .context("identifying this node")?;
     let node = node.clone();
-    // Before anything else: a SIGHUP during startup must not kill us (its default action).
+    // Before anything else: a SIGHUP during startup must not kill us (its default action),
+    // nor the dump signals keepalived's users send (SIGUSR1 data, SIGUSR2 stats,
+    // SIGRTMIN+2 JSON).
     let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let dumps = common::dump::DumpSignals::new(&dump_signals())
+        .context("installing the SIGUSR1 / SIGUSR2 handlers")?;
+    // The control socket before anything touches the network: without it lbctl and lbd
+    // cannot reach us, so failing to bind it (another vrrpd on this run dir, a directory
+    // in its place, no permission) is a startup error.
     let sock_path = common::ctl::socket_path(&opts.run_dir, "vrrpd");
-    if std::os::unix::net::UnixStream::connect(&sock_path).is_ok() {
-        bail!(
-            "another vrrpd answers on {}: refusing to run two on one run dir",
-            sock_path.display()
-        );
-    }
+    let ctl_listener = common::ctl::bind(&sock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow!(
+                "another vrrpd answers on {}: refusing to run two on one run dir",
+                sock_path.display()
+            )
+        } else {
+            anyhow!("control socket {}: {e}", sock_path.display())
+        }
+    })?;
     let iface = find_interface(&cluster, &node)?;
     let span = tracing::info_span!("vrrp", node = %node.name, interface = %iface.name, vrid = cluster.vrrp.vrid);
     info!(parent: &span, node = %node.name, found_by = source.as_str(), interface = %iface.name, ifindex = iface.index, "starting");
-    run_inner(cluster, node, iface, opts, hup, shutdown)
+    let early = Early {
+        hup,
+        dumps,
+        ctl_listener,
+    };
+    run_inner(cluster, node, iface, opts, early, shutdown)
         .instrument(span)
         .await
+}
+
+/// What `run` takes before it touches the network: the signal handlers (so no signal's
+/// default action can end us during startup) and the control socket.
+struct Early {
+    hup: tokio::signal::unix::Signal,
+    dumps: common::dump::DumpSignals,
+    ctl_listener: tokio::net::UnixListener,
 }
 
 fn find_interface(cluster: &Cluster, node: &Node) -> anyhow::Result<Interface> {
@@ -166,9 +192,14 @@ async fn run_inner(
     node: Node,
     iface: Interface,
     opts: Options,
-    mut hup: tokio::signal::unix::Signal,
+    early: Early,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Early {
+        mut hup,
+        mut dumps,
+        ctl_listener,
+    } = early;
     let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
         .context("building the VRRP configuration")?;
     let nl = Netlink::new().context("opening netlink")?;
@@ -302,6 +333,7 @@ async fn run_inner(
         last_reload_error: None,
         vip_failed: false,
         learn_tx,
+        status_line: String::new(),
     };
     d.spawn_trackers();
     d.learn_all();
@@ -322,16 +354,11 @@ async fn run_inner(
                     .unwrap_or_else(|_| Response::err("vrrpd is stopping"))
             }
         };
-        // Bind now so a failure is a startup error, not a silent background one.
-        std::fs::create_dir_all(&d.opts.run_dir)
-            .with_context(|| format!("creating run dir {}", d.opts.run_dir.display()))?;
         tokio::spawn(async move {
             let stop = async move {
                 let _ = ctl_stop_rx.await;
             };
-            if let Err(e) = common::ctl::serve(&path, handler, stop).await {
-                error!(error = %e, path = %path.display(), "control socket failed");
-            }
+            common::ctl::serve_on(ctl_listener, &path, handler, stop).await;
         })
     };
 
@@ -343,7 +370,7 @@ async fn run_inner(
         d.insts[i].with(|c| c.start(now));
         d.drain(i).await;
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let _ = common::notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = watchdog_interval();
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut link_poll = tokio::time::interval(if link_events.is_some() {
@@ -453,12 +480,13 @@ async fn run_inner(
                     error!(error = %e, "reload refused; the old configuration keeps running");
                 }
             }
+            signo = dumps.recv() => d.dump(signo).await,
             () = &mut shutdown, if !shutdown_seen => {
                 shutdown_seen = true;
                 d.begin_shutdown().await;
             }
             _ = wd_tick.tick(), if watchdog.is_some() => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                let _ = common::notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
         if let Some(t0) = d.shutdown_started {
@@ -472,7 +500,7 @@ async fn run_inner(
             }
         }
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = common::notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Whatever happened, leave no VIP behind.
     for i in 0..d.insts.len() {
         d.remove_vips(i).await;
@@ -520,6 +548,16 @@ fn make_before_break(batch: Vec<Action>) -> Vec<Action> {
         .partition(|a| matches!(a, Action::AddVips | Action::Announce));
     first.extend(rest);
     first
+}
+
+/// The signals that dump the status instead of ending the process (keepalived's DATA,
+/// STATS and JSON signals).
+pub fn dump_signals() -> [i32; 3] {
+    [
+        nix::libc::SIGUSR1,
+        nix::libc::SIGUSR2,
+        nix::libc::SIGRTMIN() + 2,
+    ]
 }
 
 /// What an operator needs to read about a VIP that could not be added: which address, on
@@ -669,6 +707,7 @@ impl Daemon {
                 batch.push(a);
             }
             if batch.is_empty() {
+                self.update_status_line();
                 return;
             }
             let preempted = batch.iter().any(is_preemption);
@@ -943,7 +982,7 @@ impl Daemon {
         }
         info!("stopping: handing over");
         self.shutdown_started = Some(Instant::now());
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = common::notify::notify(&[sd_notify::NotifyState::Stopping]);
         let now = Instant::now();
         for i in 0..self.insts.len() {
             self.insts[i].with(|c| c.shutdown(now));
@@ -1076,6 +1115,114 @@ impl Daemon {
             other => Response::err(format!(
                 "unknown command {other:?}; vrrpd knows status, maintenance, reload"
             )),
+        }
+    }
+
+    /// The node a VRRP source address belongs to, for people: a server's listed address or
+    /// its learned link-local.
+    fn node_of(&self, i: usize, addr: IpAddr) -> Option<String> {
+        if addr == self.insts[i].plan.cfg.primary {
+            return Some(self.node.name.clone());
+        }
+        let listed = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.address == addr || n.address6.map(IpAddr::V6) == Some(addr))
+            .map(|n| n.name.clone());
+        listed.or_else(|| match (addr, &self.insts[i].learner) {
+            (IpAddr::V6(ll), Some(l)) => l.learned().get(&ll).cloned(),
+            _ => None,
+        })
+    }
+
+    /// One line for `systemctl status vrrpd`: per instance the state and who holds the VIP,
+    /// as far as this process added it ("held here" only after netlink said yes).
+    fn status_text(&self) -> String {
+        let now = Instant::now();
+        let parts: Vec<String> = self
+            .insts
+            .iter()
+            .enumerate()
+            .map(|(n, i)| {
+                let st = i.core.status(now);
+                let vips = i
+                    .plan
+                    .cfg
+                    .vips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let here = !i.held.is_empty() || i.answering;
+                let mut t = if let Some(e) = &st.vip_error {
+                    if st.state == State::Fault {
+                        format!("{}: VIP {vips} not held: {}", st.state, e.reason)
+                    } else {
+                        format!(
+                            "{}, VIP {vips} held elsewhere; last attempt here failed: {}",
+                            st.state, e.reason
+                        )
+                    }
+                } else if here {
+                    format!("{}, VIP {vips} held here", st.state)
+                } else {
+                    let holder = match st.master {
+                        Some(m) => match self.node_of(n, m) {
+                            Some(name) => format!("{name} ({m})"),
+                            None => m.to_string(),
+                        },
+                        None => "nobody known".to_owned(),
+                    };
+                    format!("{}, VIP {vips} held by {holder}", st.state)
+                };
+                if st.maintenance {
+                    t.push_str(", maintenance on");
+                }
+                if self.insts.len() > 1 {
+                    t = format!("{}: {t}", i.plan.family());
+                }
+                t
+            })
+            .collect();
+        let mut line = parts.join("; ");
+        if self.shutdown_started.is_some() {
+            line = format!("stopping (handing over): {line}");
+        }
+        line
+    }
+
+    fn update_status_line(&mut self) {
+        let line = self.status_text();
+        if line != self.status_line {
+            let _ = common::notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+            self.status_line = line;
+        }
+    }
+
+    /// SIGUSR1 / SIGUSR2 / SIGRTMIN+2: the status to the journal and to
+    /// `RUN_DIR/vrrpd.status.json` (keepalived writes /tmp/keepalived.data and .stats).
+    async fn dump(&self, signo: i32) {
+        let on_iface = self.vips_in_kernel().await;
+        let st = self.status_json(&on_iface);
+        let sig = common::dump::signal_name(signo);
+        let written = common::dump::write_status(&self.opts.run_dir, "vrrpd", &st);
+        for inst in st["instances"].as_array().into_iter().flatten() {
+            info!(
+                signal = %sig,
+                family = %inst["family"].as_str().unwrap_or("?"),
+                state = %inst["state"].as_str().unwrap_or("?"),
+                priority = inst["effective_priority"].as_u64().unwrap_or(0),
+                master = %inst["master"],
+                vips_on_interface = %inst["vips_on_interface"],
+                vip_error = %inst["vip_error"],
+                counters = %inst["counters"],
+                "status dump"
+            );
+        }
+        match written {
+            Ok(p) => info!(signal = %sig, file = %p.display(), "status written"),
+            Err(e) => warn!(signal = %sig, error = %e, "could not write the status file"),
         }
     }
 

@@ -50,7 +50,7 @@ impl Announcer {
             .ok_or_else(|| IoError::NoLinkAddress(self.ifname.clone()))?;
         let frame = match vip {
             IpAddr::V4(v) => garp_frame(mac, v),
-            IpAddr::V6(v) => unsolicited_na_frame(mac, v),
+            IpAddr::V6(v) => unsolicited_na_frame(mac, v, ipv6_forwarding(&self.ifname)),
         };
         self.send(&ll, &frame)
             .map_err(|e| IoError::sys(format!("announce {vip} on {}", self.ifname), e))
@@ -96,28 +96,49 @@ fn arp_frame(
     f
 }
 
+/// Whether the node routes IPv6 on `ifname` (`net.ipv6.conf.IF.forwarding`): what decides
+/// the Router flag of our neighbour advertisements.
+///
+/// Why not always set it, as RFC 5798 6.4.1 / 6.4.2 ask: there the virtual address is a
+/// router (the hosts' default gateway). Here the VIP is a service address (the API and
+/// the ingress), and the kernel's own answers for it (a solicited NA from the node that
+/// holds it) carry R exactly when the node forwards. An unsolicited NA that disagrees would
+/// flip the IsRouter flag of every host's neighbour entry at each handover, and RFC 4861
+/// 7.2.5 makes a host that sees IsRouter go from true to false drop that neighbour from its
+/// default router list. So R follows forwarding, like the kernel: a k3s node routing pod
+/// traffic says R=1, a plain host R=0. Read per announcement (the file is readable even
+/// with the unit's read-only /proc/sys); unknown counts as not routing.
+pub fn ipv6_forwarding(ifname: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding"))
+        .is_ok_and(|v| v.trim() == "1")
+}
+
 /// An unsolicited neighbour advertisement for `vip` from `vip` to all nodes, with the
-/// override flag and the target link-layer address option (RFC 4861 4.4, 7.2.6).
-pub fn unsolicited_na_frame(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
-    na_frame(mac, vip, ALL_NODES, ALL_NODES_MAC, false)
+/// override flag, the Router flag when `router` (see [`ipv6_forwarding`]) and the target
+/// link-layer address option (RFC 4861 4.4, 7.2.6).
+pub fn unsolicited_na_frame(mac: [u8; 6], vip: Ipv6Addr, router: bool) -> Vec<u8> {
+    na_frame(mac, vip, ALL_NODES, ALL_NODES_MAC, false, router)
 }
 
 /// A neighbour advertisement for `target` (sent from `target`) to `dst` / `dst_mac`:
 /// override flag always, solicited flag when it answers a solicitation (RFC 4861 7.2.4),
-/// and the target link-layer address option carrying `mac`.
+/// Router flag when `router`, and the target link-layer address option carrying `mac`.
 pub fn na_frame(
     mac: [u8; 6],
     target: Ipv6Addr,
     dst: Ipv6Addr,
     dst_mac: [u8; 6],
     solicited: bool,
+    router: bool,
 ) -> Vec<u8> {
     // ICMPv6 NA: type, code, checksum, flags(R S O) + reserved, target, option(2, 1, mac).
     let mut icmp = Vec::with_capacity(32);
     icmp.push(136);
     icmp.push(0);
     icmp.extend_from_slice(&[0, 0]);
-    let flags: u32 = 0x2000_0000 | if solicited { 0x4000_0000 } else { 0 };
+    let flags: u32 = 0x2000_0000
+        | if solicited { 0x4000_0000 } else { 0 }
+        | if router { 0x8000_0000 } else { 0 };
     icmp.extend_from_slice(&flags.to_be_bytes());
     icmp.extend_from_slice(&target.octets());
     icmp.push(2); // target link-layer address
@@ -188,7 +209,7 @@ mod tests {
     #[test]
     fn na_layout_and_checksum_verifies() {
         let vip: Ipv6Addr = "fd00::100".parse().unwrap();
-        let f = unsolicited_na_frame(MAC, vip);
+        let f = unsolicited_na_frame(MAC, vip, false);
         assert_eq!(f.len(), 14 + 40 + 32);
         assert_eq!(&f[0..6], &ALL_NODES_MAC);
         assert_eq!(&f[12..14], &[0x86, 0xdd]);
@@ -201,6 +222,9 @@ mod tests {
         let icmp = &f[54..];
         assert_eq!(icmp[0], 136);
         assert_eq!(icmp[4], 0x20, "override flag only");
+        // A forwarding node says so, as the kernel's own NAs do.
+        let r = unsolicited_na_frame(MAC, vip, true);
+        assert_eq!(r[54 + 4], 0xa0, "router and override flags");
         assert_eq!(&icmp[8..24], &vip.octets());
         assert_eq!(&icmp[24..26], &[2, 1]);
         assert_eq!(&icmp[26..32], &MAC);

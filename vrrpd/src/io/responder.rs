@@ -72,7 +72,13 @@ impl NoAnswer {
 }
 
 /// The reply to `frame` (a whole Ethernet frame) if it asks where one of `vips` is.
-pub fn answer(frame: &[u8], mac: [u8; 6], vips: &[IpAddr]) -> Result<Vec<u8>, NoAnswer> {
+/// `router`: the Router flag of NAs ([`super::announce::ipv6_forwarding`]).
+pub fn answer(
+    frame: &[u8],
+    mac: [u8; 6],
+    vips: &[IpAddr],
+    router: bool,
+) -> Result<Vec<u8>, NoAnswer> {
     if frame.len() < 14 {
         return Err(NoAnswer::Truncated);
     }
@@ -82,7 +88,7 @@ pub fn answer(frame: &[u8], mac: [u8; 6], vips: &[IpAddr]) -> Result<Vec<u8>, No
     }
     match u16::from_be_bytes([frame[12], frame[13]]) {
         ETH_P_ARP => answer_arp(&frame[14..], mac, vips),
-        ETH_P_IPV6 => answer_ns(&frame[14..], src_mac, mac, vips),
+        ETH_P_IPV6 => answer_ns(&frame[14..], src_mac, mac, vips, router),
         _ => Err(NoAnswer::Foreign),
     }
 }
@@ -115,6 +121,7 @@ fn answer_ns(
     eth_src: [u8; 6],
     mac: [u8; 6],
     vips: &[IpAddr],
+    router: bool,
 ) -> Result<Vec<u8>, NoAnswer> {
     if ip6.len() < 40 {
         return Err(NoAnswer::Truncated);
@@ -167,9 +174,23 @@ fn answer_ns(
         if slla.is_some() {
             return Err(NoAnswer::Malformed);
         }
-        return Ok(na_frame(mac, target, ALL_NODES, ALL_NODES_MAC, false));
+        return Ok(na_frame(
+            mac,
+            target,
+            ALL_NODES,
+            ALL_NODES_MAC,
+            false,
+            router,
+        ));
     }
-    Ok(na_frame(mac, target, src, slla.unwrap_or(eth_src), true))
+    Ok(na_frame(
+        mac,
+        target,
+        src,
+        slla.unwrap_or(eth_src),
+        true,
+        router,
+    ))
 }
 
 /// Replies sent and frames dropped, for `vrrpd` status.
@@ -347,6 +368,8 @@ async fn run(
     // The interface's link address (index, MAC), read again whenever the VIP set changes
     // (on becoming master), not per frame: a busy segment broadcasts many ARP requests.
     let mut ll: Option<LinkAddr> = None;
+    // The Router flag of our NAs, read with the link address.
+    let mut router = false;
     loop {
         let frame = tokio::select! {
             r = recv_frame(&arp, &mut buf_arp) => r.map(|n| &buf_arp[..n]),
@@ -358,6 +381,7 @@ async fn run(
                 // Join the new groups before leaving the old (closing a socket leaves).
                 let joined = join_groups(&vips.borrow(), ifindex);
                 drop(std::mem::replace(&mut memberships, joined));
+                router = super::announce::ipv6_forwarding(&ifname);
                 ll = match link_addr(&ifname) {
                     Ok(l) => Some(l),
                     Err(e) => {
@@ -385,7 +409,7 @@ async fn run(
         let Some(mac) = vmacs[usize::from(is_v6)].or_else(|| ll.addr()) else {
             continue;
         };
-        match answer(frame, mac, &current) {
+        match answer(frame, mac, &current, router) {
             Ok(reply) => {
                 let is_arp = reply.get(12..14) == Some(&ETH_P_ARP.to_be_bytes()[..]);
                 let (sock, counter) = if is_arp {
@@ -479,7 +503,7 @@ mod tests {
     fn arp_request_for_a_vip_gets_a_reply_to_the_asker() {
         let vips = [IpAddr::V4(v4("10.0.0.100"))];
         let req = arp_request(PEER, v4("10.0.0.5"), v4("10.0.0.100"));
-        let r = answer(&req, OURS, &vips).unwrap();
+        let r = answer(&req, OURS, &vips, false).unwrap();
         assert_eq!(&r[0..6], &PEER, "unicast to the asker");
         assert_eq!(&r[6..12], &OURS);
         assert_eq!(&r[20..22], &[0, 2], "ARP reply");
@@ -493,17 +517,20 @@ mod tests {
     fn arp_for_other_addresses_gratuitous_and_own_frames_get_nothing() {
         let vips = [IpAddr::V4(v4("10.0.0.100"))];
         let other = arp_request(PEER, v4("10.0.0.5"), v4("10.0.0.7"));
-        assert_eq!(answer(&other, OURS, &vips), Err(NoAnswer::Foreign));
+        assert_eq!(answer(&other, OURS, &vips, false), Err(NoAnswer::Foreign));
         let garp = garp_frame(PEER, v4("10.0.0.100"));
-        assert_eq!(answer(&garp, OURS, &vips), Err(NoAnswer::Foreign));
+        assert_eq!(answer(&garp, OURS, &vips, false), Err(NoAnswer::Foreign));
         let own = garp_frame(OURS, v4("10.0.0.100"));
-        assert_eq!(answer(&own, OURS, &vips), Err(NoAnswer::Own));
+        assert_eq!(answer(&own, OURS, &vips, false), Err(NoAnswer::Own));
         let req = arp_request(PEER, v4("10.0.0.5"), v4("10.0.0.100"));
-        assert_eq!(answer(&req, OURS, &[]), Err(NoAnswer::Foreign));
+        assert_eq!(answer(&req, OURS, &[], false), Err(NoAnswer::Foreign));
         let mut bad = req.clone();
         bad[16] = 0x86; // ptype IPv6
-        assert_eq!(answer(&bad, OURS, &vips), Err(NoAnswer::ArpFormat));
-        assert_eq!(answer(&req[..30], OURS, &vips), Err(NoAnswer::Truncated));
+        assert_eq!(answer(&bad, OURS, &vips, false), Err(NoAnswer::ArpFormat));
+        assert_eq!(
+            answer(&req[..30], OURS, &vips, false),
+            Err(NoAnswer::Truncated)
+        );
     }
 
     #[test]
@@ -511,7 +538,7 @@ mod tests {
         let vip = v6("fd00::100");
         let src = v6("fd00::5");
         let req = ns(src, solicited_node(vip), vip, 255);
-        let r = answer(&req, OURS, &[IpAddr::V6(vip)]).unwrap();
+        let r = answer(&req, OURS, &[IpAddr::V6(vip)], false).unwrap();
         assert_eq!(&r[0..6], &PEER, "to the source link-layer address");
         assert_eq!(&r[22..38], &vip.octets(), "from the VIP");
         assert_eq!(&r[38..54], &src.octets(), "to the asker");
@@ -526,7 +553,7 @@ mod tests {
     fn dad_probe_is_answered_to_all_nodes_unsolicited() {
         let vip = v6("fd00::100");
         let req = ns(Ipv6Addr::UNSPECIFIED, solicited_node(vip), vip, 255);
-        let r = answer(&req, OURS, &[IpAddr::V6(vip)]).unwrap();
+        let r = answer(&req, OURS, &[IpAddr::V6(vip)], false).unwrap();
         assert_eq!(&r[0..6], &ALL_NODES_MAC);
         assert_eq!(&r[38..54], &ALL_NODES.octets());
         assert_eq!(r[54 + 4], 0x20, "override only");
@@ -538,14 +565,17 @@ mod tests {
         let vips = [IpAddr::V6(vip)];
         let src = v6("fd00::5");
         let hop = ns(src, solicited_node(vip), vip, 64);
-        assert_eq!(answer(&hop, OURS, &vips), Err(NoAnswer::HopLimit));
+        assert_eq!(answer(&hop, OURS, &vips, false), Err(NoAnswer::HopLimit));
         let mut csum = ns(src, solicited_node(vip), vip, 255);
         csum[56] ^= 0xff;
-        assert_eq!(answer(&csum, OURS, &vips), Err(NoAnswer::Checksum));
+        assert_eq!(answer(&csum, OURS, &vips, false), Err(NoAnswer::Checksum));
         let good = ns(src, solicited_node(vip), vip, 255);
-        assert_eq!(answer(&good[..80], OURS, &vips), Err(NoAnswer::Truncated));
+        assert_eq!(
+            answer(&good[..80], OURS, &vips, false),
+            Err(NoAnswer::Truncated)
+        );
         let other = ns(src, solicited_node(vip), v6("fd00::7"), 255);
-        assert_eq!(answer(&other, OURS, &vips), Err(NoAnswer::Foreign));
+        assert_eq!(answer(&other, OURS, &vips, false), Err(NoAnswer::Foreign));
     }
 
     #[test]
