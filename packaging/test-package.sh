@@ -11,7 +11,8 @@
 #      installed daemons run as user k3s-ha with only their units' capabilities, inside a
 #      network namespace the script creates (vrrpd takes the VIP, lbd binds port 80);
 #   5. upgrade to revision 2 keeping an edited conffile;
-#   6. dpkg -r, then dpkg -P: nothing left behind but the system user.
+#   6. dpkg -r, then dpkg -P: nothing left behind but the system user;
+#   and (3d) the package under a real systemd in a booted container (test-systemd.sh).
 #
 # Safe here: a policy-rc.d that refuses every start is in place while dpkg runs, the
 # postinst starts nothing on a first install, and the script refuses to touch a k3s-ha
@@ -30,10 +31,14 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 
 # --- 1. build ---------------------------------------------------------------------------
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! cargo deb --version >/dev/null 2>&1; then
-  say "installing cargo-deb from crates.io"
-  cargo install cargo-deb --locked
+# One cargo-deb version, so the package does not change with whatever is installed (2.0.0
+# did not mark /etc files as conffiles; lbctl/Cargo.toml now declares it anyway).
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  say "installing cargo-deb $CARGO_DEB_VERSION from crates.io (found: $(cargo deb --version 2>/dev/null || echo none))"
+  cargo install cargo-deb --locked --force --version "$CARGO_DEB_VERSION"
 fi
+check "cargo-deb is $CARGO_DEB_VERSION" test "$(cargo deb --version)" = "cargo-deb $CARGO_DEB_VERSION"
 say "building vrrpd, lbd, lbctl (release)"
 cargo build --release --quiet --bins -p vrrpd -p lbd -p lbctl
 say "cargo deb (revisions 1 and 2)"
@@ -59,6 +64,8 @@ check "cluster.toml is a conffile" \
 check "the packaged cluster.toml is examples/cluster.toml" \
   bash -c "dpkg-deb --fsys-tarfile '$DEB1' | tar -xOf - ./etc/k3s-ha/cluster.toml | cmp -s - examples/cluster.toml"
 
+check "lintian overrides name their instances (no wildcard hides a future typo)" \
+  bash -c "! grep -v '^#' packaging/lintian-overrides | grep -q '\\*'"
 say "lintian"
 if ! command -v lintian >/dev/null; then
   fail "lintian is not installed (scripts/test.sh installs it; apt-get install lintian)"
@@ -271,6 +278,12 @@ fi
 ip netns del "$NS"
 rm -rf "$PRIV"
 PRIV=""
+
+# --- 3d. the units under a real systemd ---------------------------------------------------
+# A bookworm root filesystem booted with systemd-nspawn -b: the units as shipped, PID 1
+# systemd, the journal, STATUS=, signals and a capability drop-in (packaging/test-systemd.sh).
+say "real systemd: the package in a booted bookworm container"
+./packaging/test-systemd.sh "$DEB1" || fail "real systemd test (see above)"
 
 # --- 4. upgrade keeping an edited conffile -----------------------------------------------
 say "edit the conffile, upgrade to revision 2"
