@@ -19,6 +19,7 @@ TOOLS=scripts/test-tools.txt
 VENV=/opt/k3s-ha-test-venv
 # The program's path, from PATH or the directories root's programs live in.
 have() {
+  case "$1" in /*) [ -e "$1" ]; return ;; esac
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ||
     [ -x "$VENV/bin/$1" ]
 }
