@@ -35,6 +35,18 @@ rm -rf "$ROOT"
 mkdir -p "$WORK"
 mmdebstrap --quiet --variant=minbase bookworm "$ROOT" http://deb.debian.org/debian
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# This network's trust anchors, like its resolver: where HTTPS goes through an inspecting
+# proxy (as here), its CA must be trusted to reach crates.io and PyPI. The chroot gets the
+# host's bundle as one file and the variables that point cargo, pip and curl at it;
+# nothing else of the host's configuration.
+HOST_CA=${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
+CA_ENV=()
+if [ -f "$HOST_CA" ]; then
+  cp "$HOST_CA" "$ROOT/etc/host-network-ca.pem"
+  for v in SSL_CERT_FILE CARGO_HTTP_CAINFO PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+    CA_ENV+=("$v=/etc/host-network-ca.pem")
+  done
+fi
 
 say "the Rust toolchain ($TOOLCHAIN) and nothing else"
 mkdir -p "$ROOT/root/.rustup/toolchains" "$ROOT/root/.cargo/bin"
@@ -67,7 +79,7 @@ say ".ci/run in the chroot (log: $WORK/ci.log)"
 set +e
 chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
   PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  RUSTUP_TOOLCHAIN="$TOOLCHAIN" \
+  RUSTUP_TOOLCHAIN="$TOOLCHAIN" "${CA_ENV[@]}" \
   /bin/bash -c 'cd /root/k3s-ha && time ./.ci/run' 2>&1 | tee "$WORK/ci.log"
 rc=${PIPESTATUS[0]}
 set -e
