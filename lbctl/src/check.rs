@@ -114,39 +114,74 @@ pub fn render_text(c: &Cluster) -> String {
                 .map(|s| format!(", script {} {}", s.name, effect_text(s.effect)))
                 .collect::<String>()
         );
-        for s in &c.services {
-            let bind = s.bind.map_or_else(String::new, |b| b.to_string());
-            let _ = writeln!(
-                o,
-                "  lbd: {} {bind}:{} -> {} {}, retries {}, timeouts connect {} idle {} tunnel {}",
-                s.name,
-                s.listen,
-                s.backend_port,
-                s.balance.as_str(),
-                s.retries,
-                format_duration(s.timeouts.connect),
-                format_duration(s.timeouts.idle),
-                format_duration(s.timeouts.tunnel),
-            );
-            let _ = writeln!(o, "       check {}", check_text(s));
-            for b in &s.backends {
-                let mut extra = String::new();
-                if b.weight != 1 {
-                    let _ = write!(extra, " weight {}", b.weight);
-                }
-                if b.backup {
-                    extra.push_str(" backup");
-                }
+    }
+    // lbd's services are the same on every server: once.
+    let _ = writeln!(o);
+    let _ = writeln!(o, "every server runs lbd with:");
+    for s in &c.services {
+        let bind = s.bind.map_or_else(String::new, |b| b.to_string());
+        let mut ports: Vec<u16> = s.backends.iter().map(|b| b.addr.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let to = match ports.as_slice() {
+            [one] => one.to_string(),
+            _ => format!("{} backends", s.backends.len()),
+        };
+        let _ = writeln!(
+            o,
+            "  lbd: {} {bind}:{} -> {to} {}, retries {}, timeouts connect {} idle {} tunnel {}",
+            s.name,
+            s.listen,
+            s.balance.as_str(),
+            s.retries,
+            format_duration(s.timeouts.connect),
+            format_duration(s.timeouts.idle),
+            format_duration(s.timeouts.tunnel),
+        );
+        let _ = writeln!(o, "       check {}", check_text(s));
+        for b in &s.backends {
+            let mut extra = String::new();
+            if b.weight != 1 {
+                let _ = write!(extra, " weight {}", b.weight);
+            }
+            if b.backup {
+                extra.push_str(" backup");
+            }
+            // A backend given as "IP:PORT" is named by its address: once is enough.
+            if b.name == b.addr.to_string() {
+                let _ = writeln!(o, "       -> {}{extra}", b.addr);
+            } else {
                 let _ = writeln!(o, "       -> {} {}{extra}", b.name, b.addr);
             }
         }
-        let auth = if c.stats.user.is_some() {
-            "basic auth"
-        } else {
-            "no auth"
-        };
-        let _ = writeln!(o, "  stats page http://{}/ ({auth})", c.stats.listen);
     }
+    let auth = if c.stats.user.is_some() {
+        "basic auth"
+    } else {
+        "no auth"
+    };
+    let _ = writeln!(o, "  stats page http://{}/ ({auth})", c.stats.listen);
+    let k = &c.k3s;
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "k3s {}{}{}{} (lbctl install k3s)",
+        k.version,
+        if k.server_args.is_empty() {
+            String::new()
+        } else {
+            format!(", server args {}", k.server_args.join(" "))
+        },
+        if k.agent_args.is_empty() {
+            String::new()
+        } else {
+            format!(", agent args {}", k.agent_args.join(" "))
+        },
+        k.airgap.as_ref().map_or_else(String::new, |d| format!(
+            ", air-gapped from {}",
+            d.display()
+        )),
+    );
     o
 }
 
@@ -179,6 +214,7 @@ pub fn render_json(c: &Cluster) -> Value {
         "domain": c.domain,
         "vip": c.vip,
         "vrrp": c.vrrp,
+        "k3s": c.k3s,
         "nodes": nodes,
     })
 }

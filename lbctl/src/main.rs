@@ -187,6 +187,29 @@ enum ConfigCmd {
     },
 }
 
+/// Standard output that a closed reader (`lbctl ... | head`) ends quietly, as the default
+/// SIGPIPE would, instead of a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! outln {
+    () => { emit("\n") };
+    ($($t:tt)*) => { emit(&(format!($($t)*) + "\n")) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -216,15 +239,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match common::config::load(&file) {
                 Ok(cluster) => {
                     if json {
-                        println!("{:#}", check::render_json(&cluster));
+                        outln!("{:#}", check::render_json(&cluster));
                     } else {
-                        print!("{}", check::render_text(&cluster));
+                        out!("{}", check::render_text(&cluster));
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
                     if json {
-                        println!(
+                        outln!(
                             "{:#}",
                             serde_json::json!({ "valid": false, "error": e.to_string(), "file": e.file,
                                 "line": e.line, "column": e.column, "key": e.key })
@@ -271,11 +294,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 };
                 if watch {
                     // Clear the screen and home the cursor, then redraw.
-                    print!("\x1b[2J\x1b[H{text}");
+                    out!("\x1b[2J\x1b[H{text}");
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
-                print!("{text}");
+                out!("{text}");
                 return Ok(if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -285,25 +308,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Drain { target } => {
             ops::set_server(&cli.run_dir, &target, "drain")?;
-            println!("{target}: DRAIN (no new connections; open ones continue)");
+            outln!("{target}: DRAIN (no new connections; open ones continue)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Disable { target } => {
             ops::set_server(&cli.run_dir, &target, "maint")?;
-            println!("{target}: MAINT");
+            outln!("{target}: MAINT");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Enable { target } => {
             ops::set_server(&cli.run_dir, &target, "ready")?;
-            println!("{target}: ready (UP once its checks pass)");
+            outln!("{target}: ready (UP once its checks pass)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload => {
-            print!("{}", ops::reload(&cli.run_dir)?);
+            out!("{}", ops::reload(&cli.run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Maintenance { state } => {
-            println!(
+            outln!(
                 "{}",
                 ops::maintenance(&cli.run_dir, matches!(state, OnOff::On))?
             );
@@ -374,7 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
-                None => print!("{}", imported.toml),
+                None => out!("{}", imported.toml),
             }
             eprint!("{}", lbctl::import::render_notes(&imported.notes));
             Ok(ExitCode::SUCCESS)
@@ -434,16 +457,16 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
                 host_link: !no_host_link,
                 bin_dir,
             })?;
-            print!("{}", lab::describe(&st)?);
+            out!("{}", lab::describe(&st)?);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Down => {
-            println!("{}", lab::down(&state_dir)?);
+            outln!("{}", lab::down(&state_dir)?);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Status => {
             let st = lab::LabState::load(&state_dir)?;
-            print!("{}", lab::status(&st));
+            out!("{}", lab::status(&st));
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Fail { node, how } => {
@@ -453,12 +476,12 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
                 How::Kill => lab::FailHow::Kill,
                 How::Stop => lab::FailHow::Stop,
             };
-            println!("{}", lab::fail(&mut st, &node, how)?);
+            outln!("{}", lab::fail(&mut st, &node, how)?);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Recover { node } => {
             let mut st = lab::LabState::load(&state_dir)?;
-            println!("{}", lab::recover(&mut st, &node)?);
+            outln!("{}", lab::recover(&mut st, &node)?);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Test {
@@ -469,14 +492,14 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
             let mut st = lab::LabState::load(&state_dir)?;
             let report = lab::scenarios::run_all(&mut st, &only)?;
             if json {
-                println!("{:#}", serde_json::to_value(&report)?);
+                outln!("{:#}", serde_json::to_value(&report)?);
             } else if markdown {
-                print!(
+                out!(
                     "{}",
                     lab::scenarios::render_markdown(&report, "lbctl lab test --markdown")
                 );
             } else {
-                print!("{}", lab::scenarios::render_text(&report));
+                out!("{}", lab::scenarios::render_text(&report));
             }
             let ok = report.scenarios.iter().all(|s| s.passed);
             Ok(if ok {

@@ -128,3 +128,48 @@ fn missing_file_is_a_clear_error() {
         "error: /nonexistent/cluster.toml: cannot read file: No such file or directory (os error 2)\n"
     );
 }
+
+/// Regression: `lbctl config check --json FILE | head` panicked on EPIPE. A reader that
+/// went away ends lbctl quietly (exit 141, as SIGPIPE would).
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = lbctl()
+        .args(["config", "check", "--json"])
+        .arg(example())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.status.code(), Some(141));
+}
+
+/// Regressions: every backend was printed once per server, and a service whose backends
+/// use three ports was shown as `-> 18081`.
+#[test]
+fn services_are_shown_once_with_their_real_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[cluster]\nname = \"t\"\ndomain = \"t.example\"\n[vip]\naddress = \"10.1.0.100/24\"\n\
+         [[nodes]]\nname = \"s1\"\naddress = \"10.1.0.11\"\nrole = \"server\"\n\
+         [[nodes]]\nname = \"s2\"\naddress = \"10.1.0.12\"\nrole = \"server\"\n\
+         [[services]]\nname = \"pg\"\nlisten = 5432\n\
+         backends = [\"10.1.0.11:18081\", \"10.1.0.12:18082\", \"10.1.0.13:18083\"]\n",
+    )
+    .unwrap();
+    let out = lbctl().args(["config", "check"]).arg(&f).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("lbd: pg :5432 -> 3 backends roundrobin"),
+        "{text}"
+    );
+    for b in ["10.1.0.11:18081", "10.1.0.12:18082", "10.1.0.13:18083"] {
+        assert_eq!(text.matches(b).count(), 1, "{b} in:\n{text}");
+    }
+}

@@ -28,7 +28,25 @@ pub struct Cluster {
     pub services: Vec<Service>,
     pub stats: Stats,
     pub lbd: LbdSettings,
+    pub k3s: K3s,
 }
+
+/// The k3s release `lbctl install k3s` installs, and how.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct K3s {
+    /// `INSTALL_K3S_VERSION`, e.g. `v1.33.2+k3s1`.
+    pub version: String,
+    /// Extra flags for every server (`k3s server ...`), e.g. `--flannel-backend=wireguard-native`.
+    pub server_args: Vec<String>,
+    /// Extra flags for every agent.
+    pub agent_args: Vec<String>,
+    /// Air-gapped install: a directory with `k3s` (the binary), `install.sh` and optionally
+    /// the `k3s-airgap-images-*.tar*` bundle; nothing is downloaded.
+    pub airgap: Option<PathBuf>,
+}
+
+/// The k3s release installed when cluster.toml does not name one.
+pub const DEFAULT_K3S_VERSION: &str = "v1.33.2+k3s1";
 
 /// The virtual address(es) the servers share.
 #[derive(Debug, Clone, PartialEq, Serialize)]

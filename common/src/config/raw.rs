@@ -26,6 +26,8 @@ pub(crate) struct Raw {
     pub(crate) stats: RawStats,
     #[serde(default)]
     pub(crate) lbd: RawLbd,
+    #[serde(default)]
+    pub(crate) k3s: RawK3s,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +239,15 @@ pub(crate) struct RawStats {
 pub(crate) struct RawLbd {
     pub(crate) max_connections: Option<S<i64>>,
     pub(crate) drain_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawK3s {
+    pub(crate) version: Option<S<String>>,
+    pub(crate) server_args: Option<Vec<S<String>>>,
+    pub(crate) agent_args: Option<Vec<S<String>>>,
+    pub(crate) airgap: Option<S<String>>,
 }
 
 /// Parse the text into raw structs; syntax, type and unknown-key errors come out here.

@@ -270,6 +270,8 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
         )?,
     };
 
+    let k3s = validate_k3s(&cx, &raw.k3s)?;
+
     let mut cluster = Cluster {
         source: path.map(Path::to_path_buf),
         name,
@@ -280,6 +282,7 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
         services,
         stats,
         lbd,
+        k3s,
     };
 
     // Tracking settings that refer to services.
@@ -896,6 +899,93 @@ fn parse_listen(s: &str) -> Option<SocketAddr> {
     s.parse().ok()
 }
 
+/// `v1.33.2+k3s1` (also `-rc1` pre-releases): what k3s's install script accepts as
+/// `INSTALL_K3S_VERSION`.
+fn is_k3s_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let Some((semver, build)) = rest.split_once('+') else {
+        return false;
+    };
+    let (core, pre) = match semver.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (semver, None),
+    };
+    let nums: Vec<&str> = core.split('.').collect();
+    nums.len() == 3
+        && nums
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && pre.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && build
+            .strip_prefix("k3s")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn validate_k3s(cx: &Ctx<'_>, r: &RawK3s) -> R<K3s> {
+    let version = match &r.version {
+        None => DEFAULT_K3S_VERSION.to_owned(),
+        Some(v) if is_k3s_version(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            return Err(cx.err(
+                Some(v.span()),
+                "k3s.version",
+                "not a k3s release",
+                Some(quote(v.get_ref())),
+                format!("a k3s release tag such as \"{DEFAULT_K3S_VERSION}\""),
+            ))
+        }
+    };
+    let args = |list: &Option<Vec<S<String>>>, key: &str| -> R<Vec<String>> {
+        let mut out = Vec::new();
+        for (i, a) in list.iter().flatten().enumerate() {
+            let s = a.get_ref();
+            // They end up on the k3s unit's command line: one flag per entry, nothing a
+            // shell or systemd would split or interpret.
+            let ok = s.starts_with("--")
+                && s.len() > 2
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "\"'\\$`;&|<>".contains(c));
+            if !ok {
+                return Err(cx.err(
+                    Some(a.span()),
+                    format!("{key}[{i}]"),
+                    "not a k3s flag",
+                    Some(quote(s)),
+                    "one flag per entry, e.g. \"--flannel-backend=wireguard-native\": starting with --, without spaces, quotes or shell characters",
+                ));
+            }
+            out.push(s.clone());
+        }
+        Ok(out)
+    };
+    let server_args = args(&r.server_args, "k3s.server_args")?;
+    let agent_args = args(&r.agent_args, "k3s.agent_args")?;
+    let airgap = match &r.airgap {
+        None => None,
+        Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(char::is_whitespace) => {
+            Some(PathBuf::from(p.get_ref()))
+        }
+        Some(p) => {
+            return Err(cx.err(
+                Some(p.span()),
+                "k3s.airgap",
+                "not an absolute path",
+                Some(quote(p.get_ref())),
+                "an absolute directory holding k3s, install.sh and the airgap images, e.g. \"/opt/k3s-airgap\"",
+            ))
+        }
+    };
+    Ok(K3s {
+        version,
+        server_args,
+        agent_args,
+        airgap,
+    })
+}
+
 fn validate_stats(cx: &Ctx<'_>, r: &RawStats) -> R<Stats> {
     let listen = match &r.listen {
         None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8404),
@@ -1158,9 +1248,14 @@ fn validate_services(
                     rs,
                     nodes,
                 )?,
-                RawBackends::List(list) => {
-                    list_backends(cx, list, &key("backends"), backend_port, nodes)?
-                }
+                RawBackends::List(list) => list_backends(
+                    cx,
+                    list,
+                    Some(b.span()),
+                    &key("backends"),
+                    backend_port,
+                    nodes,
+                )?,
             },
         };
         if backends.iter().all(|b| b.backup) {
@@ -1312,6 +1407,7 @@ fn role_backends(
 fn list_backends(
     cx: &Ctx<'_>,
     list: &[S<RawBackend>],
+    span: Option<std::ops::Range<usize>>,
     key: &str,
     backend_port: Option<u16>,
     nodes: &[Node],
@@ -1319,7 +1415,7 @@ fn list_backends(
     const ALLOWED: &str = "\"IP:PORT\", \"[IPv6]:PORT\" or \"NODE-NAME:PORT\" (PORT may be omitted when backend_port is set)";
     if list.is_empty() {
         return Err(cx.err(
-            None,
+            span,
             key,
             "empty backend list",
             None,

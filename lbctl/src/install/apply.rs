@@ -126,20 +126,41 @@ fn gather_state(
         }
         Target::Ingress => tools.helm = which("helm"),
         Target::K3s => {
-            if Path::new(K3S_BINARY).exists() {
-                tools.k3s_version = probe(K3S_BINARY, &["--version"], Duration::from_secs(10))
+            // Everything about the node comes from `root`: with --render that is the
+            // render directory, not this machine (its k3s, its systemd).
+            let binary = under(root, Path::new(K3S_BINARY));
+            if binary.exists() {
+                let bin = binary.display().to_string();
+                tools.k3s_version = probe(&bin, &["--version"], Duration::from_secs(10))
                     .and_then(|(_, out)| out.split_whitespace().nth(2).map(String::from));
             }
             let unit = match node.map(|n| n.role) {
                 Some(Role::Agent) => "k3s-agent",
                 _ => "k3s",
             };
-            tools.k3s_active = probe(
-                "systemctl",
-                &["is-active", "--quiet", unit],
-                Duration::from_secs(5),
-            )
-            .is_some_and(|(s, _)| s.success());
+            tools.k3s_active = opts.render_dir.is_none()
+                && probe(
+                    "systemctl",
+                    &["is-active", "--quiet", unit],
+                    Duration::from_secs(5),
+                )
+                .is_some_and(|(s, _)| s.success());
+            if let Some(dir) = &cluster.k3s.airgap {
+                let dir = under(root, dir);
+                let mut images: Vec<String> = std::fs::read_dir(&dir)
+                    .with_context(|| format!("k3s.airgap: reading {}", dir.display()))?
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("k3s-airgap-images"))
+                    .collect();
+                images.sort();
+                for need in ["k3s", "install.sh"] {
+                    if !opts.dry_run && opts.render_dir.is_none() && !dir.join(need).is_file() {
+                        bail!("k3s.airgap: {} has no {need}", dir.display());
+                    }
+                }
+                tools.airgap_images = images;
+            }
             if under(root, Path::new(SCRIPT_LOCAL_PATH)).is_file() {
                 tools.install_script = Some(SCRIPT_LOCAL_PATH.into());
             }
@@ -440,6 +461,38 @@ fn node_ready(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// `GET /ping` over TLS, expecting k3s's `pong` (its supervisor serves it without
+/// authentication; the certificate is the cluster's own, not checked here).
+fn k3s_ping(addr: std::net::SocketAddr) -> std::result::Result<(), String> {
+    use std::io::{Read, Write};
+    let cfg = lbd::health::unverified_client_config().map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        format!("GET /ping HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("TLS: {e}"))?;
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    if text.starts_with("HTTP/1.1 200") && text.contains("pong") {
+        Ok(())
+    } else if text.is_empty() {
+        Err("no answer (no apiserver behind the VIP yet)".into())
+    } else {
+        Err(format!(
+            "answered {:?}",
+            text.lines().next().unwrap_or_default()
+        ))
+    }
+}
+
 fn wait(w: &PlannedWait) -> Result<()> {
     println!("waiting for {} (up to {} s)", w.what, w.timeout.as_secs());
     let start = Instant::now();
@@ -449,6 +502,7 @@ fn wait(w: &PlannedWait) -> Result<()> {
             WaitFor::TcpConnect(addr) => TcpStream::connect_timeout(addr, Duration::from_secs(3))
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            WaitFor::K3sPing(addr) => k3s_ping(*addr),
             WaitFor::NodeReady(name) => node_ready(name),
         };
         let last = match attempt {
@@ -614,6 +668,58 @@ mod tests {
             std::fs::read_to_string(dir.path().join("etc/old")).unwrap(),
             "after"
         );
+    }
+
+    /// A stand-in k3s supervisor: TLS, `GET /ping` -> `pong`.
+    fn fake_k3s() -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let der = cert.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![der], key)
+                .unwrap(),
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(4).flatten() {
+                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                let mut buf = [0u8; 512];
+                if tls.read(&mut buf).is_ok() {
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong",
+                    );
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            }
+        });
+        addr
+    }
+
+    /// Regression (with the join wait): a TCP connect to the VIP succeeds as soon as lbd
+    /// listens, with no apiserver behind it. The wait is for k3s itself answering.
+    #[test]
+    fn k3s_ping_needs_k3s_not_just_a_listener() {
+        let addr = fake_k3s();
+        k3s_ping(addr).unwrap();
+        // A listener that accepts and closes (lbd with no server UP) is not k3s.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bare = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                drop(s);
+            }
+        });
+        assert!(k3s_ping(bare).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use common::config::{Cluster, Node, Role};
 use super::text::q;
 use super::{
     api_port, first_server, is_server, InstallState, Plan, PlannedFile, PlannedWait, WaitFor,
-    K3S_API_PORT, K3S_VERSION, TOKEN_PATH,
+    TOKEN_PATH,
 };
 
 pub(super) const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -22,7 +22,10 @@ pub(super) const SCRIPT_URL: &str = "https://get.k3s.io";
 pub(super) const SCRIPT_LOCAL_PATH: &str = "/usr/local/share/k3s-ha/k3s-install.sh";
 pub(super) const K3S_BINARY: &str = "/usr/local/bin/k3s";
 
-/// How long a joining node waits for the VIP and the earlier servers to answer.
+/// Where k3s looks for air-gap image bundles.
+pub(super) const AIRGAP_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+
+/// How long a joining node waits for an apiserver to answer through the VIP.
 const JOIN_WAIT: Duration = Duration::from_secs(300);
 /// How long a server install waits for its node to turn Ready.
 const READY_WAIT: Duration = Duration::from_secs(600);
@@ -114,16 +117,37 @@ pub(super) fn plan(cluster: &Cluster, node: &Node, state: &InstallState) -> Resu
         ..Plan::default()
     };
 
+    let version = cluster.k3s.version.as_str();
     let config_unchanged = state.existing(CONFIG_PATH.as_ref()) == Some(config.as_bytes());
     let installed = state.tools.k3s_version.as_deref();
-    if installed == Some(K3S_VERSION) && state.tools.k3s_active && config_unchanged {
+    if installed == Some(version) && state.tools.k3s_active && config_unchanged {
         plan.notes.push(format!(
-            "k3s {K3S_VERSION} is installed and running with this config: nothing to install"
+            "k3s {version} is installed and running with this config: nothing to install"
         ));
     } else {
-        let script = match &state.tools.install_script {
-            Some(path) => path.display().to_string(),
-            None => {
+        let airgap = cluster.k3s.airgap.as_ref();
+        let script = match (airgap, &state.tools.install_script) {
+            (Some(dir), _) => {
+                // Air-gapped: the binary and the images from the directory, no download.
+                let bin = dir.join("k3s").display().to_string();
+                plan.commands.push(
+                    ["install", "-m", "0755", &bin, K3S_BINARY]
+                        .map(String::from)
+                        .to_vec(),
+                );
+                for image in &state.tools.airgap_images {
+                    let src = dir.join(image).display().to_string();
+                    let dst = format!("{AIRGAP_IMAGES_DIR}/{image}");
+                    plan.commands.push(
+                        ["install", "-D", "-m", "0644", &src, &dst]
+                            .map(String::from)
+                            .to_vec(),
+                    );
+                }
+                dir.join("install.sh").display().to_string()
+            }
+            (None, Some(path)) => path.display().to_string(),
+            (None, None) => {
                 plan.commands.push(
                     [
                         "curl",
@@ -146,31 +170,37 @@ pub(super) fn plan(cluster: &Cluster, node: &Node, state: &InstallState) -> Resu
             }
         };
         if node.name != first_server(cluster)?.name {
-            // Earlier servers first (file order), then the VIP itself.
-            for earlier in cluster.servers().take_while(|s| s.name != node.name) {
-                plan.waits.push(PlannedWait {
-                    before_command: plan.commands.len(),
-                    what: WaitFor::TcpConnect(SocketAddr::new(earlier.address, K3S_API_PORT)),
-                    timeout: JOIN_WAIT,
-                });
-            }
+            // A join registers through the VIP, so it needs one apiserver answering there,
+            // whichever: not every earlier server (one dead server must not block every
+            // join). Right after the first server's install that one is the first server.
             plan.waits.push(PlannedWait {
                 before_command: plan.commands.len(),
-                what: WaitFor::TcpConnect(server_url(cluster)?.1),
+                what: WaitFor::K3sPing(server_url(cluster)?.1),
                 timeout: JOIN_WAIT,
             });
         }
+        let args = match node.role {
+            Role::Server => &cluster.k3s.server_args,
+            Role::Agent => &cluster.k3s.agent_args,
+        };
+        let mut exec = node.role.as_str().to_owned();
+        for a in args {
+            exec.push(' ');
+            exec.push_str(a);
+        }
         let mut cmd = vec![
             "env".to_string(),
-            format!("INSTALL_K3S_VERSION={K3S_VERSION}"),
-            format!("INSTALL_K3S_EXEC={}", node.role.as_str()),
+            format!("INSTALL_K3S_VERSION={version}"),
+            format!("INSTALL_K3S_EXEC={exec}"),
         ];
-        if let Some(v) = installed {
+        if airgap.is_some() {
             cmd.push("INSTALL_K3S_SKIP_DOWNLOAD=true".into());
-            if v != K3S_VERSION {
+        } else if let Some(v) = installed {
+            cmd.push("INSTALL_K3S_SKIP_DOWNLOAD=true".into());
+            if v != version {
                 plan.notes.push(format!(
-                    "{K3S_BINARY} is {v}, not the pinned {K3S_VERSION}: INSTALL_K3S_SKIP_DOWNLOAD \
-                     keeps it; replace the binary to change versions"
+                    "{K3S_BINARY} is {v}, not {version} (cluster.toml [k3s] version): \
+                     INSTALL_K3S_SKIP_DOWNLOAD keeps it; replace the binary to change versions"
                 ));
             }
         }
@@ -192,6 +222,7 @@ pub(super) fn plan(cluster: &Cluster, node: &Node, state: &InstallState) -> Resu
 mod tests {
     use super::*;
     use crate::install::testutil::{lab, today};
+    use crate::install::K3S_VERSION;
 
     fn state() -> InstallState {
         let mut s = InstallState::empty(today());
@@ -267,22 +298,79 @@ mod tests {
         assert_eq!(p.waits.len(), 1, "still waits for Ready");
     }
 
+    /// Regression: a join waited on every earlier server's own :6443, so one dead server
+    /// blocked every later install. It waits for an apiserver answering through the VIP.
     #[test]
-    fn joining_server_waits_for_earlier_servers_then_the_vip() {
+    fn a_join_waits_only_for_an_apiserver_behind_the_vip() {
         let c = lab();
         let p = plan(&c, &c.nodes[2], &state()).unwrap();
         let waits: Vec<String> = p.waits.iter().map(|w| w.what.to_string()).collect();
         assert_eq!(
             waits,
             [
-                "tcp connect 192.168.168.111:6443",
-                "tcp connect 192.168.168.112:6443",
-                "tcp connect 192.168.168.100:8443",
+                "k3s answering on https://192.168.168.100:8443/ping",
                 "node lx-k3s-server-03 Ready"
             ]
         );
-        // The waits sit between the download and the install script.
+        // The wait sits between the download and the install script.
         assert_eq!(p.waits[0].before_command, 1);
-        assert_eq!(p.waits[3].before_command, 2);
+        assert_eq!(p.waits[1].before_command, 2);
+        let agent = plan(&c, &c.nodes[4], &state()).unwrap();
+        let waits: Vec<String> = agent.waits.iter().map(|w| w.what.to_string()).collect();
+        assert_eq!(
+            waits,
+            ["k3s answering on https://192.168.168.100:8443/ping"]
+        );
+        // The first server waits for nobody.
+        let first = plan(&c, &c.nodes[0], &state()).unwrap();
+        assert!(first
+            .waits
+            .iter()
+            .all(|w| matches!(w.what, WaitFor::NodeReady(_))));
+    }
+
+    /// Regression: the k3s version and flags lived only in code.
+    #[test]
+    fn version_flags_and_airgap_come_from_cluster_toml() {
+        let mut c = lab();
+        c.k3s.version = "v1.32.5+k3s1".into();
+        c.k3s.server_args = vec!["--flannel-backend=wireguard-native".into()];
+        c.k3s.agent_args = vec!["--node-label=tier=edge".into()];
+        let p = plan(&c, &c.nodes[1], &state()).unwrap();
+        let install = p.commands.last().unwrap();
+        assert!(
+            install.contains(&"INSTALL_K3S_VERSION=v1.32.5+k3s1".to_string()),
+            "{install:?}"
+        );
+        assert!(install
+            .contains(&"INSTALL_K3S_EXEC=server --flannel-backend=wireguard-native".to_string()));
+        let p = plan(&c, &c.nodes[3], &state()).unwrap();
+        assert!(p
+            .commands
+            .last()
+            .unwrap()
+            .contains(&"INSTALL_K3S_EXEC=agent --node-label=tier=edge".to_string()));
+        // Air-gapped: binary and images from the directory, its install.sh, no download.
+        c.k3s.airgap = Some("/opt/k3s-airgap".into());
+        let mut s = state();
+        s.tools.airgap_images = vec!["k3s-airgap-images-amd64.tar.zst".into()];
+        let p = plan(&c, &c.nodes[1], &s).unwrap();
+        let lines: Vec<String> = p.commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            lines[0],
+            "install -m 0755 /opt/k3s-airgap/k3s /usr/local/bin/k3s"
+        );
+        assert_eq!(
+            lines[1],
+            "install -D -m 0644 /opt/k3s-airgap/k3s-airgap-images-amd64.tar.zst \
+             /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"
+        );
+        assert!(lines[2].contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
+        assert!(
+            lines[2].ends_with(" sh /opt/k3s-airgap/install.sh"),
+            "{}",
+            lines[2]
+        );
+        assert!(!lines.iter().any(|l| l.contains("curl")));
     }
 }

@@ -35,8 +35,8 @@ pub use apply::{describe_steps, today_utc};
 pub use demo::{demo_host, issue_ca, issue_leaf, TlsMaterial};
 pub use dns::{next_serial, reverse_zone_v4, reverse_zone_v6};
 
-/// Pinned k3s release (`INSTALL_K3S_VERSION`).
-pub const K3S_VERSION: &str = "v1.33.2+k3s1";
+/// The k3s release installed when cluster.toml's `[k3s] version` is not set.
+pub const K3S_VERSION: &str = common::config::DEFAULT_K3S_VERSION;
 /// Kubernetes minor the manifests are written and validated for (matches [`K3S_VERSION`]).
 pub const KUBERNETES_MINOR: &str = "1.33";
 /// Pinned ingress-nginx Helm chart (controller v1.14.1).
@@ -126,6 +126,9 @@ pub struct PlannedWait {
 pub enum WaitFor {
     /// A TCP connect to this address succeeds.
     TcpConnect(std::net::SocketAddr),
+    /// A k3s supervisor answers `GET /ping` with `pong` over TLS at this address: through
+    /// the VIP, some server's k3s is up (a TCP connect alone would be lbd answering).
+    K3sPing(std::net::SocketAddr),
     /// `k3s kubectl get node NAME` reports condition Ready=True.
     NodeReady(String),
 }
@@ -134,6 +137,7 @@ impl std::fmt::Display for WaitFor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WaitFor::TcpConnect(a) => write!(f, "tcp connect {a}"),
+            WaitFor::K3sPing(a) => write!(f, "k3s answering on https://{a}/ping"),
             WaitFor::NodeReady(n) => write!(f, "node {n} Ready"),
         }
     }
@@ -161,6 +165,8 @@ pub struct Tools {
     pub k3s_active: bool,
     /// A local copy of k3s's install script (air-gapped installs); `None`: download it.
     pub install_script: Option<PathBuf>,
+    /// With `[k3s] airgap`: the image bundles found in that directory (file names).
+    pub airgap_images: Vec<String>,
 }
 
 /// What [`plan`] must not generate itself, so that rendering is deterministic.

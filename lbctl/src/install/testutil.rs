@@ -144,5 +144,11 @@ pub(crate) fn lab() -> Cluster {
             max_connections: 10000,
             drain_timeout: Duration::from_secs(30),
         },
+        k3s: K3s {
+            version: DEFAULT_K3S_VERSION.into(),
+            server_args: Vec::new(),
+            agent_args: Vec::new(),
+            airgap: None,
+        },
     }
 }
