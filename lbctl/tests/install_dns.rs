@@ -72,11 +72,14 @@ fn rendered_config_and_zones_pass_named_checkconf_and_checkzone() {
         );
         assert!(ok, "{short}: named-checkconf -z failed:\n{out}");
         let zones = zones(&cluster, dir.path());
-        assert_eq!(
-            zones.len(),
-            if cluster.vip.v6.is_some() { 3 } else { 2 },
-            "{zones:?}"
-        );
+        let want = match short {
+            // /20: a zone per /24 with cluster addresses (.70, .71), a zone for the agent
+            // outside the network; /62: a zone per /64 with addresses.
+            "campus" => 6,
+            _ if cluster.vip.v6.is_some() => 3,
+            _ => 2,
+        };
+        assert_eq!(zones.len(), want, "{short}: {zones:?}");
         for (zone, file) in &zones {
             let (ok, out) = run(
                 "named-checkzone",
@@ -263,6 +266,59 @@ fn unused_v4(cluster: &Cluster) -> Ipv4Addr {
         .unwrap()
 }
 
+/// Addresses no reverse zone of ours may cover: in the VIP's network but in a /24 (IPv6:
+/// a /64) without any cluster address, the network's neighbours just outside it, and the
+/// rest of the /24 of a node outside the VIP's network.
+fn foreign_addrs(cluster: &Cluster) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let ours4: Vec<Ipv4Addr> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| match n.address {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .chain(cluster.vip.v4.map(|v| v.addr))
+        .collect();
+    if let Some(v) = cluster.vip.v4 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(v.prefix)).unwrap_or(0);
+        let base = u32::from(v.addr) & mask;
+        let size = !mask;
+        // Every /24 of the network without a cluster address, first address +7.
+        let mut block = 0;
+        while block <= size && v.prefix < 24 {
+            let a = Ipv4Addr::from(base + block + 7);
+            if !ours4.iter().any(|o| o.octets()[..3] == a.octets()[..3]) {
+                out.push(a.into());
+            }
+            block += 256;
+        }
+        // Just outside the network on both sides.
+        out.push(Ipv4Addr::from(base.wrapping_sub(9)).into());
+        out.push(Ipv4Addr::from(base.wrapping_add(size).wrapping_add(9)).into());
+    }
+    for a in &ours4 {
+        let in_net = cluster.vip.v4.is_some_and(|v| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(v.prefix)).unwrap_or(0);
+            u32::from(*a) & mask == u32::from(v.addr) & mask
+        });
+        if !in_net {
+            let o = a.octets();
+            out.push(Ipv4Addr::new(o[0], o[1], o[2], o[3] ^ 1).into());
+        }
+    }
+    if let Some(v) = cluster.vip.v6 {
+        if v.prefix % 4 != 0 {
+            // An unaligned IPv6 network: its /64s without a cluster address.
+            let mut seg = v.addr.segments();
+            seg[3] = (seg[3] & !3) | 2;
+            seg[7] = 0x99;
+            out.push(Ipv6Addr::from(seg).into());
+        }
+    }
+    out
+}
+
 #[test]
 fn real_named_answers_every_name() {
     require_tool("named");
@@ -384,6 +440,17 @@ fn real_named_answers_every_name() {
                 "NXDOMAIN",
                 vec![],
             );
+        }
+        // Regression: with a /20 the installer served 20.172.in-addr.arpa and answered
+        // NXDOMAIN (aa) for all of 172.20.0.0/16. Addresses of the network that hold no
+        // cluster address are not ours to answer: REFUSED, like any zone we do not serve.
+        for foreign in foreign_addrs(&cluster) {
+            let (status, _) = named.ptr(foreign);
+            if status != "REFUSED" {
+                failures.push(format!(
+                    "PTR {foreign}: want REFUSED (not our zone), got {status}"
+                ));
+            }
         }
         // Not our zone: refused, not answered.
         let (status, _) = named.query("example.com", "A");

@@ -55,6 +55,26 @@ pub fn reverse_zone_v6(addr: Ipv6Addr, prefix: u8) -> (String, usize) {
     (format!("{}.ip6.arpa", labels.join(".")), nibbles)
 }
 
+fn v4_zone_name(octets: &[u8]) -> String {
+    let labels: Vec<String> = octets.iter().rev().map(u8::to_string).collect();
+    format!("{}.in-addr.arpa", labels.join("."))
+}
+
+fn v6_zone_name(nibbles: &[u8]) -> String {
+    let labels: Vec<String> = nibbles.iter().rev().map(|n| format!("{n:x}")).collect();
+    format!("{}.ip6.arpa", labels.join("."))
+}
+
+fn in_net_v4(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
+fn in_net_v6(a: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    u128::from(a) & mask == u128::from(net) & mask
+}
+
 fn nibbles_of(addr: Ipv6Addr) -> Vec<u8> {
     addr.octets()
         .iter()
@@ -202,39 +222,61 @@ fn zones(cluster: &Cluster) -> Result<(Vec<Zone>, Vec<String>)> {
     }
 
     let mut out = vec![fwd];
-    // IPv4: the VIP's network (cut at an octet boundary), others in their /24.
+    // Reverse zones claim exactly what is the cluster's: a zone is authoritative for its
+    // whole name space, so a zone wider than the network would answer NXDOMAIN (with `aa`)
+    // for other people's addresses. Octet (nibble) aligned networks get their own zone;
+    // a wider unaligned network (/20) one zone per /24 that holds a cluster address; a
+    // network narrower than /24 (and any address outside the VIP's network) one zone per
+    // address, which needs no RFC 2317 delegation from the owner of the /24 to work.
     let mut v4_zones: Vec<(Zone, Vec<u8>)> = Vec::new();
-    if let Some(v) = cluster.vip.v4 {
-        let (name, n) = reverse_zone_v4(v.addr, v.prefix);
-        v4_zones.push((Zone::new(name), v.addr.octets()[..n].to_vec()));
-    }
+    let net4 = cluster.vip.v4.map(|v| (v.addr, v.prefix));
     for (addr, target) in ptr4 {
         let o = addr.octets();
         let idx = match v4_zones.iter().position(|(_, p)| o.starts_with(p)) {
             Some(i) => i,
             None => {
-                let (name, n) = reverse_zone_v4(addr, 24);
-                v4_zones.push((Zone::new(name), o[..n].to_vec()));
+                let fixed = match net4 {
+                    Some((net, prefix)) if in_net_v4(addr, net, prefix) => {
+                        if prefix % 8 == 0 && (8..=24).contains(&prefix) {
+                            usize::from(prefix / 8)
+                        } else if prefix < 24 {
+                            3
+                        } else {
+                            4
+                        }
+                    }
+                    _ => 4,
+                };
+                v4_zones.push((Zone::new(v4_zone_name(&o[..fixed])), o[..fixed].to_vec()));
                 v4_zones.len() - 1
             }
         };
         let (zone, fixed) = &mut v4_zones[idx];
         let owner: Vec<String> = o[fixed.len()..].iter().rev().map(u8::to_string).collect();
-        zone.records.push((owner.join("."), "PTR", target));
+        let owner = if owner.is_empty() {
+            "@".to_owned()
+        } else {
+            owner.join(".")
+        };
+        zone.records.push((owner, "PTR", target));
     }
-    // IPv6: the VIP's network (cut at a nibble boundary), others in their /64.
     let mut v6_zones: Vec<(Zone, Vec<u8>)> = Vec::new();
-    if let Some(v) = cluster.vip.v6 {
-        let (name, n) = reverse_zone_v6(v.addr, v.prefix);
-        v6_zones.push((Zone::new(name), nibbles_of(v.addr)[..n].to_vec()));
-    }
+    let net6 = cluster.vip.v6.map(|v| (v.addr, v.prefix));
     for (addr, target) in ptr6 {
         let nib = nibbles_of(addr);
         let idx = match v6_zones.iter().position(|(_, p)| nib.starts_with(p)) {
             Some(i) => i,
             None => {
-                let (name, n) = reverse_zone_v6(addr, 64);
-                v6_zones.push((Zone::new(name), nib[..n].to_vec()));
+                let fixed = match net6 {
+                    Some((net, prefix)) if in_net_v6(addr, net, prefix) && prefix <= 124 => {
+                        usize::from(prefix.div_ceil(4)).max(1)
+                    }
+                    _ => 32,
+                };
+                v6_zones.push((
+                    Zone::new(v6_zone_name(&nib[..fixed])),
+                    nib[..fixed].to_vec(),
+                ));
                 v6_zones.len() - 1
             }
         };
@@ -244,7 +286,12 @@ fn zones(cluster: &Cluster) -> Result<(Vec<Zone>, Vec<String>)> {
             .rev()
             .map(|n| format!("{n:x}"))
             .collect();
-        zone.records.push((owner.join("."), "PTR", target));
+        let owner = if owner.is_empty() {
+            "@".to_owned()
+        } else {
+            owner.join(".")
+        };
+        zone.records.push((owner, "PTR", target));
     }
     out.extend(v4_zones.into_iter().map(|(z, _)| z));
     out.extend(v6_zones.into_iter().map(|(z, _)| z));

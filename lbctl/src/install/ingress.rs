@@ -151,8 +151,26 @@ pub(super) fn plan(cluster: &Cluster, state: &InstallState) -> Result<Plan> {
         render_values(cluster)?,
         0o644,
     ));
-    if state.tools.helm {
+    // Exactly one installer owns the release. A HelmChart manifest from an earlier run
+    // means k3s's helm-controller owns it: running helm as well would make two owners of one
+    // release (and deleting the manifest would make helm-controller uninstall it).
+    let owned_by_controller = state.existing(HELMCHART_PATH.as_ref()).is_some();
+    if state.tools.helm && !owned_by_controller {
         plan.commands.push(helm_command());
+    } else if owned_by_controller {
+        plan.files.push(PlannedFile::new(
+            HELMCHART_PATH,
+            render_helmchart(cluster)?,
+            0o600,
+        ));
+        if state.tools.helm {
+            plan.notes.push(format!(
+                "the release is owned by k3s's helm-controller ({HELMCHART_PATH}, from an \
+                 earlier install): updated there; helm is not run. To hand it to helm, \
+                 delete that manifest (helm-controller then uninstalls the release: a short \
+                 ingress outage) and run this again"
+            ));
+        }
     } else {
         plan.files.push(PlannedFile::new(
             HELMCHART_PATH,
@@ -189,6 +207,29 @@ mod tests {
             .files
             .iter()
             .all(|f| f.path.to_str() != Some(HELMCHART_PATH)));
+    }
+
+    /// Regression: after a HelmChart-mode install, a run with helm present ran `helm
+    /// upgrade` and left the manifest, so two installers owned one release.
+    #[test]
+    fn a_helmchart_install_stays_owned_by_the_helm_controller() {
+        let c = lab();
+        let mut s = InstallState::empty(today());
+        s.tools.helm = true;
+        s.existing.insert(
+            HELMCHART_PATH.into(),
+            render_helmchart(&c).unwrap().into_bytes(),
+        );
+        let p = plan(&c, &s).unwrap();
+        assert!(p.commands.is_empty(), "helm must not run: {:?}", p.commands);
+        assert!(p
+            .files
+            .iter()
+            .any(|f| f.path.to_str() == Some(HELMCHART_PATH)));
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("owned by k3s's helm-controller")));
     }
 
     #[test]

@@ -211,7 +211,8 @@ pub fn state_paths(cluster: &Cluster, target: Target) -> Vec<PathBuf> {
     match target {
         Target::K3s => vec![PathBuf::from(k3s::CONFIG_PATH)],
         Target::Dns => dns::state_paths(cluster),
-        Target::Ingress | Target::DemoApp => Vec::new(),
+        Target::Ingress => vec![PathBuf::from(ingress::HELMCHART_PATH)],
+        Target::DemoApp => Vec::new(),
     }
 }
 

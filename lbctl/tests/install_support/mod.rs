@@ -13,11 +13,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The two example clusters, by short name.
+/// The example clusters, by short name.
 pub fn clusters() -> Vec<(&'static str, Cluster)> {
     [
         ("reference", "examples/cluster.toml"),
         ("second", "examples/second-cluster.toml"),
+        ("campus", "examples/campus-cluster.toml"),
     ]
     .into_iter()
     .map(|(short, rel)| {
