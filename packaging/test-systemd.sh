@@ -121,6 +121,8 @@ check = { kind = "tcp", interval = "200ms", fall = 1 }
 TOML
 in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /root/k3s-ha.deb >/dev/null
 in_ct install -m 0640 -o root -g k3s-ha /etc/k3s-ha-test.toml /etc/k3s-ha/cluster.toml
+# A stand-in backend for lbd's service (lbctl's own, as in the lab), as a transient unit.
+in_ct systemd-run --quiet --unit=k3sha-standin /usr/bin/lbctl lab backend --node sd1 --http-port 18080
 in_ct systemctl start lbd vrrpd
 active() { [ "$(in_ct systemctl is-active "$1")" = active ]; }
 wait_for() { local n=$(( $1 * 10 )); shift; while [ "$n" -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done; return 1; }
@@ -133,11 +135,14 @@ check "systemctl status vrrpd says master and who holds the VIP" \
   wait_for 5 bash -c "[ \"\$(nsenter -t $LEADER -a -- systemctl show -p StatusText --value vrrpd)\" = 'master, VIP 10.150.0.100 held here' ]"
 echo "vrrpd STATUS=: $(status_text vrrpd)"
 check "systemctl status lbd says servers up per service" \
-  wait_for 5 bash -c "nsenter -t $LEADER -a -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up; '"
+  wait_for 5 bash -c "nsenter -t $LEADER -a -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up; '"
 echo "lbd STATUS=: $(status_text lbd)"
 
 say "journal: priorities, no escape codes"
-# The backend 18080 has nothing listening: lbd logs a warning for it.
+# The stand-in goes away: lbd logs a warning (a server that was UP went DOWN).
+in_ct systemctl stop k3sha-standin
+check "systemctl status lbd follows: 0/1 up" \
+  wait_for 5 bash -c "nsenter -t $LEADER -a -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up; '"
 warn_seen() { in_ct journalctl --no-pager -u lbd -p warning -o cat | grep -q 'server DOWN'; }
 check "lbd's 'server DOWN' is in journalctl -p warning" wait_for 5 warn_seen
 check "lbd's info lines are not warnings" bash -c "! nsenter -t $LEADER -a -- journalctl --no-pager -u lbd -p warning -o cat | grep -q 'lbd ready'"

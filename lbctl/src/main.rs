@@ -51,9 +51,15 @@ enum Cmd {
         target: String,
     },
     /// Put a backend server in maintenance: no new connections, checks ignored.
-    Disable { target: String },
+    Disable {
+        /// SERVICE/SERVER, e.g. kube-apiserver/lx-k3s-server-02.
+        target: String,
+    },
     /// Return a drained or disabled backend server to service.
-    Enable { target: String },
+    Enable {
+        /// SERVICE/SERVER, e.g. kube-apiserver/lx-k3s-server-02.
+        target: String,
+    },
     /// Re-read cluster.toml in both daemons (a bad file keeps the old config running).
     Reload,
     /// Planned maintenance of this node: hand the VIP over and stay backup until `off`.
@@ -123,17 +129,23 @@ enum LabCmd {
     Status,
     /// Break a node.
     Fail {
+        /// The node's name in the lab's cluster.toml, e.g. lx-k3s-server-01.
         node: String,
         /// link: cut its cable; kill: SIGKILL its daemons; stop: SIGTERM them.
         #[arg(long, value_enum, default_value = "link")]
         how: How,
     },
     /// Reconnect a node and restart whatever of its daemons is not running.
-    Recover { node: String },
+    Recover {
+        /// The node's name in the lab's cluster.toml.
+        node: String,
+    },
     /// Run the validation procedures against the running lab and report figures.
     Test {
+        /// The report as JSON (with every probe's samples).
         #[arg(long, conflicts_with = "markdown")]
         json: bool,
+        /// The report as Markdown (as in docs/failover.md).
         #[arg(long)]
         markdown: bool,
         /// Run only these scenarios (repeatable); default: all.
@@ -268,6 +280,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let (text, ok) = if cluster {
                     let c = load(&cli.config)?;
                     let (views, text) = ops::cluster_status(&c);
+                    // 0 only when every server's lbd and vrrpd answered: a script must see
+                    // a node that does not.
+                    let all_ok = views
+                        .iter()
+                        .all(|(_, v)| v.as_ref().is_ok_and(|s| s.vrrp.is_some()));
                     if json {
                         let v: serde_json::Map<String, serde_json::Value> = views
                             .into_iter()
@@ -279,9 +296,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 (n, v)
                             })
                             .collect();
-                        (format!("{:#}\n", serde_json::Value::Object(v)), true)
+                        (format!("{:#}\n", serde_json::Value::Object(v)), all_ok)
                     } else {
-                        (text, true)
+                        (text, all_ok)
                     }
                 } else {
                     let s = ops::node_status(&cli.run_dir);
@@ -293,8 +310,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 };
                 if watch {
-                    // Clear the screen and home the cursor, then redraw.
-                    out!("\x1b[2J\x1b[H{text}");
+                    // Clear the screen and home the cursor, then redraw under a timestamp.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    out!(
+                        "\x1b[2J\x1b[H{} (every 1 s; Ctrl-C to stop)\n{text}",
+                        lbctl::ops::utc_timestamp(now)
+                    );
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }

@@ -77,10 +77,18 @@ fn vrrp_line(v: &Value) -> String {
     } else if state == "master" {
         "NOT on this node's interface".to_owned()
     } else {
-        format!("held by {master}")
+        match v["master_node"].as_str() {
+            Some(node) => format!("held by {node} ({master})"),
+            None => format!("held by {master}"),
+        }
     };
+    let since = v["transitions"]
+        .as_array()
+        .and_then(|t| t.last())
+        .and_then(|t| t["ago_ms"].as_u64())
+        .map_or_else(String::new, |ms| format!(" since {}", ago(ms / 1000)));
     let mut line = format!(
-        "VRRP {state} (priority {prio}, base {base}); VIP {} {holder}",
+        "VRRP {state}{since} (priority {prio}, base {base}); VIP {} {holder}",
         vips.join(", ")
     );
     if v["maintenance"].as_bool() == Some(true) {
@@ -96,6 +104,69 @@ fn vrrp_line(v: &Value) -> String {
         }
     }
     line
+}
+
+/// `2026-12-01 22:08:47 UTC` for Unix seconds.
+pub fn utc_timestamp(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let d = crate::install::civil_from_days(days);
+    let t = secs % 86_400;
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        d.year,
+        d.month,
+        d.day,
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}
+
+/// `42s`, `3m05s`, `2h01m`, `3d04h`: how long ago, short.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// What vrrpd tracks and what it does to the priority: `tracking: lbd ok, link up; offset 0`.
+fn tracking_line(v: &Value) -> Option<String> {
+    let t = v.get("tracking")?;
+    let mut parts = Vec::new();
+    parts.push(format!(
+        "link {}",
+        if t["link_down"].as_bool() == Some(true) {
+            "DOWN"
+        } else {
+            "up"
+        }
+    ));
+    for tr in t["trackers"].as_array().into_iter().flatten() {
+        let name = tr["name"].as_str().unwrap_or("?");
+        let effect = match &tr["effect"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if tr["ok"].as_bool() == Some(true) {
+            parts.push(format!("{name} ok"));
+        } else {
+            let detail = tr["detail"].as_str().unwrap_or_default();
+            parts.push(format!("{name} FAILING ({detail}; effect {effect})"));
+        }
+    }
+    Some(format!(
+        "tracking: {}; priority offset {}{}",
+        parts.join(", "),
+        t["priority_offset"].as_i64().unwrap_or(0),
+        if t["fault"].as_bool() == Some(true) {
+            ", FAULT"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// A plain table: columns padded to their widest cell.
@@ -160,6 +231,9 @@ pub fn render_node_status(s: &NodeStatus) -> String {
     match &s.vrrp {
         Ok(v) => {
             let _ = writeln!(o, "  {}", vrrp_line(v));
+            if let Some(t) = tracking_line(v) {
+                let _ = writeln!(o, "  {t}");
+            }
         }
         Err(e) => {
             let _ = writeln!(o, "  vrrpd: {e}");
@@ -195,6 +269,7 @@ pub fn render_node_status(s: &NodeStatus) -> String {
                                 .as_ref()
                                 .map_or(String::new(), |t| format!(" ({t})"))
                         ),
+                        ago(sv.last_change_secs),
                         sv.check_status.clone(),
                         sv.check_latency_ms
                             .map_or("-".into(), |l| format!("{l:.1}ms")),
@@ -208,8 +283,8 @@ pub fn render_node_status(s: &NodeStatus) -> String {
             o.push('\n');
             o.push_str(&table(
                 &[
-                    "SERVICE", "SERVER", "ADDRESS", "STATUS", "CHECK", "LATENCY", "CUR", "TOTAL",
-                    "IN/OUT", "CONNERR",
+                    "SERVICE", "SERVER", "ADDRESS", "STATUS", "SINCE", "CHECK", "LATENCY", "CUR",
+                    "TOTAL", "IN/OUT", "CONNERR",
                 ],
                 &rows,
             ));
@@ -238,21 +313,29 @@ pub fn set_server(run_dir: &Path, target: &str, state: &str) -> Result<Value> {
     )?)
 }
 
-/// `lbctl maintenance on|off`, waiting (bounded) for the handover to be visible.
+/// `lbctl maintenance on|off`, waiting (bounded) for the handover to be visible: with
+/// `on`, until another node is master (and says so in its adverts), so the line can name
+/// the new holder.
 pub fn maintenance(run_dir: &Path, on: bool) -> Result<String> {
     call(run_dir, "vrrpd", "maintenance", json!({ "on": on }))?;
-    // Report what vrrpd did; the handover itself is make-before-break inside vrrpd.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The handover itself is make-before-break inside vrrpd; this only reports it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let v = call(run_dir, "vrrpd", "status", Value::Null)?;
-        let state = v["state"].as_str().unwrap_or("?").to_owned();
-        if !on || state != "master" || std::time::Instant::now() > deadline {
-            let verb = if on {
-                "on: this node resigned and stays backup until `lbctl maintenance off`"
+        let handed_over = v["state"] != "master" && v["master"].is_string();
+        let timed_out = std::time::Instant::now() > deadline;
+        if !on || handed_over || timed_out {
+            let what = if on {
+                if handed_over {
+                    "on: this node resigned and stays backup until `lbctl maintenance off`"
+                } else {
+                    "on: this node resigned, but no other node has taken the VIP yet \
+                     (is another server up?)"
+                }
             } else {
                 "off: this node is a candidate again (it preempts if it has the highest priority)"
             };
-            return Ok(format!("maintenance {verb}; now {}", vrrp_line(&v)));
+            return Ok(format!("maintenance {what}; now {}", vrrp_line(&v)));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -268,11 +351,9 @@ pub fn reload(run_dir: &Path) -> Result<String> {
                 let _ = writeln!(
                     out,
                     "{d}: reloaded{}",
-                    if v.is_null() {
-                        String::new()
-                    } else {
-                        format!(" ({v})")
-                    }
+                    v["reloads"]
+                        .as_u64()
+                        .map_or_else(String::new, |n| format!(" ({n} reloads since it started)"))
                 );
             }
             Err(e) => {
@@ -375,7 +456,20 @@ pub fn cluster_status(c: &Cluster) -> (ClusterViews, String) {
                                 v.state,
                                 if v.maintenance { " (maintenance)" } else { "" }
                             ),
-                            v.master.clone().unwrap_or_else(|| "?".into()),
+                            v.master.as_deref().map_or_else(
+                                || "?".into(),
+                                |m| {
+                                    let name = c
+                                        .nodes
+                                        .iter()
+                                        .find(|n| n.address.to_string() == m)
+                                        .map(|n| n.name.as_str());
+                                    match name {
+                                        Some(n) => format!("{n} ({m})"),
+                                        None => m.to_owned(),
+                                    }
+                                },
+                            ),
                         )
                     },
                 );
@@ -430,6 +524,39 @@ pub fn cluster_status(c: &Cluster) -> (ClusterViews, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_well() {
+        assert_eq!(ago(5), "5s");
+        assert_eq!(ago(185), "3m05s");
+        assert_eq!(ago(7260), "2h01m");
+        assert_eq!(ago(3 * 86_400 + 4 * 3600), "3d04h");
+        assert_eq!(utc_timestamp(1_796_162_927), "2026-12-01 22:08:47 UTC");
+    }
+
+    /// Regressions: the holder was an address only, with no "since" and no tracker line.
+    #[test]
+    fn vrrp_line_names_the_holder_and_says_since_when() {
+        let v = json!({
+            "state": "backup", "effective_priority": 190, "base_priority": 190,
+            "master": "192.168.168.111", "master_node": "lx-k3s-server-01",
+            "vips": ["192.168.168.100"], "vips_on_interface": [],
+            "transitions": [{"ago_ms": 125_000}],
+            "tracking": {"link_down": false, "fault": false, "priority_offset": -50,
+                "trackers": [{"name": "lbd", "ok": false, "effect": -50,
+                    "detail": "no server of kube-apiserver is UP"}]}
+        });
+        assert_eq!(
+            vrrp_line(&v),
+            "VRRP backup since 2m05s (priority 190, base 190); VIP 192.168.168.100 held by \
+             lx-k3s-server-01 (192.168.168.111)"
+        );
+        assert_eq!(
+            tracking_line(&v).unwrap(),
+            "tracking: link up, lbd FAILING (no server of kube-apiserver is UP; effect -50); \
+             priority offset -50"
+        );
+    }
 
     #[test]
     fn table_pads_columns() {

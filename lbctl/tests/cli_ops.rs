@@ -136,3 +136,27 @@ fn a_user_outside_root_and_k3s_ha_gets_a_permission_error() {
         )
     );
 }
+
+/// Regression: `lbctl status --cluster` exited 0 when every node was NOT ANSWERING.
+#[test]
+fn cluster_status_fails_when_a_node_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.toml");
+    // Loopback addresses nothing listens on (stats port 1: refused at once).
+    std::fs::write(
+        &cfg,
+        "[cluster]\nname = \"t\"\ndomain = \"t.example\"\n[vip]\naddress = \"127.0.57.100/24\"\n\
+         [stats]\nlisten = \":1\"\n\
+         [[nodes]]\nname = \"s1\"\naddress = \"127.0.57.11\"\nrole = \"server\"\n\
+         [[nodes]]\nname = \"s2\"\naddress = \"127.0.57.12\"\nrole = \"server\"\n",
+    )
+    .unwrap();
+    let out = lbctl()
+        .args(["status", "--cluster", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("NOT ANSWERING"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+}

@@ -333,6 +333,13 @@ pub fn vrrp_view(v: &Value) -> Option<VrrpView> {
         .and_then(|e| e.get("reason"))
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let state_since_secs = v
+        .get("transitions")
+        .and_then(Value::as_array)
+        .and_then(|t| t.last())
+        .and_then(|t| t.get("ago_ms"))
+        .and_then(Value::as_u64)
+        .map(|ms| ms / 1000);
     Some(VrrpView {
         state,
         priority,
@@ -341,6 +348,7 @@ pub fn vrrp_view(v: &Value) -> Option<VrrpView> {
         maintenance,
         vips_here,
         problem,
+        state_since_secs,
     })
 }
 
@@ -364,6 +372,7 @@ mod tests {
                 maintenance: false,
                 vips_here: Vec::new(),
                 problem: None,
+                state_since_secs: None,
             })
         );
         assert_eq!(vrrp_view(&serde_json::json!({"nope": 1})), None);

@@ -182,18 +182,27 @@ impl Server {
     /// into the rise/fall state; log and act on a change. Returns whether the server is
     /// between states (so the checker should use the fast interval).
     fn record(&self, o: &health::Outcome, rise: u32, fall: u32, close_on_down: bool) -> bool {
-        let (change, fast) = {
+        let (change, fast, first) = {
             let mut c = lock(&self.check);
+            // The first result takes the server out of CHECKING (HAProxy's INI): a server
+            // whose first check fails was never up, so that is not a DOWN transition (a
+            // peer whose apiserver is still booting is not a failure of it).
+            let first = c.status == "INI";
             let change = c.health.record(o.ok, rise, fall);
             c.status = o.status;
             c.desc.clone_from(&o.desc);
             c.latency = Some(o.latency);
             let now = Instant::now();
+            if first {
+                c.last_change = now;
+            }
             match change {
                 Change::WentDown => {
                     c.last_change = now;
                     c.down_since = Some(now);
-                    self.down_transitions.fetch_add(1, Relaxed);
+                    if !first {
+                        self.down_transitions.fetch_add(1, Relaxed);
+                    }
                     self.up.store(false, Relaxed);
                 }
                 Change::WentUp => {
@@ -205,12 +214,16 @@ impl Server {
                 }
                 Change::None => {}
             }
-            (change, c.health.in_transition())
+            (change, c.health.in_transition(), first)
         };
-        if change != Change::None {
+        if change != Change::None || first {
             self.changed.notify_one();
         }
         match change {
+            Change::WentDown if first => {
+                info!(status = o.status, desc = %o.desc, "server not up yet (first check)");
+            }
+            Change::None if first && o.ok => info!(status = o.status, "server UP (first check)"),
             Change::WentDown => {
                 warn!(status = o.status, desc = %o.desc, "server DOWN");
                 if close_on_down {
@@ -250,9 +263,11 @@ impl Server {
                 downtime,
             )
         };
+        let checked = status_str != "INI";
         let status = match (self.admin(), self.up.load(Relaxed)) {
             (Admin::Maint, _) => ServerStatus::Maint,
             (_, false) => ServerStatus::Down,
+            (Admin::Ready, true) if !checked => ServerStatus::Checking,
             (Admin::Drain, true) => ServerStatus::Drain,
             (Admin::Ready, true) => ServerStatus::Up,
         };
@@ -732,6 +747,8 @@ impl Engine {
         let srv = self.find_server(service, server)?;
         let old = Admin::from_u8(srv.admin.swap(admin as u8, Relaxed));
         if old != admin {
+            // DRAIN / MAINT / back: a change of the server's state like UP and DOWN.
+            lock(&srv.check).last_change = Instant::now();
             info!(service, server = %srv.name, from = ?old, to = ?admin, "admin state changed");
             srv.wake.notify_one();
             self.0.changed.notify_one();

@@ -56,6 +56,9 @@ pub struct VrrpView {
     /// Why this node cannot hold the VIP (e.g. the VIP could not be added), if it cannot.
     #[serde(default)]
     pub problem: Option<String>,
+    /// Seconds in the current VRRP state (as of vrrpd's answer).
+    #[serde(default)]
+    pub state_since_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,9 @@ pub struct FrontendStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ServerStatus {
+    /// Not checked yet (lbd just started, or the server was just added): neither UP nor
+    /// DOWN, as HAProxy's INI. Clients are still sent to it, as before its first check.
+    Checking,
     Up,
     Down,
     /// Administratively draining: no new connections, open ones keep going.
@@ -103,6 +109,7 @@ pub enum ServerStatus {
 impl ServerStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            ServerStatus::Checking => "CHECKING",
             ServerStatus::Up => "UP",
             ServerStatus::Down => "DOWN",
             ServerStatus::Drain => "DRAIN",

@@ -1200,13 +1200,16 @@ fn dump_signals_write_the_status_and_keep_serving() {
 /// use, each line carries its sd-daemon priority prefix.
 #[test]
 fn log_lines_carry_their_journal_priority_and_no_colours() {
-    let dead = free_port();
+    let mut b = Backend::start("127.0.0.1", "b", Mode::Echo);
     let stats = free_port();
-    let s = svc("prio", &[format!("\"127.0.0.1:{dead}\"")], FAST_CHECK);
+    let s = svc("prio", &plain(&[&b]), FAST_CHECK);
     let script = "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" \"$@\"";
     let stat = common::tools::require("stat");
     assert!(stat.is_absolute());
     let mut lbd = Lbd::start_wrapped(&config(stats, &[s], ""), stats, &["sh", "-c", script]);
+    lbd.wait_checked();
+    // A server that was UP and goes away: a warning.
+    b.stop();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !lbd.log().contains("server DOWN") {
         assert!(Instant::now() < deadline, "{}", lbd.log());
@@ -1275,6 +1278,58 @@ fn tcp_checks_leave_no_client_in_the_backend() {
         !log.contains("error") && !log.contains("Accepted connection"),
         "iperf3 saw the checks: {log}"
     );
+}
+
+/// Regressions: every boot recorded a false DOWN for a peer whose backend was not up yet
+/// (servers started UP); and DRAIN / MAINT did not update "last change".
+#[test]
+fn a_first_failed_check_is_not_a_down_transition() {
+    let mut b = Backend::start("127.0.0.1", "b", Mode::Echo);
+    let addr = b.addr;
+    b.stop();
+    let stats = free_port();
+    let s = svc("ini", &plain(&[&b]), FAST_CHECK);
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let srv = lbd.server("ini", addr);
+    assert_eq!(srv["status"], "DOWN", "{srv:#}");
+    assert_eq!(
+        srv["down_transitions"], 0,
+        "never up, so never went down: {srv:#}"
+    );
+    let log = lbd.log();
+    assert!(log.contains("server not up yet (first check)"), "{log}");
+    assert!(!log.contains("server DOWN"), "{log}");
+    // Up, then really down: that one counts.
+    b.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lbd.server("ini", addr)["status"] != "UP" {
+        assert!(Instant::now() < deadline, "{}", lbd.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(lbd.server("ini", addr)["last_change_secs"].as_u64() >= Some(1));
+    lbd.ctl(
+        "set-server",
+        serde_json::json!({"service": "ini", "server": addr.to_string(), "state": "drain"}),
+    )
+    .unwrap();
+    let srv = lbd.server("ini", addr);
+    assert_eq!(srv["status"], "DRAIN");
+    assert_eq!(srv["last_change_secs"], 0, "DRAIN is a change: {srv:#}");
+    lbd.ctl(
+        "set-server",
+        serde_json::json!({"service": "ini", "server": addr.to_string(), "state": "ready"}),
+    )
+    .unwrap();
+    b.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lbd.server("ini", addr)["status"] != "DOWN" {
+        assert!(Instant::now() < deadline, "{}", lbd.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lbd.server("ini", addr)["down_transitions"], 1);
+    assert!(lbd.log().contains("server DOWN"));
 }
 
 #[test]

@@ -89,6 +89,7 @@ fn snapshot() -> Snapshot {
             maintenance: false,
             vips_here: Vec::new(),
             problem: None,
+            state_since_secs: Some(185),
         }),
         frontends: vec![FrontendStats {
             name: "kube-apiserver".to_owned(),

@@ -833,6 +833,23 @@ fn maintenance_resigns_without_gap_and_stays_backup() {
     assert_eq!(net.masters(), vec![0]);
 }
 
+/// Regression: `lbctl maintenance on` printed "held by unknown" and the node in
+/// maintenance never learned the new master (a lower priority it would have preempted).
+#[test]
+fn a_node_in_maintenance_knows_the_new_master() {
+    let t = Template::v3(ms(100));
+    let mut net = Net::new(31, &t, &[200, 150]);
+    net.start_all();
+    net.run_for(ms(1000));
+    assert_eq!(net.masters(), vec![0]);
+    net.with(0, |inst, now| inst.set_maintenance(now, true));
+    net.run_for(ms(500));
+    assert_eq!(net.masters(), vec![1]);
+    let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
+    assert_eq!(st.master, Some(net.routers[1].addr()), "{st:?}");
+    assert!(st.maintenance);
+}
+
 #[test]
 fn fault_leaves_master_at_once_and_recovers_as_backup() {
     let t = Template::v3(ms(100));

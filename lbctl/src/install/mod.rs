@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use common::config::{Cluster, Node, Role};
 
-pub use apply::{describe_steps, today_utc};
+pub use apply::{civil_from_days, describe_steps, today_utc};
 pub use demo::{demo_host, issue_ca, issue_leaf, TlsMaterial};
 pub use dns::{next_serial, reverse_zone_v4, reverse_zone_v6};
 

@@ -207,9 +207,14 @@ fn status_text(srv: &ServerStats) -> String {
         .as_deref()
         .and_then(|t| t.split_whitespace().next())
         .filter(|p| p.contains('/') && p.chars().all(|c| c.is_ascii_digit() || c == '/'));
+    // HAProxy starts a checked server UP with check_status INI: CHECKING is that.
+    let status = match srv.status {
+        ServerStatus::Checking => "UP",
+        s => s.as_str(),
+    };
     match progress {
-        Some(p) => format!("{} {p}", srv.status.as_str()),
-        None => srv.status.as_str().to_owned(),
+        Some(p) => format!("{status} {p}"),
+        None => status.to_owned(),
     }
 }
 

@@ -12,9 +12,10 @@ h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.2em 0 .3em}\
 table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:2px 6px;text-align:right}\
 th{background:#e8e8e8;text-align:center}td{white-space:nowrap}td.name,td.addr,td.check{text-align:left}td.check{white-space:normal}\
 tr.st-up{background:#c8f7c8}tr.st-down{background:#ffa8a8}tr.st-drain{background:#a8d0ff}\
-tr.st-maint{background:#d8d8d8}tr.going{background:#fff1a0}tr.total{background:#f4f4e0;font-weight:bold}\
+tr.st-maint{background:#d8d8d8}tr.st-checking{background:#f0f0f0}tr.going{background:#fff1a0}tr.total{background:#f4f4e0;font-weight:bold}\
 td.status{font-weight:bold;text-align:center}.vrrp{padding:.4em .6em;border:1px solid #bbb;display:inline-block}\
-.vrrp-master{background:#c8f7c8}.vrrp-missing{background:#ffa8a8}";
+.vrrp-master{background:#c8f7c8}.vrrp-missing{background:#ffa8a8}\
+.legend td{padding:1px 8px}.links a{margin-right:1em}";
 
 pub(super) fn render(s: &Snapshot, refresh_secs: u32) -> String {
     let mut o = String::with_capacity(8 * 1024);
@@ -27,7 +28,9 @@ pub(super) fn render(s: &Snapshot, refresh_secs: u32) -> String {
          <title>{title}</title><style>{STYLE}</style></head><body>\n\
          <h1>{title}</h1>\n\
          <p class=\"meta\">lbd {version} &middot; up {uptime} &middot; {cur} connections open \
-         (cap {cap}) &middot; {reloads} reloads &middot; refreshes every {refresh}s</p>\n",
+         (cap {cap}) &middot; {reloads} reloads &middot; refreshes every {refresh}s</p>\n\
+         <p class=\"links\" id=\"links\">The same figures as <a href=\"/stats.csv\">CSV</a>\
+         <a href=\"/stats.json\">JSON</a><a href=\"/metrics\">Prometheus metrics</a></p>\n",
         refresh = refresh_secs.max(1),
         version = esc(&s.version),
         uptime = duration(s.uptime_secs),
@@ -50,6 +53,7 @@ pub(super) fn render(s: &Snapshot, refresh_secs: u32) -> String {
     for fe in &s.frontends {
         frontend(&mut o, fe);
     }
+    o.push_str(LEGEND);
     o.push_str("</body></html>\n");
     o
 }
@@ -72,9 +76,12 @@ fn vrrp(o: &mut String, s: &Snapshot) {
             };
             let _ = writeln!(
                 o,
-                "<p class=\"{class}\" id=\"vrrp\">VRRP: this node is <b>{state}</b> \
+                "<p class=\"{class}\" id=\"vrrp\">VRRP: this node is <b>{state}</b>{since} \
                  (priority {prio}{maint}); VIP {vips} held by <b>{holder}</b>{problem}</p>",
                 state = esc(&v.state.to_uppercase()),
+                since = v
+                    .state_since_secs
+                    .map_or_else(String::new, |s| format!(" since {} ago", duration(s))),
                 prio = v.priority,
                 maint = if v.maintenance {
                     ", maintenance on"
@@ -144,8 +151,19 @@ fn frontend(o: &mut String, fe: &FrontendStats) {
     );
 }
 
+/// What the row colours mean.
+const LEGEND: &str = "<h2>Legend</h2>\n<table class=\"legend\" id=\"legend\"><tbody>\n\
+<tr class=\"st-up\"><td>UP</td><td>checks pass; gets new connections</td></tr>\n\
+<tr class=\"st-down\"><td>DOWN</td><td>checks fail; no new connections</td></tr>\n\
+<tr class=\"going\"><td>UP/DOWN (n/m)</td><td>checks disagree with the state: n of the m needed to change it</td></tr>\n\
+<tr class=\"st-checking\"><td>CHECKING</td><td>not checked yet (lbd just started); still gets connections</td></tr>\n\
+<tr class=\"st-drain\"><td>DRAIN</td><td>lbctl drain: open connections go on, no new ones</td></tr>\n\
+<tr class=\"st-maint\"><td>MAINT</td><td>lbctl disable: no connections, checks not counted</td></tr>\n\
+</tbody></table>\n";
+
 fn server(o: &mut String, srv: &ServerStats) {
     let mut class = match srv.status {
+        ServerStatus::Checking => "srv st-checking",
         ServerStatus::Up => "srv st-up",
         ServerStatus::Down => "srv st-down",
         ServerStatus::Drain => "srv st-drain",
@@ -227,8 +245,24 @@ mod tests {
         assert!(page.contains("up 1d2h"));
         assert!(page.contains("VRRP: this node is <b>MASTER</b>"));
         assert!(page.contains("held by <b>this node</b>"));
-        assert_eq!(page.matches("<table").count(), 2);
+        // Two frontends and the legend.
+        assert_eq!(page.matches("<table").count(), 3);
         assert_eq!(page.matches("<tr class=\"srv ").count(), 5);
+        // Regressions (issue [8] 16): links to the other views, a colour legend, how long
+        // this node has been master.
+        for link in [
+            "href=\"/stats.csv\"",
+            "href=\"/stats.json\"",
+            "href=\"/metrics\"",
+        ] {
+            assert!(page.contains(link), "{link}");
+        }
+        assert!(page.contains("<table class=\"legend\""));
+        assert!(page.contains("<td>CHECKING</td>"));
+        assert!(
+            page.contains("this node is <b>MASTER</b> since 3m5s ago"),
+            "{page}"
+        );
     }
 
     /// Regression: a master that could not add the VIP was shown as holding it.
@@ -266,7 +300,7 @@ mod tests {
             "!DOCTYPE", "html", "/html", "head", "/head", "meta", "title", "/title", "style",
             "/style", "body", "/body", "h1", "/h1", "h2", "/h2", "p", "/p", "b", "/b", "small",
             "/small", "table", "/table", "thead", "/thead", "tbody", "/tbody", "tr", "/tr", "th",
-            "/th", "td", "/td",
+            "/th", "td", "/td", "a", "/a",
         ];
         for t in tags {
             assert!(allowed.contains(&t), "unexpected tag <{t}");

@@ -277,7 +277,7 @@ pub(super) fn render(s: &Snapshot) -> String {
         ),
         Family {
             name: "lbd_server_status",
-            help: "1 for the server's current status (UP, DOWN, DRAIN, MAINT), 0 for the others.",
+            help: "1 for the server's current status (CHECKING, UP, DOWN, DRAIN, MAINT), 0 for the others.",
             kind: Gauge,
             samples: s
                 .frontends
@@ -285,6 +285,7 @@ pub(super) fn render(s: &Snapshot) -> String {
                 .flat_map(|fe| fe.servers.iter().map(move |srv| (fe, srv)))
                 .flat_map(|(fe, srv)| {
                     [
+                        ServerStatus::Checking,
                         ServerStatus::Up,
                         ServerStatus::Down,
                         ServerStatus::Drain,

@@ -87,6 +87,7 @@ pub(crate) fn sample() -> Snapshot {
             maintenance: false,
             vips_here: vec!["10.0.0.100".to_owned()],
             problem: None,
+            state_since_secs: Some(185),
         }),
         frontends: vec![
             FrontendStats {

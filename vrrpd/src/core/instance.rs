@@ -244,7 +244,9 @@ impl Instance {
                 let preempt =
                     (self.cfg.preempt || self.priority == 255) && self.vip_fault.is_none();
                 let lower = adv.priority < self.priority;
-                if lower && preempt {
+                // In maintenance we never take over, so a lower-priority master is simply
+                // the master (and the status must say who it is).
+                if lower && preempt && !self.maintenance {
                     let since = *b.lower_master_since.get_or_insert(now);
                     let delay_over = after(since, self.cfg.preempt_delay).is_none_or(|t| t <= now);
                     if delay_over {

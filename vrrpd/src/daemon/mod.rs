@@ -1262,6 +1262,8 @@ impl Daemon {
                 let mut v = serde_json::to_value(i.core.status(now)).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut v {
                     m.insert("family".into(), json!(i.plan.family()));
+                    let master_node = i.core.status(now).master.and_then(|a| self.node_of(n, a));
+                    m.insert("master_node".into(), json!(master_node));
                     m.insert("primary".into(), json!(i.plan.cfg.primary));
                     if let Some(l) = &i.learner {
                         m.insert(
