@@ -62,6 +62,10 @@ say "a clean clone of $(git -C "$REPO" rev-parse --short HEAD)"
 git clone -q "$REPO" "$ROOT/root/k3s-ha"
 
 say "mounts"
+# The root must be a mount point of its own: `ip netns exec` / `ip -n` run
+# `mount --make-rslave /`, which fails on a plain directory.
+mount --bind "$ROOT" "$ROOT"
+mounted+=("$ROOT")
 for d in proc sys dev dev/pts; do
   mkdir -p "$ROOT/$d"
   mount --bind "/$d" "$ROOT/$d"
