@@ -15,9 +15,10 @@ use lbctl::{check, install, ops};
     about = "Operate k3s-ha: vrrpd (the VIP) and lbd (the proxy)"
 )]
 struct Cli {
-    /// Directory holding this node's control sockets (vrrpd.sock, lbd.sock).
-    #[arg(long, global = true, default_value = common::DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
+    /// Directory holding this node's control sockets (vrrpd.sock, lbd.sock); default
+    /// /run/k3s-ha. Not for `lab`: the lab's nodes keep theirs under --state-dir.
+    #[arg(long, global = true)]
+    run_dir: Option<PathBuf>,
     /// The cluster file (default /etc/k3s-ha/cluster.toml; for `lab up`, the embedded
     /// reference lab).
     #[arg(long, global = true)]
@@ -163,6 +164,9 @@ enum LabCmd {
         http_port: Option<u16>,
         #[arg(long)]
         https_port: Option<u16>,
+        /// PORT:KIND (api, http, https, tcp); repeatable.
+        #[arg(long, value_name = "PORT:KIND", value_parser = parse_serve)]
+        serve: Vec<(u16, lbctl::lab::backend::StandIn)>,
     },
 }
 
@@ -233,6 +237,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `15432:tcp` for `lab backend --serve`.
+fn parse_serve(s: &str) -> std::result::Result<(u16, lbctl::lab::backend::StandIn), String> {
+    let (port, kind) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected PORT:KIND"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|e| format!("{port:?}: not a port: {e}"))?;
+    Ok((port, kind.parse()?))
+}
+
 fn load(cli_config: &Option<PathBuf>) -> Result<common::config::Cluster> {
     let path = cli_config
         .clone()
@@ -241,6 +256,19 @@ fn load(cli_config: &Option<PathBuf>) -> Result<common::config::Cluster> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Cmd::Lab { .. } = &cli.cmd {
+        if let Some(d) = &cli.run_dir {
+            anyhow::bail!(
+                "--run-dir {} does not apply to the lab: its nodes' sockets are under \
+                 STATE_DIR/run/NODE (use --state-dir)",
+                d.display()
+            );
+        }
+    }
+    let run_dir = cli
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(common::DEFAULT_RUN_DIR));
     match cli.cmd {
         Cmd::Config {
             cmd: ConfigCmd::Check { file, json },
@@ -301,7 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         (text, all_ok)
                     }
                 } else {
-                    let s = ops::node_status(&cli.run_dir);
+                    let s = ops::node_status(&run_dir);
                     let ok = s.vrrp.is_ok() || s.lbd.is_ok();
                     if json {
                         (format!("{:#}\n", ops::node_status_json(&s)), ok)
@@ -330,28 +358,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Drain { target } => {
-            ops::set_server(&cli.run_dir, &target, "drain")?;
+            ops::set_server(&run_dir, &target, "drain")?;
             outln!("{target}: DRAIN (no new connections; open ones continue)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Disable { target } => {
-            ops::set_server(&cli.run_dir, &target, "maint")?;
+            ops::set_server(&run_dir, &target, "maint")?;
             outln!("{target}: MAINT");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Enable { target } => {
-            ops::set_server(&cli.run_dir, &target, "ready")?;
+            ops::set_server(&run_dir, &target, "ready")?;
             outln!("{target}: ready (UP once its checks pass)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload => {
-            out!("{}", ops::reload(&cli.run_dir)?);
+            out!("{}", ops::reload(&run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Maintenance { state } => {
             outln!(
                 "{}",
-                ops::maintenance(&cli.run_dir, matches!(state, OnOff::On))?
+                ops::maintenance(&run_dir, matches!(state, OnOff::On))?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -431,18 +459,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<ExitCode> {
     use lbctl::lab;
+    // The daemons and stand-ins the lab starts must not inherit this shell's files.
+    lab::close_inherited_fds();
     match cmd {
         LabCmd::Backend {
             node,
             api_port,
             http_port,
             https_port,
+            serve,
         } => {
             lab::backend::run(lab::backend::BackendOpts {
                 node,
                 api_port,
                 http_port,
                 https_port,
+                serve,
             })?;
             Ok(ExitCode::SUCCESS)
         }

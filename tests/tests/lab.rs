@@ -55,6 +55,12 @@ listen = 80
 backend_port = 30080
 check = { interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }
 timeouts = { connect = "300ms" }
+
+[[services]]
+name = "postgres"
+listen = 5432
+backend_port = 15432
+check = { interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }
 "#;
 
 fn show(r: &[ScenarioReport]) {
@@ -71,7 +77,57 @@ fn lab_scenarios() {
     if !common::netns::require_root("e2e lab scenarios") {
         return;
     }
+    // A descriptor of the caller that is not close-on-exec (as a shell's lock or socket):
+    // the lab's daemons must not inherit it.
+    let marker = std::env::temp_dir().join(format!("k3sha-e2e-fd-{}", std::process::id()));
+    let fd = nix::fcntl::open(
+        &marker,
+        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     let mut lab = LabGuard::up("a", CONFIG).expect("lab up");
+    for n in lab.state.servers() {
+        for p in &n.procs {
+            let held: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| *t == marker)
+                .collect();
+            assert!(
+                held.is_empty(),
+                "{} on {} holds the caller's file",
+                p.what,
+                n.name
+            );
+        }
+    }
+    drop(fd);
+    let _ = std::fs::remove_file(&marker);
+    // Without a host link, the hints run in the client namespace (run on the host they
+    // would reach the real network the lab's addresses belong to).
+    let hints = lbctl::lab::describe(&lab.state).unwrap();
+    let client_ns = lab.state.client.as_ref().unwrap().ns.clone();
+    for line in hints
+        .lines()
+        .filter(|l| l.contains("curl") || l.contains("--cluster"))
+    {
+        assert!(
+            line.trim_start()
+                .starts_with(&format!("ip netns exec {client_ns} ")),
+            "{line}"
+        );
+    }
+
+    // Every service has stand-ins: a custom one (postgres 5432 -> 15432) answers through
+    // the VIP from every server.
+    let r = scenarios::run_one(&mut lab.state, "every-service").unwrap();
+    show(&r);
+    let pg = r
+        .iter()
+        .find(|s| s.name == "service-postgres")
+        .expect("postgres probed");
+    assert!(pg.passed, "{:?} {:?}", pg.notes, pg.outcome);
 
     let r = scenarios::run_one(&mut lab.state, "planned-maintenance").unwrap();
     show(&r);

@@ -20,12 +20,68 @@ pub struct BackendOpts {
     pub api_port: Option<u16>,
     pub http_port: Option<u16>,
     pub https_port: Option<u16>,
+    /// Any other ports: `--serve PORT:KIND`.
+    pub serve: Vec<(u16, StandIn)>,
+}
+
+/// What a stand-in speaks on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandIn {
+    /// HTTPS kube-apiserver: `/readyz`, `/version`.
+    Api,
+    /// HTTP, every path answered with the node's name.
+    Http,
+    /// The same over TLS.
+    Https,
+    /// Plain TCP: the node's name on a line, then an echo of everything sent.
+    Tcp,
+}
+
+impl std::str::FromStr for StandIn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StandIn, String> {
+        match s {
+            "api" => Ok(StandIn::Api),
+            "http" => Ok(StandIn::Http),
+            "https" => Ok(StandIn::Https),
+            "tcp" => Ok(StandIn::Tcp),
+            _ => Err(format!("{s:?}: one of api, http, https, tcp")),
+        }
+    }
+}
+
+impl StandIn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StandIn::Api => "api",
+            StandIn::Http => "http",
+            StandIn::Https => "https",
+            StandIn::Tcp => "tcp",
+        }
+    }
+
+    /// The stand-in for a service's backends: the API on 6443; otherwise what its check
+    /// speaks (a TCP-checked service on 443 is the HTTPS ingress, on 80 the HTTP one).
+    pub fn for_service(s: &common::config::Service) -> StandIn {
+        use common::config::CheckKind;
+        if s.backend_port == crate::install::K3S_API_PORT {
+            return StandIn::Api;
+        }
+        match s.check.kind {
+            CheckKind::Https | CheckKind::Tls => StandIn::Https,
+            CheckKind::Http => StandIn::Http,
+            CheckKind::Tcp if s.listen == 443 => StandIn::Https,
+            CheckKind::Tcp if s.listen == 80 => StandIn::Http,
+            CheckKind::Tcp => StandIn::Tcp,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 enum Kind {
     Api,
     App,
+    Tcp,
 }
 
 fn answer(kind: Kind, node: &str, path: &str) -> (u16, &'static str, String) {
@@ -39,7 +95,7 @@ fn answer(kind: Kind, node: &str, path: &str) -> (u16, &'static str, String) {
             ),
         ),
         (Kind::Api, _) => (404, "text/plain", "not found".into()),
-        (Kind::App, _) => (200, "text/plain", format!("{node}\n")),
+        (Kind::App | Kind::Tcp, _) => (200, "text/plain", format!("{node}\n")),
     }
 }
 
@@ -117,8 +173,26 @@ fn tls_acceptor(node: &str) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// The node's name on a line, then everything echoed back until the client closes.
+async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, node: &str) -> Result<()> {
+    s.write_all(format!("{node}\n").as_bytes()).await?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(300), s.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            let _ = s.shutdown().await;
+            return Ok(());
+        }
+        s.write_all(&buf[..n]).await?;
+    }
+}
+
 async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>) -> Result<()> {
-    let l = TcpListener::bind(("0.0.0.0", port))
+    // Both families: the lab's nodes may have IPv6 addresses too.
+    let l = TcpListener::bind(("::", port))
         .await
         .with_context(|| format!("binding port {port}"))?;
     loop {
@@ -133,14 +207,15 @@ async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>)
         let tls = tls.clone();
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
-            let r = match tls {
-                Some(acc) => {
+            let r = match (tls, kind) {
+                (None, Kind::Tcp) => serve_tcp(s, &node).await,
+                (Some(acc), _) => {
                     match tokio::time::timeout(Duration::from_secs(10), acc.accept(s)).await {
                         Ok(Ok(t)) => serve_conn(t, kind, &node).await,
                         _ => Ok(()),
                     }
                 }
-                None => serve_conn(s, kind, &node).await,
+                (None, _) => serve_conn(s, kind, &node).await,
             };
             drop(r);
         });
@@ -163,7 +238,16 @@ pub fn run(opts: BackendOpts) -> Result<()> {
             tasks.spawn(listen(p, Kind::App, node.clone(), None));
         }
         if let Some(p) = opts.https_port {
-            tasks.spawn(listen(p, Kind::App, node.clone(), Some(tls)));
+            tasks.spawn(listen(p, Kind::App, node.clone(), Some(tls.clone())));
+        }
+        for (p, what) in &opts.serve {
+            let (kind, t) = match what {
+                StandIn::Api => (Kind::Api, Some(tls.clone())),
+                StandIn::Http => (Kind::App, None),
+                StandIn::Https => (Kind::App, Some(tls.clone())),
+                StandIn::Tcp => (Kind::Tcp, None),
+            };
+            tasks.spawn(listen(*p, kind, node.clone(), t));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod probe;
 pub mod scenarios;
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
@@ -66,6 +67,9 @@ pub struct NodeState {
     pub role: Role,
     pub ns: String,
     pub address: IpAddr,
+    /// Its IPv6 address in a dual-stack lab.
+    #[serde(default)]
+    pub address6: Option<IpAddr>,
     /// Port of this node on the bridge (in the switch namespace).
     pub port: String,
     pub run_dir: PathBuf,
@@ -243,6 +247,69 @@ impl Ns<'_> {
     }
 }
 
+/// Mark every descriptor this process inherited (above stderr) close-on-exec, so the
+/// daemons the lab starts do not hold its caller's files: a lock or socket of the shell
+/// that ran `lab up` would stay held until `lab down`. (Descriptors std opens itself are
+/// close-on-exec already.) Call before spawning anything.
+pub fn close_inherited_fds() {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        set_cloexec(fd);
+    }
+}
+
+/// `fcntl(fd, F_SETFD, FD_CLOEXEC)` on a raw descriptor number.
+#[allow(
+    unsafe_code,
+    reason = "fcntl(2) on a number: there is no safe API for a descriptor we do not own"
+)]
+fn set_cloexec(fd: i32) {
+    use nix::libc::{fcntl, FD_CLOEXEC, F_SETFD};
+    // SAFETY: F_SETFD only sets a flag on the descriptor table entry; on a number that is
+    // not (or no longer) open it fails with EBADF and changes nothing. No memory is
+    // passed.
+    let _ = unsafe { fcntl(fd, F_SETFD, FD_CLOEXEC) };
+}
+
+/// Is some address of this machine, or a route it has, in `net`? Then a host link into a
+/// lab on `net` would shadow the real network (the reference addresses are a real LAN's).
+fn host_overlaps(net: common::config::IpNet4) -> Result<Option<String>> {
+    let out = Command::new("ip")
+        .args(["-j", "-4", "route", "show", "table", "all"])
+        .output()
+        .context("running ip route")?;
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mask = |p: u8| u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    let overlaps = |addr: Ipv4Addr, prefix: u8| {
+        let m = mask(prefix.min(net.prefix));
+        u32::from(addr) & m == u32::from(net.addr) & m
+    };
+    for r in routes.as_array().into_iter().flatten() {
+        let dst = r["dst"].as_str().unwrap_or_default();
+        if dst == "default" || dst.is_empty() {
+            continue;
+        }
+        let (a, p) = dst.split_once('/').unwrap_or((dst, "32"));
+        let (Ok(a), Ok(p)) = (a.parse::<Ipv4Addr>(), p.parse::<u8>()) else {
+            continue;
+        };
+        // Routes wider than the lab's network (a /8 via some VPN) are not a clash.
+        if p >= net.prefix.min(24) && overlaps(a, p) && r["dev"] != HOST_DEV {
+            return Ok(Some(format!(
+                "route {dst} dev {}",
+                r["dev"].as_str().unwrap_or("?")
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Create a persistent namespace (replacing a leftover of the same name).
 fn create_ns(name: &str) -> Result<()> {
     let ns = NetNs::with_name(name).map_err(|e| anyhow!("{e}"))?;
@@ -252,6 +319,7 @@ fn create_ns(name: &str) -> Result<()> {
 
 /// Build the lab and start every daemon. On any error, everything made so far is removed.
 pub fn up(opts: &LabOptions) -> Result<LabState> {
+    close_inherited_fds();
     if LabState::path(&opts.state_dir).exists() {
         bail!(
             "a lab is already up (state in {}); run `lbctl lab down` first",
@@ -263,6 +331,17 @@ pub fn up(opts: &LabOptions) -> Result<LabState> {
         .vip
         .v4
         .ok_or_else(|| anyhow!("the lab needs an IPv4 VIP"))?;
+    if opts.host_link {
+        if let Some(what) = host_overlaps(vip)? {
+            bail!(
+                "this machine is on the lab's network {}/{} already ({what}): a host link would \
+                 shadow the real nodes there. Use --no-host-link (and `ip netns exec` to reach \
+                 the lab), or a cluster file on another subnet (--config)",
+                vip.addr,
+                vip.prefix
+            );
+        }
+    }
     for bin in ["vrrpd", "lbd", "lbctl"] {
         let p = opts.bin_dir.join(bin);
         if !p.exists() {
@@ -325,51 +404,87 @@ fn build(st: &mut LabState, cluster: &Cluster, opts: &LabOptions) -> Result<()> 
     sw.link_set("br0", true)?;
     sw.link_set("lo", true)?;
     let used: Vec<IpAddr> = cluster.nodes.iter().map(|n| n.address).collect();
-    let add_host =
-        |st: &mut LabState, i: usize, name: &str, role: Role, addr: IpAddr| -> Result<NodeState> {
-            let ns_name = format!("{}-n{i}", st.prefix);
-            create_ns(&ns_name)?;
-            let ns = Ns(&ns_name);
-            let port = format!("p{i}");
-            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-            sw.ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns_name,
-            ])?;
-            sw.ip(&["link", "set", &port, "master", "br0"])?;
-            sw.link_set(&port, true)?;
+    let add_host = |st: &mut LabState,
+                    i: usize,
+                    name: &str,
+                    role: Role,
+                    addr: IpAddr,
+                    addr6: Option<IpAddr>|
+     -> Result<NodeState> {
+        let ns_name = format!("{}-n{i}", st.prefix);
+        create_ns(&ns_name)?;
+        let ns = Ns(&ns_name);
+        let port = format!("p{i}");
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        sw.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns_name,
+        ])?;
+        sw.ip(&["link", "set", &port, "master", "br0"])?;
+        sw.link_set(&port, true)?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/{}", vip.prefix),
+            "dev",
+            "eth0",
+        ])?;
+        if let (Some(a6), Some(v6)) = (addr6, cluster.vip.v6) {
             ns.ip(&[
                 "addr",
                 "add",
-                &format!("{addr}/{}", vip.prefix),
+                &format!("{a6}/{}", v6.prefix),
                 "dev",
                 "eth0",
+                "nodad",
             ])?;
-            ns.link_set("eth0", true)?;
-            ns.link_set("lo", true)?;
-            // Let lbd bind before the VIP arrives; answer ARP only for addresses on eth0.
-            ns.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            let run_dir = st.state_dir.join("run").join(name);
-            std::fs::create_dir_all(&run_dir)?;
-            Ok(NodeState {
-                name: name.to_owned(),
-                role,
-                ns: ns_name,
-                address: addr,
-                port,
-                run_dir,
-                procs: Vec::new(),
-            })
-        };
+        }
+        ns.link_set("eth0", true)?;
+        ns.link_set("lo", true)?;
+        // Let lbd bind before the VIP arrives; answer ARP only for addresses on eth0.
+        ns.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
+        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        let run_dir = st.state_dir.join("run").join(name);
+        std::fs::create_dir_all(&run_dir)?;
+        Ok(NodeState {
+            name: name.to_owned(),
+            role,
+            ns: ns_name,
+            address: addr,
+            address6: addr6,
+            port,
+            run_dir,
+            procs: Vec::new(),
+        })
+    };
     for (i, n) in cluster.nodes.iter().enumerate() {
-        let node = add_host(st, i, &n.name, n.role, n.address)?;
+        let node = add_host(
+            st,
+            i,
+            &n.name,
+            n.role,
+            n.address,
+            n.address6.map(IpAddr::V6),
+        )?;
         st.nodes.push(node);
         st.save()?;
     }
     let client_addr = free_address(vip, &used, 1)
         .ok_or_else(|| anyhow!("no free address for the lab client in the VIP's subnet"))?;
-    let client = add_host(st, 99, "client", Role::Agent, IpAddr::V4(client_addr))?;
+    // Dual stack: the client also gets an IPv6 address of the VIP's network.
+    let client6 = cluster.vip.v6.map(|v| {
+        let mut seg = v.addr.segments();
+        seg[7] = 0xfffd;
+        IpAddr::V6(seg.into())
+    });
+    let client = add_host(
+        st,
+        99,
+        "client",
+        Role::Agent,
+        IpAddr::V4(client_addr),
+        client6,
+    )?;
     st.client = Some(client);
     st.save()?;
     if opts.host_link {
@@ -411,14 +526,20 @@ fn build(st: &mut LabState, cluster: &Cluster, opts: &LabOptions) -> Result<()> 
 /// Start the named processes (`backend`, `lbd`, `vrrpd`) of a server that are not running.
 pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
     let cluster = st.cluster()?;
-    let ports = |svc_port: u16| {
-        cluster
-            .services
-            .iter()
-            .find(|s| s.backend_port == svc_port)
-            .map(|s| s.backend_port)
-    };
     let node = st.node(name)?.clone();
+    // A stand-in for every port any service sends to this node (custom services too).
+    let me = cluster.node(name);
+    let mut serve: Vec<(u16, backend::StandIn)> = Vec::new();
+    for svc in &cluster.services {
+        for b in &svc.backends {
+            let mine = me.is_some_and(|n| {
+                b.addr.ip() == n.address || n.address6.map(IpAddr::V6) == Some(b.addr.ip())
+            });
+            if mine && !serve.iter().any(|(p, _)| *p == b.addr.port()) {
+                serve.push((b.addr.port(), backend::StandIn::for_service(svc)));
+            }
+        }
+    }
     for w in what {
         if node.procs.iter().any(|p| p.what == *w && alive(p.pid)) {
             continue;
@@ -430,14 +551,8 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
             "backend" => {
                 cmd.arg(bin("lbctl"))
                     .args(["lab", "backend", "--node", name]);
-                for (flag, port) in [
-                    ("--api-port", 6443),
-                    ("--http-port", 30080),
-                    ("--https-port", 30443),
-                ] {
-                    if let Some(p) = ports(port) {
-                        cmd.args([flag, &p.to_string()]);
-                    }
+                for (port, kind) in &serve {
+                    cmd.args(["--serve", &format!("{port}:{}", kind.as_str())]);
                 }
             }
             "lbd" | "vrrpd" => {
@@ -765,42 +880,79 @@ pub fn status(st: &LabState) -> String {
     o
 }
 
-/// What `lab up` prints: what it started and how to reach it.
+/// What `lab up` prints: what it started and how to reach it. Every hint works as
+/// printed: it names a non-default --state-dir, and without a host link every command that
+/// talks to the lab's addresses runs in the client namespace (run on this host it would
+/// go out of the default route to the real network those addresses belong to).
 pub fn describe(st: &LabState) -> Result<String> {
     let c = st.cluster()?;
     let vip = c.vip.v4.map(|v| v.addr.to_string()).unwrap_or_default();
     let mut o = String::new();
     o.push_str(&status(st));
-    o.push_str(&format!(
-        "\nThe VIP {vip} is up. From {}:\n",
-        if st.host_link.is_some() {
-            "this shell"
-        } else {
-            "the client namespace"
-        }
-    ));
+    let client_ns = st
+        .client
+        .as_ref()
+        .map_or_else(|| format!("{}-n99", st.prefix), |n| n.ns.clone());
     let exec = if st.host_link.is_some() {
         String::new()
     } else {
-        format!("ip netns exec {}-n99 ", st.prefix)
+        format!("ip netns exec {client_ns} ")
     };
-    o.push_str(&format!("  {exec}curl http://{vip}/                  # ingress-http via lbd: answers with a node's name\n"));
-    o.push_str(&format!(
-        "  {exec}curl -k https://{vip}:8443/version  # the API through the VIP\n"
-    ));
+    let _ = writeln!(
+        o,
+        "\nThe VIP {vip} is up. From {}:",
+        if st.host_link.is_some() {
+            "this shell"
+        } else {
+            "the lab's client namespace (this host has no link into the lab)"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  {exec}curl http://{vip}/                  # ingress-http via lbd: answers with a node's name"
+    );
+    let _ = writeln!(
+        o,
+        "  {exec}curl -k https://{vip}:8443/version  # the API through the VIP"
+    );
     for n in st.servers() {
-        o.push_str(&format!(
-            "  stats page of {}: http://{}:{}/\n",
-            n.name,
+        let _ = writeln!(
+            o,
+            "  {exec}curl http://{}:{}/   # lbd's stats page on {}",
             n.address,
-            c.stats.listen.port()
-        ));
+            c.stats.listen.port(),
+            n.name
+        );
     }
-    o.push_str(&format!(
-        "\nNext:\n  lbctl lab test                                 # run the validation procedures, with figures\n  lbctl status --cluster --config {}\n  lbctl status --run-dir {}\n  lbctl lab fail NODE --how link|kill|stop ; lbctl lab recover NODE\n  lbctl lab down                                 # remove everything\n",
-        st.config.display(),
-        st.nodes.first().map(|n| n.run_dir.display().to_string()).unwrap_or_default()
-    ));
+    let me = std::env::current_exe()
+        .ok()
+        .map_or_else(|| "lbctl".to_owned(), |p| p.display().to_string());
+    let sd = if st.state_dir == Path::new(DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(" --state-dir {}", st.state_dir.display())
+    };
+    let first_run = st
+        .nodes
+        .first()
+        .map(|n| n.run_dir.display().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(o, "\nNext:");
+    let _ = writeln!(
+        o,
+        "  {me} lab test{sd}                 # the validation procedures, with figures"
+    );
+    let _ = writeln!(
+        o,
+        "  {exec}{me} status --cluster --config {}",
+        st.config.display()
+    );
+    let _ = writeln!(o, "  {me} status --run-dir {first_run}");
+    let _ = writeln!(
+        o,
+        "  {me} lab fail NODE --how link|kill|stop{sd} ; {me} lab recover NODE{sd}"
+    );
+    let _ = writeln!(o, "  {me} lab down{sd}                 # remove everything");
     Ok(o)
 }
 

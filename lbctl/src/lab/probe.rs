@@ -23,6 +23,8 @@ pub struct Target {
     /// Speak TLS (certificate not verified: the stand-ins are self-signed).
     pub tls: bool,
     pub path: String,
+    /// Plain TCP (a `tcp` stand-in): read the node's name line, send a line, read it back.
+    pub raw: bool,
 }
 
 /// One request's outcome.
@@ -160,6 +162,21 @@ async fn request(t: &Target, tls: Option<&tokio_rustls::TlsConnector>) -> Result
         .await
         .context("connect")?;
     tcp.set_nodelay(true)?;
+    if t.raw {
+        let mut s = tokio::io::BufReader::new(tcp);
+        let mut name = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut s, &mut name).await?;
+        if name.is_empty() {
+            return Err(anyhow!("closed before the greeting"));
+        }
+        s.get_mut().write_all(b"ping\n").await?;
+        let mut echo = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut s, &mut echo).await?;
+        if echo != "ping\n" {
+            return Err(anyhow!("echo {echo:?}"));
+        }
+        return Ok(name);
+    }
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         t.path,

@@ -31,6 +31,13 @@ pub struct ScenarioReport {
     pub outcome: Outcome,
     pub passed: bool,
     pub notes: Vec<String>,
+    /// Every request of the scenario's probe (sent time from the probe's start, outcome,
+    /// latency, the answering backend, the error), so a reader can check that each failure
+    /// fell inside the allowed window. `event_ms` is when the scenario broke something.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Sample>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +92,8 @@ fn backend_status(st: &LabState, on_node: &str, service: &str, server: &str) -> 
 struct Ctx<'a> {
     st: &'a mut LabState,
     vip: std::net::IpAddr,
+    /// The IPv6 VIP of a dual-stack lab: probed too.
+    vip6: Option<std::net::IpAddr>,
     interval: Duration,
     client_ns: String,
     api_port: u16,
@@ -93,17 +102,23 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn probe(&self, api: bool) -> Result<Probe> {
+        self.probe_on(self.vip, api)
+    }
+
+    fn probe_on(&self, vip: std::net::IpAddr, api: bool) -> Result<Probe> {
         let target = if api {
             Target {
-                addr: SocketAddr::new(self.vip, self.api_port),
+                addr: SocketAddr::new(vip, self.api_port),
                 tls: true,
                 path: "/version".into(),
+                raw: false,
             }
         } else {
             Target {
-                addr: SocketAddr::new(self.vip, self.http_port),
+                addr: SocketAddr::new(vip, self.http_port),
                 tls: false,
                 path: "/".into(),
+                raw: false,
             }
         };
         Probe::start(&self.client_ns, target, PROBE_INTERVAL, PROBE_TIMEOUT)
@@ -136,8 +151,14 @@ fn finish(probe: Probe, event_ms: f64) -> Result<(Outcome, Vec<Sample>)> {
 fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     let m = master(c.st).ok_or_else(|| anyhow!("no single master before the test"))?;
     let probe = c.probe(false)?;
+    // Dual stack: the IPv6 VIP is probed over the same cut.
+    let probe6 = match c.vip6 {
+        Some(v6) => Some(c.probe_on(v6, false)?),
+        None => None,
+    };
     std::thread::sleep(Duration::from_secs(1));
     let event = probe.now_ms();
+    let event6 = probe6.as_ref().map(Probe::now_ms);
     fail(c.st, &m, FailHow::Link)?;
     let st: &LabState = c.st;
     let others: Vec<String> = st
@@ -158,10 +179,34 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     let (out, samples) = finish(probe, event)?;
     let prio = new_master.as_deref().map_or(0, |n| c.priority(n));
     let bound = c.failover_bound_ms(prio);
-    let outside = samples
-        .iter()
-        .filter(|s| !s.ok && (s.sent_ms < event || s.sent_ms - event > bound))
-        .count();
+    let outside_of = |samples: &[Sample], event: f64| {
+        samples
+            .iter()
+            .filter(|s| !s.ok && (s.sent_ms < event || s.sent_ms - event > bound))
+            .count()
+    };
+    let outside = outside_of(&samples, event);
+    let v6_report = match (probe6, event6) {
+        (Some(p6), Some(e6)) => {
+            let (out6, samples6) = finish(p6, e6)?;
+            let outside6 = outside_of(&samples6, e6);
+            Some(ScenarioReport {
+                name: "vip-failover-link-ipv6".into(),
+                what: "the same cut, probed through the IPv6 VIP".into(),
+                recovered_ms: Some(out6.recovered_after_ms),
+                bound_ms: Some(bound),
+                passed: moved.is_some() && out6.recovered_after_ms <= bound && outside6 == 0,
+                notes: vec![format!(
+                    "IPv6 VIP {}; failed requests sent outside [cut, cut + bound]: {outside6}",
+                    c.vip6.map(|v| v.to_string()).unwrap_or_default()
+                )],
+                outcome: out6,
+                samples: samples6,
+                event_ms: Some(e6),
+            })
+        }
+        _ => None,
+    };
     let mut notes = vec![format!(
         "cut the cable of the master {m}; {} took over after {}",
         new_master.as_deref().unwrap_or("nobody"),
@@ -181,6 +226,8 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
         passed: moved.is_some() && out.recovered_after_ms <= bound && outside == 0,
         outcome: out,
         notes,
+        samples,
+        event_ms: Some(event),
     };
     // Recovery with preemption: reconnect the old master; it must take the VIP back.
     let probe = c.probe(false)?;
@@ -192,7 +239,7 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
         master(st).as_deref() == Some(m.as_str())
     });
     settle(Duration::from_secs(2));
-    let (out, _) = finish(probe, event)?;
+    let (out, samples) = finish(probe, event)?;
     let preempt = ScenarioReport {
         name: "vip-recovery-preempt".into(),
         what: "recovery with preemption: the old master returns and takes the VIP back; requests failed meanwhile".into(),
@@ -204,8 +251,13 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
             back.map_or("(never)".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
         )],
         outcome: out,
+        samples,
+        event_ms: Some(event),
     };
-    Ok(vec![link, preempt])
+    let mut all = vec![link];
+    all.extend(v6_report);
+    all.push(preempt);
+    Ok(all)
 }
 
 fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
@@ -217,7 +269,7 @@ fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let st: &LabState = c.st;
     let new_master = master(st);
     settle(Duration::from_secs(2));
-    let (out, _) = finish(probe, event)?;
+    let (out, samples) = finish(probe, event)?;
     recover(c.st, &m)?;
     let st: &LabState = c.st;
     let back = wait_for(Duration::from_secs(20), || {
@@ -246,6 +298,8 @@ fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
             ),
         ],
         outcome: out,
+        samples,
+        event_ms: Some(event),
     })
 }
 
@@ -273,7 +327,7 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
         backend_status(st, &m, &svc_name, &victim).as_deref() == Some("DOWN")
     });
     std::thread::sleep(Duration::from_secs(1));
-    let (out, _) = finish(probe, event)?;
+    let (out, cut_samples) = finish(probe, event)?;
     // Recovery: traffic must come back to the node.
     let probe = c.probe(api)?;
     let rec_event = probe.now_ms();
@@ -316,6 +370,8 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
             ),
         ],
         outcome: out,
+        samples: cut_samples,
+        event_ms: Some(event),
     })
 }
 
@@ -388,6 +444,8 @@ fn backend_out_and_back(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
             format!("UP after {} (bound interval x rise + timeout = {bound_up:.0} ms); {after_up} requests reached it after restart", ms(up).map_or("(never)".into(), |v| format!("{v:.0} ms"))),
         ],
         outcome: out,
+        samples,
+        event_ms: Some(event),
     })
 }
 
@@ -424,6 +482,8 @@ fn traffic_spread(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
             min_share * 100.0
         )],
         outcome: out,
+        samples,
+        event_ms: None,
     })
 }
 
@@ -473,7 +533,7 @@ fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
         master(st).as_deref() == Some(m.as_str())
     });
     std::thread::sleep(Duration::from_secs(1));
-    let (out, _) = finish(probe, event)?;
+    let (out, samples) = finish(probe, event)?;
     let ms = |d: Option<Duration>| {
         d.map_or("(never)".into(), |d| {
             format!("{:.0} ms", d.as_secs_f64() * 1000.0)
@@ -494,12 +554,74 @@ fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
             format!("maintenance off: {m} master again after {}", ms(back)),
         ],
         outcome: out,
+        samples,
+        event_ms: Some(event),
     })
 }
 
+/// Every service the other scenarios do not probe (a database on 5432, the HTTPS ingress,
+/// ...), through the VIP (both families), against the stand-ins: each must answer, from
+/// more than one server where it has several.
+fn every_service(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
+    let cluster = c.st.cluster()?;
+    let mut out = Vec::new();
+    for svc in &cluster.services {
+        let probed_elsewhere = svc.listen == c.api_port || svc.listen == c.http_port;
+        let kind = super::backend::StandIn::for_service(svc);
+        let (tls, path, raw) = match kind {
+            super::backend::StandIn::Api => (true, "/version", false),
+            super::backend::StandIn::Https => (true, "/", false),
+            super::backend::StandIn::Http => (false, "/", false),
+            super::backend::StandIn::Tcp => (false, "", true),
+        };
+        for vip in std::iter::once(c.vip).chain(c.vip6) {
+            // The other scenarios probe the API and HTTP ports over IPv4.
+            if probed_elsewhere && vip.is_ipv4() {
+                continue;
+            }
+            let target = Target {
+                addr: SocketAddr::new(vip, svc.listen),
+                tls,
+                path: path.into(),
+                raw,
+            };
+            let probe = Probe::start(&c.client_ns, target, PROBE_INTERVAL, PROBE_TIMEOUT)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let (o, samples) = finish(probe, 0.0)?;
+            let mut seen: Vec<String> = samples.iter().filter_map(|s| s.backend.clone()).collect();
+            seen.sort();
+            seen.dedup();
+            let want = svc.backends.iter().filter(|b| !b.backup).count().min(2);
+            out.push(ScenarioReport {
+                name: format!(
+                    "service-{}{}",
+                    svc.name,
+                    if vip.is_ipv6() { "-ipv6" } else { "" }
+                ),
+                what: format!(
+                    "service {} on {vip}:{} -> port {} ({} stand-ins): every request answered",
+                    svc.name,
+                    svc.listen,
+                    svc.backend_port,
+                    kind.as_str()
+                ),
+                recovered_ms: None,
+                bound_ms: None,
+                passed: o.sent > 0 && o.failed == 0 && seen.len() >= want,
+                notes: vec![format!("answered by {}", seen.join(", "))],
+                outcome: o,
+                samples,
+                event_ms: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Every scenario, in the order `run_all` runs them.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "traffic-spread",
+    "every-service",
     "vip-failover-link",
     "vip-graceful-stop",
     "api-node-failure",
@@ -534,9 +656,11 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
         .map_or(80, |s| s.listen);
     let interval = cluster.vrrp.interval;
     super::wait_ready(st, Duration::from_secs(20))?;
+    let vip6 = cluster.vip.v6.map(|v| std::net::IpAddr::V6(v.addr));
     let mut c = Ctx {
         st,
         vip,
+        vip6,
         interval,
         client_ns,
         api_port,
@@ -544,6 +668,7 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
     };
     let r = match name {
         "traffic-spread" => traffic_spread(&mut c).map(|r| vec![r]),
+        "every-service" => every_service(&mut c),
         "vip-failover-link" => vip_failover_link(&mut c),
         "vip-graceful-stop" => vip_graceful_stop(&mut c).map(|r| vec![r]),
         "api-node-failure" => node_failure(&mut c, true).map(|r| vec![r]),
@@ -606,6 +731,8 @@ pub fn run_all(st: &mut LabState, only: &[String]) -> Result<Report> {
                 outcome: analyse(&[], 0.0, SLOW_MS),
                 passed: false,
                 notes: vec![format!("error: {e:#}")],
+                samples: Vec::new(),
+                event_ms: None,
             }),
         }
     }
