@@ -285,29 +285,28 @@ fn host_overlaps(net: common::config::IpNet4) -> Result<Option<String>> {
         .output()
         .context("running ip route")?;
     let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(route_in(&routes, net))
+}
+
+/// The first of `ip -j route` output's routes that lies in (or covers at /24 or narrower)
+/// `net`; the default route and wide routes (a /8 over a VPN) do not count.
+fn route_in(routes: &serde_json::Value, net: common::config::IpNet4) -> Option<String> {
     let mask = |p: u8| u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
-    let overlaps = |addr: Ipv4Addr, prefix: u8| {
-        let m = mask(prefix.min(net.prefix));
-        u32::from(addr) & m == u32::from(net.addr) & m
-    };
     for r in routes.as_array().into_iter().flatten() {
         let dst = r["dst"].as_str().unwrap_or_default();
-        if dst == "default" || dst.is_empty() {
+        if dst == "default" || dst.is_empty() || r["dev"] == HOST_DEV {
             continue;
         }
         let (a, p) = dst.split_once('/').unwrap_or((dst, "32"));
         let (Ok(a), Ok(p)) = (a.parse::<Ipv4Addr>(), p.parse::<u8>()) else {
             continue;
         };
-        // Routes wider than the lab's network (a /8 via some VPN) are not a clash.
-        if p >= net.prefix.min(24) && overlaps(a, p) && r["dev"] != HOST_DEV {
-            return Ok(Some(format!(
-                "route {dst} dev {}",
-                r["dev"].as_str().unwrap_or("?")
-            )));
+        let m = mask(p.min(net.prefix));
+        if p >= net.prefix.min(24) && u32::from(a) & m == u32::from(net.addr) & m {
+            return Some(format!("route {dst} dev {}", r["dev"].as_str().unwrap_or("?")));
         }
     }
-    Ok(None)
+    None
 }
 
 /// Create a persistent namespace (replacing a leftover of the same name).
@@ -959,6 +958,34 @@ pub fn describe(st: &LabState) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the default host link put this machine on 192.168.168.0/24 even where
+    /// it is on that LAN already, shadowing the real nodes.
+    #[test]
+    fn a_route_into_the_labs_network_is_found() {
+        let net = common::config::IpNet4 {
+            addr: Ipv4Addr::new(192, 168, 168, 100),
+            prefix: 24,
+        };
+        let routes = serde_json::json!([
+            {"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"},
+            {"dst": "10.0.0.0/8", "dev": "tun0"},
+            {"dst": "192.168.0.0/16", "dev": "vpn0"},
+        ]);
+        assert_eq!(route_in(&routes, net), None, "wide routes do not count");
+        let lan = serde_json::json!([
+            {"dst": "default", "dev": "eth0"},
+            {"dst": "192.168.168.0/24", "dev": "eth0"},
+        ]);
+        assert_eq!(
+            route_in(&lan, net).as_deref(),
+            Some("route 192.168.168.0/24 dev eth0")
+        );
+        let host = serde_json::json!([{"dst": "192.168.168.7", "dev": "wg0"}]);
+        assert!(route_in(&host, net).is_some());
+        let leftover = serde_json::json!([{"dst": "192.168.168.0/24", "dev": HOST_DEV}]);
+        assert_eq!(route_in(&leftover, net), None, "the lab's own link is replaced");
+    }
 
     #[test]
     fn free_addresses_count_down_from_the_top() {
