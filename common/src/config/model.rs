@@ -109,17 +109,8 @@ pub struct Vrrp {
     pub track: Track,
 }
 
-/// How the IPv4 VRRPv3 checksum is computed and checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChecksumMode {
-    /// keepalived's default: the IPv4 pseudo-header is included (as RFC 5798 wrote it).
-    Keepalived,
-    /// RFC 9568 errata form: for IPv4, the checksum covers the VRRP message only.
-    Rfc9568,
-    /// Send keepalived's form, accept either on receive (for mixed migrations).
-    Either,
-}
+/// How the IPv4 VRRPv3 checksum is computed and checked (the protocol crate's type).
+pub use vrrp_proto::packet::ChecksumMode;
 
 /// What lowers a node's priority, like keepalived's track_script / track_interface.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -303,7 +303,10 @@ fn route_in(routes: &serde_json::Value, net: common::config::IpNet4) -> Option<S
         };
         let m = mask(p.min(net.prefix));
         if p >= net.prefix.min(24) && u32::from(a) & m == u32::from(net.addr) & m {
-            return Some(format!("route {dst} dev {}", r["dev"].as_str().unwrap_or("?")));
+            return Some(format!(
+                "route {dst} dev {}",
+                r["dev"].as_str().unwrap_or("?")
+            ));
         }
     }
     None
@@ -984,7 +987,11 @@ mod tests {
         let host = serde_json::json!([{"dst": "192.168.168.7", "dev": "wg0"}]);
         assert!(route_in(&host, net).is_some());
         let leftover = serde_json::json!([{"dst": "192.168.168.0/24", "dev": HOST_DEV}]);
-        assert_eq!(route_in(&leftover, net), None, "the lab's own link is replaced");
+        assert_eq!(
+            route_in(&leftover, net),
+            None,
+            "the lab's own link is replaced"
+        );
     }
 
     #[test]

@@ -36,7 +36,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub use common::config::ChecksumMode;
+/// How the IPv4 VRRPv3 checksum is computed and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    /// keepalived's default: the IPv4 pseudo-header is included (as RFC 5798 wrote it).
+    Keepalived,
+    /// RFC 9568 errata form: for IPv4, the checksum covers the VRRP message only.
+    Rfc9568,
+    /// Send keepalived's form, accept either on receive (for mixed migrations).
+    Either,
+}
 
 /// IP protocol number of VRRP (RFC 5798 section 5.1.1.4).
 pub const IPPROTO_VRRP: u8 = 112;

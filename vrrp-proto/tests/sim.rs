@@ -1,4 +1,4 @@
-//! Deterministic simulation of VRRP routers (real `vrrpd::core::Instance`s) on one
+//! Deterministic simulation of VRRP routers (real `vrrp_proto::core::Instance`s) on one
 //! virtual clock with a seeded PRNG: loss, delay, partitions, kills, restarts, graceful
 //! stops, faults, maintenance and tracking weights.
 //!
@@ -29,8 +29,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use net::{router_addr, Knobs, Net, Rng, Template};
-use vrrpd::core::{master_down_interval, skew_time, Cause, State};
-use vrrpd::packet::{encode, Advert, ChecksumMode, MCAST_V4};
+use vrrp_proto::core::{master_down_interval, skew_time, Cause, State};
+use vrrp_proto::packet::{encode, Advert, ChecksumMode, MCAST_V4};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -756,7 +756,7 @@ fn split_brain_higher_master_answers_a_lower_advert_at_once() {
     net.with(0, |inst, now| {
         inst.handle_packet(
             now,
-            vrrpd::core::Received {
+            vrrp_proto::core::Received {
                 src,
                 dst,
                 ttl: 255,
@@ -999,7 +999,7 @@ fn receive_checks_count_every_drop_reason() {
         net.with(1, |inst, now| {
             inst.handle_packet(
                 now,
-                vrrpd::core::Received {
+                vrrp_proto::core::Received {
                     src,
                     dst: rx_dst,
                     ttl,
@@ -1038,7 +1038,7 @@ fn receive_checks_count_every_drop_reason() {
     net.with(1, |inst, now| {
         inst.handle_packet(
             now,
-            vrrpd::core::Received {
+            vrrp_proto::core::Received {
                 src: peer,
                 dst,
                 ttl: 255,
@@ -1233,7 +1233,7 @@ fn regression_split_brain_answer_is_rate_limited() {
         net.with(0, |inst, now| {
             inst.handle_packet(
                 now,
-                vrrpd::core::Received {
+                vrrp_proto::core::Received {
                     src,
                     dst,
                     ttl: 255,

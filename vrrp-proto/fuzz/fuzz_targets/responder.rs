@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use vrrpd::io::responder::answer;
+use vrrp_proto::frames::answer;
 
 const OURS: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use vrrpd::packet::{decode, encode, split_ipv4, ChecksumMode};
+use vrrp_proto::packet::{decode, encode, split_ipv4, ChecksumMode};
 
 fn round_trip(msg: &[u8], src: IpAddr, dst: IpAddr, mode: ChecksumMode) {
     if let Ok(adv) = decode(msg, src, dst, mode) {

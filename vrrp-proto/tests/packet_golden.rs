@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use proptest::prelude::*;
-use vrrpd::packet::{
+use vrrp_proto::packet::{
     decode, encode, split_ipv4, Advert, ChecksumMode, DecodeError, IPPROTO_VRRP, MCAST_V4, MCAST_V6,
 };
 

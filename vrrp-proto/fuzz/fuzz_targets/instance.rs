@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vrrpd::core::{Action, Config, Instance, Received, State};
-use vrrpd::packet::{encode, Advert, ChecksumMode, MCAST_V4};
+use vrrp_proto::core::{Action, Config, Instance, Received, State};
+use vrrp_proto::packet::{encode, Advert, ChecksumMode, MCAST_V4};
 
 fn config(sel: u8) -> Config {
     Config {

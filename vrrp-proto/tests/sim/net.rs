@@ -8,8 +8,8 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use vrrpd::core::{master_down_interval, Action, Cause, Config, Instance, Received, State};
-use vrrpd::packet::ChecksumMode;
+use vrrp_proto::core::{master_down_interval, Action, Cause, Config, Instance, Received, State};
+use vrrp_proto::packet::ChecksumMode;
 
 /// splitmix64: tiny, seedable, good enough to pick events.
 #[derive(Debug, Clone)]
