@@ -539,13 +539,14 @@ mod tests {
             [
                 "k3s.test.local",
                 "168.168.192.in-addr.arpa",
-                "8.9.10.in-addr.arpa"
+                // Exactly the one address: 10.9.8.0/24 is not the cluster's to answer for.
+                "7.8.9.10.in-addr.arpa"
             ]
         );
         assert_eq!(
             zones[2].records,
             [(
-                "7".to_string(),
+                "@".to_string(),
                 "PTR",
                 "lx-k3s-agent-01.k3s.test.local.".to_string()
             )]
