@@ -81,6 +81,13 @@ install_missing() {
   fi
 }
 
+# --install-only: install what the tests need, then stop (a machine set up ahead of a run).
+if [ "${1:-}" = "--install-only" ]; then
+  export PATH="$PATH:$VENV/bin"
+  install_missing
+  exit
+fi
+
 if [ "$(id -u)" -ne 0 ]; then
   echo "WARNING: not root: network-namespace tests will fail. CI runs this as root." >&2
 fi
