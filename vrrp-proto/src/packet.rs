@@ -70,8 +70,7 @@ pub const MAX_INTERVAL_CS: u16 = 0x0fff;
 /// One VRRP advertisement, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {
-    /// 2 or 3.
-    pub version: u8,
+    pub version: Version,
     pub vrid: u8,
     pub priority: u8,
     /// v3: Max Adver Int in centiseconds (12 bits); v2: Adver Int in seconds (8 bits).
@@ -80,6 +79,109 @@ pub struct Advert {
     pub addrs: Vec<IpAddr>,
     /// v2 simple password (auth type 1); `None` = auth type 0. Always `None` for v3.
     pub auth: Option<[u8; 8]>,
+}
+
+/// The protocol version: RFC 3768 (v2, IPv4 only, seconds) or RFC 5798 / RFC 9568 (v3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+impl Version {
+    /// The number in the header's version field.
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Version> {
+        match n {
+            2 => Some(Version::V2),
+            3 => Some(Version::V3),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.number())
+    }
+}
+
+/// Why a packet was dropped: one variant per cause an operator must tell apart, counted
+/// in `Counters::drops` under [`DropReason::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    // The codec's (see [`DecodeError`]).
+    Truncated,
+    Length,
+    Type,
+    Checksum,
+    Family,
+    IpHeader,
+    NotVrrp,
+    // The receive checks of RFC 5798 section 7.1 (and ours).
+    /// IP TTL / hop limit is not 255.
+    Ttl,
+    /// Another VRID.
+    Vrid,
+    /// A version we do not speak, or not the one configured.
+    Version,
+    /// Not on the source allow-list (`only_cluster_nodes`).
+    Source,
+    /// Our own advert, looped back.
+    Own,
+    /// VRRPv2 authentication type unknown, or its data not ours.
+    Auth,
+    /// Advertisement interval zero, or (v2) not ours.
+    Interval,
+    /// We are the address owner: RFC 5798 7.1 discards every advert of the VRID.
+    Owner,
+}
+
+impl DropReason {
+    /// The stable counter key (status JSON, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Length => "length",
+            DropReason::Version => "version",
+            DropReason::Type => "type",
+            DropReason::Checksum => "checksum",
+            DropReason::Family => "family",
+            DropReason::Auth => "auth",
+            DropReason::IpHeader => "ip-header",
+            DropReason::NotVrrp => "not-vrrp",
+            DropReason::Ttl => "ttl",
+            DropReason::Vrid => "vrid",
+            DropReason::Source => "source",
+            DropReason::Own => "own",
+            DropReason::Interval => "interval",
+            DropReason::Owner => "owner",
+        }
+    }
+}
+
+impl serde::Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a received packet was dropped by the codec: one variant per cause an operator
@@ -107,25 +209,31 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// Stable counter key for this drop reason (`Counters::drops`).
-    pub fn reason(&self) -> &'static str {
+    /// The drop reason this error is counted under (`Counters::drops`).
+    pub fn reason(&self) -> DropReason {
         match self {
-            DecodeError::Truncated { .. } => "truncated",
-            DecodeError::LengthMismatch { .. } => "length",
-            DecodeError::BadVersion(_) => "version",
-            DecodeError::BadType(_) => "type",
-            DecodeError::BadChecksum => "checksum",
-            DecodeError::BadAddrFamily => "family",
-            DecodeError::BadAuthType(_) => "auth",
-            DecodeError::BadIpHeader => "ip-header",
-            DecodeError::NotVrrp(_) => "not-vrrp",
+            DecodeError::Truncated { .. } => DropReason::Truncated,
+            DecodeError::LengthMismatch { .. } => DropReason::Length,
+            DecodeError::BadVersion(_) => DropReason::Version,
+            DecodeError::BadType(_) => DropReason::Type,
+            DecodeError::BadChecksum => DropReason::Checksum,
+            DecodeError::BadAddrFamily => DropReason::Family,
+            DecodeError::BadAuthType(_) => DropReason::Auth,
+            DecodeError::BadIpHeader => DropReason::IpHeader,
+            DecodeError::NotVrrp(_) => DropReason::NotVrrp,
         }
     }
 }
 
 /// Length of the VRRP message for `count` addresses of `family_len` bytes.
-fn message_len(version: u8, count: usize, family_len: usize) -> usize {
-    HEADER_LEN + count * family_len + if version == 2 { V2_AUTH_LEN } else { 0 }
+fn message_len(version: Version, count: usize, family_len: usize) -> usize {
+    HEADER_LEN
+        + count * family_len
+        + if version == Version::V2 {
+            V2_AUTH_LEN
+        } else {
+            0
+        }
 }
 
 /// Encode the VRRP message (no IP header: the kernel adds it). `src`/`dst` are the IP
@@ -144,11 +252,11 @@ pub fn encode(adv: &Advert, src: IpAddr, dst: IpAddr, csum: ChecksumMode) -> Vec
     let alen = if v6 { 16 } else { 4 };
     let len = message_len(adv.version, addrs.len(), alen);
     let mut out = Vec::with_capacity(len);
-    out.push((adv.version << 4) | TYPE_ADVERTISEMENT);
+    out.push((adv.version.number() << 4) | TYPE_ADVERTISEMENT);
     out.push(adv.vrid);
     out.push(adv.priority);
     out.push(addrs.len() as u8);
-    if adv.version == 2 {
+    if adv.version == Version::V2 {
         out.push(if adv.auth.is_some() {
             AUTH_TYPE_PASSWORD
         } else {
@@ -165,7 +273,7 @@ pub fn encode(adv: &Advert, src: IpAddr, dst: IpAddr, csum: ChecksumMode) -> Vec
             IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
         }
     }
-    if adv.version == 2 {
+    if adv.version == Version::V2 {
         out.extend_from_slice(&adv.auth.unwrap_or([0; 8]));
     }
     let pseudo = uses_pseudo_header(adv.version, src, csum);
@@ -175,10 +283,10 @@ pub fn encode(adv: &Advert, src: IpAddr, dst: IpAddr, csum: ChecksumMode) -> Vec
 }
 
 /// Whether the sent checksum includes the pseudo-header.
-fn uses_pseudo_header(version: u8, src: IpAddr, csum: ChecksumMode) -> bool {
+fn uses_pseudo_header(version: Version, src: IpAddr, csum: ChecksumMode) -> bool {
     match src {
         IpAddr::V6(_) => true,
-        IpAddr::V4(_) if version == 2 => false,
+        IpAddr::V4(_) if version == Version::V2 => false,
         // Either sends keepalived's form.
         IpAddr::V4(_) => !matches!(csum, ChecksumMode::Rfc9568),
     }
@@ -200,11 +308,11 @@ pub fn decode(
             need: HEADER_LEN,
         });
     }
-    let version = msg[0] >> 4;
+    let number = msg[0] >> 4;
     let kind = msg[0] & 0x0f;
-    if version != 2 && version != 3 {
-        return Err(DecodeError::BadVersion(version));
-    }
+    let Some(version) = Version::from_number(number) else {
+        return Err(DecodeError::BadVersion(number));
+    };
     if kind != TYPE_ADVERTISEMENT {
         return Err(DecodeError::BadType(kind));
     }
@@ -226,7 +334,7 @@ pub fn decode(
     if !checksum_ok(msg, version, src, dst, csum) {
         return Err(DecodeError::BadChecksum);
     }
-    let (interval_cs, auth) = if version == 2 {
+    let (interval_cs, auth) = if version == Version::V2 {
         let auth = match msg[4] {
             0 => None,
             AUTH_TYPE_PASSWORD => {
@@ -260,13 +368,13 @@ pub fn decode(
     })
 }
 
-fn checksum_ok(msg: &[u8], version: u8, src: IpAddr, dst: IpAddr, csum: ChecksumMode) -> bool {
+fn checksum_ok(msg: &[u8], version: Version, src: IpAddr, dst: IpAddr, csum: ChecksumMode) -> bool {
     // A correct message sums (checksum field included) to 0xffff, i.e. the checksum
     // computed over it with the field in place is zero.
     let verify = |pseudo: bool| checksum(msg, src, dst, pseudo) == 0;
     match (src, version) {
         (IpAddr::V6(_), _) => verify(true),
-        (IpAddr::V4(_), 2) => verify(false),
+        (IpAddr::V4(_), Version::V2) => verify(false),
         (IpAddr::V4(_), _) => match csum {
             ChecksumMode::Keepalived => verify(true) || keepalived_unicast_compat(msg, src, dst),
             ChecksumMode::Rfc9568 => verify(false),
@@ -404,7 +512,7 @@ mod tests {
     #[test]
     fn modes_differ_only_for_v3_over_ipv4() {
         let adv = Advert {
-            version: 3,
+            version: Version::V3,
             vrid: 1,
             priority: 100,
             interval_cs: 100,

@@ -15,7 +15,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use vrrp_proto::packet::{
-    decode, encode, split_ipv4, Advert, ChecksumMode, DecodeError, IPPROTO_VRRP, MCAST_V4, MCAST_V6,
+    decode, encode, split_ipv4, Advert, ChecksumMode, DecodeError, Version, IPPROTO_VRRP, MCAST_V4,
+    MCAST_V6,
 };
 
 const MODES: [ChecksumMode; 3] = [
@@ -51,7 +52,7 @@ fn golden(name: &str) -> Vec<u8> {
 
 fn v3_one_vip() -> Advert {
     Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 51,
         priority: 150,
         interval_cs: 100,
@@ -153,7 +154,7 @@ fn hand_v3_ipv4_two_vips_priority_zero() {
     // 3133 0002 000a 0000 0a00 0064 0a00 0065 + pseudo 0a00 0001 e000 0012 0070 0010,
     // checksum 0xcf63.
     let adv = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 51,
         priority: 0,
         interval_cs: 10,
@@ -173,7 +174,7 @@ fn hand_v2_ipv4_password() {
     // 2133 6401 0101 0000 c0a8 0164 6b33 732d 6861 0000: no pseudo-header in v2, checksum
     // 0x70fb; the same in every mode.
     let adv = Advert {
-        version: 2,
+        version: Version::V2,
         vrid: 51,
         priority: 100,
         interval_cs: 1,
@@ -195,7 +196,7 @@ fn hand_v2_ipv4_password() {
 fn hand_v2_ipv4_no_auth_owner() {
     // 2107 ff01 0001 0000 c0a8 0164 + 8 zero bytes: checksum 0x1de9.
     let adv = Advert {
-        version: 2,
+        version: Version::V2,
         vrid: 7,
         priority: 255,
         interval_cs: 1,
@@ -215,7 +216,7 @@ fn hand_v3_ipv6_always_pseudo_header() {
     // RFC 8200 section 8.1 pseudo-header: fe80::1, ff02::12, length 24, next header 112.
     // Checksum 0xd98e in every mode.
     let adv = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 51,
         priority: 200,
         interval_cs: 100,
@@ -255,7 +256,7 @@ fn check_capture_v4(name: &str, want: &Advert) -> Vec<u8> {
 #[test]
 fn keepalived_v3_ipv4_default_checksum_is_the_keepalived_form() {
     let want = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 51,
         priority: 150,
         interval_cs: 100,
@@ -277,7 +278,7 @@ fn keepalived_v3_ipv4_default_checksum_is_the_keepalived_form() {
 #[test]
 fn keepalived_v3_ipv4_unicast() {
     let want = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 54,
         priority: 120,
         interval_cs: 100,
@@ -293,7 +294,7 @@ fn keepalived_v3_ipv4_unicast() {
 #[test]
 fn keepalived_v2_password() {
     let want = Advert {
-        version: 2,
+        version: Version::V2,
         vrid: 52,
         priority: 100,
         interval_cs: 1,
@@ -318,7 +319,7 @@ fn keepalived_v3_ipv6() {
     assert_eq!(dst, group6());
     let msg = &pkt[40..];
     let want = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 53,
         priority: 200,
         interval_cs: 50,
@@ -420,22 +421,25 @@ fn drop_reasons_are_distinct_and_stable() {
     ];
     for (i, (res, reason)) in cases.into_iter().enumerate() {
         let err = res.expect_err(reason);
-        assert_eq!(err.reason(), reason, "case {i}: {err:?}");
+        assert_eq!(err.reason().as_str(), reason, "case {i}: {err:?}");
     }
     let mut bad = ipv4_packet(&V3_V4_KEEPALIVED, &[], 0);
     bad[9] = 17;
-    assert_eq!(split_ipv4(&bad).unwrap_err().reason(), "not-vrrp");
+    assert_eq!(split_ipv4(&bad).unwrap_err().reason().as_str(), "not-vrrp");
     let mut bad = ipv4_packet(&V3_V4_KEEPALIVED, &[], 0);
     bad[0] = 0x44; // IHL 4
-    assert_eq!(split_ipv4(&bad).unwrap_err().reason(), "ip-header");
+    assert_eq!(split_ipv4(&bad).unwrap_err().reason().as_str(), "ip-header");
     let mut bad = ipv4_packet(&V3_V4_KEEPALIVED, &[], 0);
     bad[0] = 0x65; // version 6
-    assert_eq!(split_ipv4(&bad).unwrap_err().reason(), "ip-header");
+    assert_eq!(split_ipv4(&bad).unwrap_err().reason().as_str(), "ip-header");
     let mut bad = ipv4_packet(&V3_V4_KEEPALIVED, &[], 0);
     bad[3] += 1; // Total Length past the end
-    assert_eq!(split_ipv4(&bad).unwrap_err().reason(), "truncated");
+    assert_eq!(split_ipv4(&bad).unwrap_err().reason().as_str(), "truncated");
     let bad = ipv4_packet(&V3_V4_KEEPALIVED, &[], 0);
-    assert_eq!(split_ipv4(&bad[..19]).unwrap_err().reason(), "truncated");
+    assert_eq!(
+        split_ipv4(&bad[..19]).unwrap_err().reason().as_str(),
+        "truncated"
+    );
 }
 
 #[test]
@@ -453,7 +457,7 @@ fn v3_reserved_interval_bits_are_ignored() {
 
 fn arb_advert() -> impl Strategy<Value = (Advert, IpAddr, IpAddr)> {
     (
-        prop_oneof![Just(2u8), Just(3u8)],
+        prop_oneof![Just(Version::V2), Just(Version::V3)],
         any::<u8>(),
         any::<u8>(),
         any::<u16>(),
@@ -475,13 +479,13 @@ fn arb_advert() -> impl Strategy<Value = (Advert, IpAddr, IpAddr)> {
                 version,
                 vrid,
                 priority,
-                interval_cs: if version == 2 {
+                interval_cs: if version == Version::V2 {
                     interval & 0xff
                 } else {
                     interval & 0x0fff
                 },
                 addrs: raw.into_iter().map(to_ip).collect(),
-                auth: if version == 2 { auth } else { None },
+                auth: if version == Version::V2 { auth } else { None },
             };
             (adv, to_ip(s), to_ip(d))
         })

@@ -29,10 +29,19 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use net::{router_addr, Knobs, Net, Rng, Template};
-use vrrp_proto::core::{master_down_interval, skew_time, Cause, State};
-use vrrp_proto::packet::{encode, Advert, ChecksumMode, MCAST_V4};
+use vrrp_proto::core::{master_down_interval, skew_time, Cause, State, RELEASE_LINGER};
+use vrrp_proto::packet::{encode, Advert, ChecksumMode, DropReason, Version, MCAST_V4};
 
 const MS: Duration = Duration::from_millis(1);
+
+/// Drops counted under the reason's name (the status JSON's key).
+fn drop_count(c: &vrrp_proto::core::Counters, reason: &str) -> u64 {
+    c.drops
+        .iter()
+        .filter(|(r, _)| r.as_str() == reason)
+        .map(|(_, n)| *n)
+        .sum()
+}
 
 fn seeds(default: u64) -> Vec<u64> {
     if let Ok(one) = std::env::var("SIM_SEED") {
@@ -78,7 +87,7 @@ fn random_template(rng: &mut Rng, n: usize) -> Template {
     };
     let mut t = Template::v3(interval);
     if v2 {
-        t.version = 2;
+        t.version = Version::V2;
         t.password = Some(*b"simpass\0");
     } else {
         t.ipv6 = rng.chance(0.25);
@@ -532,8 +541,11 @@ fn resign_with_priority_zero_hands_over_within_skew() {
     );
     net.run_for(ms(2));
     assert_eq!(net.masters(), vec![2]);
-    // Zero delay: the successor's advert reached the old master at once; it released and
-    // exited.
+    // Zero delay: the successor's advert reached the old master at once; it keeps the VIP
+    // for the release linger (traffic already on its way is served), then releases and
+    // exits.
+    assert!(net.routers[0].holds_vip, "released before the linger");
+    net.run_for(RELEASE_LINGER);
     assert!(net.routers[0].handover_done);
     assert_eq!(net.vip_holders(), vec![2]);
     assert_eq!(
@@ -635,6 +647,7 @@ fn split_brain_heal_reannounces_when_the_better_master_speaks_first() {
             }
         }
         assert_eq!(net.masters(), vec![0], "{}", net.describe());
+        net.run_for(RELEASE_LINGER);
         assert_eq!(net.vip_holders(), vec![0]);
         let changes = causes_of(&net, 1);
         assert_eq!(
@@ -723,7 +736,12 @@ fn the_address_owner_discards_adverts_of_its_vrid() {
     net.run_for(ms(300));
     let st = net.routers[0].inst.as_ref().unwrap().status(net.now);
     assert!(
-        st.counters.drops.get("owner").copied().unwrap_or(0) > 0,
+        st.counters
+            .drops
+            .get(&DropReason::Owner)
+            .copied()
+            .unwrap_or(0)
+            > 0,
         "{st:?}"
     );
     assert_eq!(net.routers[0].state(), Some(State::Master));
@@ -742,7 +760,7 @@ fn split_brain_higher_master_answers_a_lower_advert_at_once() {
     let src = IpAddr::V4(std::net::Ipv4Addr::new(10, 31, 0, 9));
     let dst = IpAddr::V4(MCAST_V4);
     let lower = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 31,
         priority: 100,
         interval_cs: 100,
@@ -872,9 +890,11 @@ fn fault_leaves_master_at_once_and_recovers_as_backup() {
         causes_of(&net, 0).last(),
         Some(&(State::Backup, Cause::FaultCleared))
     );
-    // Then preempts back as the higher priority.
+    // Then preempts back as the higher priority; the preempted one lets go of the VIP
+    // after its linger.
     net.run_for(master_down_interval(200, ms(100)) + ms(1));
     assert_eq!(net.masters(), vec![0]);
+    net.run_for(RELEASE_LINGER);
     assert_eq!(net.vip_holders(), vec![0]);
 }
 
@@ -908,11 +928,11 @@ fn receive_checks_count_every_drop_reason() {
         .status(net.now)
         .counters
         .drops
-        .get("own")
+        .get(&DropReason::Own)
         .copied();
     assert!(own.unwrap_or(0) > 0);
     let good = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 31,
         priority: 250,
         interval_cs: 10,
@@ -945,7 +965,7 @@ fn receive_checks_count_every_drop_reason() {
             255,
             encode(
                 &Advert {
-                    version: 2,
+                    version: Version::V2,
                     interval_cs: 1,
                     ..good.clone()
                 },
@@ -1014,8 +1034,8 @@ fn receive_checks_count_every_drop_reason() {
             .status(net.now)
             .counters;
         assert_eq!(
-            after.drops.get(reason).copied().unwrap_or(0),
-            before.drops.get(reason).copied().unwrap_or(0) + 1,
+            drop_count(&after, reason),
+            drop_count(&before, reason) + 1,
             "{reason}: {:?}",
             after.drops
         );
@@ -1059,7 +1079,7 @@ fn receive_checks_count_every_drop_reason() {
 #[test]
 fn v2_password_mismatch_and_interval_mismatch_are_dropped() {
     let mut t = Template::v3(ms(1000));
-    t.version = 2;
+    t.version = Version::V2;
     t.password = Some(*b"right\0\0\0");
     let mut net = Net::new(15, &t, &[200, 100, 150]);
     net.routers[2].cfg.password = Some(*b"wrong\0\0\0");
@@ -1075,9 +1095,10 @@ fn v2_password_mismatch_and_interval_mismatch_are_dropped() {
             .status(net.now)
             .counters
             .drops
-            .get(k)
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .filter(|(r, _)| r.as_str() == k)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
     };
     assert!(drops(&net, 2, "auth") > 0);
     assert!(drops(&net, 1, "auth") > 0);
@@ -1182,9 +1203,10 @@ fn restart_after_kill_removes_a_stale_vip_then_rejoins() {
     net.start(0);
     assert!(!net.routers[0].holds_vip);
     assert_eq!(net.vip_holders(), vec![1]);
-    // ...and preempts back as the higher priority.
+    // ...and preempts back as the higher priority (the preempted one lingers).
     net.run_for(master_down_interval(200, ms(100)) + ms(1));
     assert_eq!(net.masters(), vec![0]);
+    net.run_for(RELEASE_LINGER);
     assert_eq!(net.vip_holders(), vec![0]);
 }
 
@@ -1221,7 +1243,7 @@ fn regression_split_brain_answer_is_rate_limited() {
     let src = IpAddr::V4(std::net::Ipv4Addr::new(10, 31, 0, 9));
     let dst = IpAddr::V4(MCAST_V4);
     let lower = Advert {
-        version: 3,
+        version: Version::V3,
         vrid: 31,
         priority: 100,
         interval_cs: 100,

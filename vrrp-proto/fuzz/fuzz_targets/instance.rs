@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use vrrp_proto::core::{Action, Config, Instance, Received, State};
-use vrrp_proto::packet::{encode, Advert, ChecksumMode, MCAST_V4};
+use vrrp_proto::packet::{encode, Advert, ChecksumMode, Version, MCAST_V4};
 
 fn config(sel: u8) -> Config {
     Config {
         vrid: 7,
-        version: if sel & 1 == 0 { 3 } else { 2 },
+        version: if sel & 1 == 0 { Version::V3 } else { Version::V2 },
         priority: [100, 255, 1, 254][usize::from(sel >> 1) & 3],
         // Includes out-of-range values (0, 50 s) the core must tame.
         adver_interval: Duration::from_millis([0, 10, 1000, 50_000][usize::from(sel >> 4) & 3]),
@@ -34,6 +34,7 @@ fn config(sel: u8) -> Config {
         garp_interval: Duration::from_millis(u64::from(sel & 1) * 300),
         garp_refresh: Duration::from_secs(u64::from(sel >> 7) * 5),
         handover_timeout: Duration::from_secs(3),
+        release_linger: vrrp_proto::core::RELEASE_LINGER,
     }
 }
 
@@ -63,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
                     version: inst.config().version,
                     vrid: 7,
                     priority: arg.wrapping_mul(37),
-                    interval_cs: if inst.config().version == 2 {
+                    interval_cs: if inst.config().version == Version::V2 {
                         1
                     } else {
                         u16::from(arg)

@@ -8,7 +8,7 @@ use super::{
     effective_priority, master_down_interval, skew_time, Action, Cause, Config, Counters, Received,
     State, Status, TransitionRecord,
 };
-use crate::packet::{self, Advert, MCAST_V4, MCAST_V6, VRRP_TTL};
+use crate::packet::{self, Advert, DropReason, Version, MCAST_V4, MCAST_V6, VRRP_TTL};
 
 /// How many transitions [`Status::transitions`] keeps.
 const TRANSITION_HISTORY: usize = 32;
@@ -28,6 +28,15 @@ struct VipFault {
     /// While in Fault: when to take part in the election again; `None` once retried.
     retry_at: Option<Instant>,
     backoff: Duration,
+}
+
+/// Where the instance is in its life: running, handing over after [`Instance::shutdown`],
+/// or done (HandoverDone emitted: inert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Running,
+    ShuttingDown,
+    Finished,
 }
 
 /// The protocol state and the data valid only in it.
@@ -85,14 +94,17 @@ pub struct Instance {
     started: bool,
     fault: bool,
     maintenance: bool,
-    shutting_down: bool,
-    /// After shutdown's HandoverDone: inert.
-    finished: bool,
+    life: Life,
     /// We emitted AddVips and not yet RemoveVips.
     vips_held: bool,
     /// Make-before-break: holding the VIPs while not master until another router's advert
     /// is heard or this deadline passes.
     release_deadline: Option<Instant>,
+    /// The successor has announced itself (its advert was heard, or it preempted us):
+    /// keep the VIPs `release_linger` longer, then release. It added the VIP, announced it
+    /// and then advertised, back to back; traffic already on its way to us is served
+    /// instead of dropped while clients' neighbour entries move.
+    release_at: Option<Instant>,
     /// The last attempt to install the VIPs failed (cleared by [`Instance::vip_installed`]).
     vip_fault: Option<VipFault>,
     actions: VecDeque<Action>,
@@ -132,10 +144,10 @@ impl Instance {
             started: false,
             fault: false,
             maintenance: false,
-            shutting_down: false,
-            finished: false,
+            life: Life::Running,
             vips_held: false,
             release_deadline: None,
+            release_at: None,
             vip_fault: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -163,7 +175,16 @@ impl Instance {
 
     /// After [`Instance::shutdown`]: HandoverDone has been emitted; the instance is inert.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.life == Life::Finished
+    }
+
+    fn stopping(&self) -> bool {
+        self.life != Life::Running
+    }
+
+    /// Whether maintenance is on (this router resigned and stays backup).
+    pub fn maintenance(&self) -> bool {
+        self.maintenance
     }
 
     /// Our effective priority (base plus tracking offset).
@@ -185,7 +206,7 @@ impl Instance {
     /// once; everyone else becomes backup. Also asks the shell to remove VIPs left behind by
     /// an earlier run (kill -9). Calling it twice is harmless.
     pub fn start(&mut self, now: Instant) {
-        if self.started || self.finished || self.shutting_down {
+        if self.started || self.stopping() {
             return;
         }
         self.started = true;
@@ -204,7 +225,7 @@ impl Instance {
     /// Decode a received packet, apply every receive check (RFC 5798 section 7.1), count
     /// a drop by reason, and run the state's ADVERTISEMENT rule.
     pub fn handle_packet(&mut self, now: Instant, rx: Received<'_>) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
         let Some(adv) = self.check(rx) else { return };
@@ -218,7 +239,7 @@ impl Instance {
         // Make-before-break: backups do not advertise, so any non-zero advert from another
         // router is a master that has announced itself.
         if adv.priority != 0 && self.release_deadline.is_some() {
-            self.release_vips();
+            self.schedule_release(now);
         }
         let interval = self.advert_interval(&adv);
         match &mut self.phase {
@@ -314,10 +335,10 @@ impl Instance {
 
     /// Run every timer that is due. Calling it early (or twice) is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
-        if due(self.release_deadline, now) {
+        if due(self.release_deadline, now) || due(self.release_at, now) {
             self.release_vips();
         }
         if self.state() == State::Fault
@@ -326,7 +347,7 @@ impl Instance {
             if let Some(f) = self.vip_fault.as_mut() {
                 f.retry_at = None;
             }
-            if !self.fault && !self.shutting_down {
+            if !self.fault && !self.stopping() {
                 // Take part in the election again; becoming master tries the VIPs again.
                 self.master_adver_interval = self.cfg.adver_interval;
                 self.transition(now, State::Backup, Cause::VipRetry);
@@ -339,7 +360,7 @@ impl Instance {
                     // RFC 5798 section 6.4.2: Master_Down_Timer fires.
                     let cause = b.down_cause;
                     b.master_down_timer = None;
-                    if !self.maintenance && !self.shutting_down {
+                    if !self.maintenance && !self.stopping() {
                         self.transition(now, State::Master, cause);
                     }
                 }
@@ -369,7 +390,7 @@ impl Instance {
 
     /// Count a drop the shell decided before the core saw the packet (e.g. a
     /// [`crate::packet::split_ipv4`] error's `reason()`), so every drop is in one map.
-    pub fn count_drop(&mut self, reason: &'static str) {
+    pub fn count_drop(&mut self, reason: DropReason) {
         self.drop_packet(reason);
     }
 
@@ -379,7 +400,7 @@ impl Instance {
 
     /// The next deadline at which [`Instance::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.finished {
+        if self.is_finished() {
             return None;
         }
         let phase = match &self.phase {
@@ -388,7 +409,7 @@ impl Instance {
             Phase::Backup(b) => b.master_down_timer,
             Phase::Master(m) => earliest(m.adver_timer, m.garp_timer),
         };
-        earliest(phase, self.release_deadline)
+        earliest(earliest(phase, self.release_deadline), self.release_at)
     }
 
     /// Link down or a tracked fault: leave master (priority-0 advert first, so the others
@@ -398,7 +419,7 @@ impl Instance {
             return;
         }
         self.fault = fault;
-        if !self.started || self.shutting_down || self.finished {
+        if !self.started || self.stopping() {
             return;
         }
         if fault {
@@ -420,7 +441,7 @@ impl Instance {
     /// timer (1 s, doubling up to 60 s) lets this router take part in the election again.
     /// Until [`Instance::vip_installed`], the status carries the reason.
     pub fn vip_install_failed(&mut self, now: Instant, reason: String) {
-        if self.finished || self.shutting_down {
+        if self.stopping() {
             return;
         }
         self.counters.vip_install_failures += 1;
@@ -484,7 +505,7 @@ impl Instance {
             return;
         }
         self.maintenance = on;
-        if !self.started || self.shutting_down || self.finished {
+        if !self.started || self.stopping() {
             return;
         }
         let mdi = self.master_down_interval();
@@ -503,10 +524,10 @@ impl Instance {
     /// non-zero advert is heard or `handover_timeout` passes, then RemoveVips and
     /// HandoverDone (make-before-break). Otherwise HandoverDone at once.
     pub fn shutdown(&mut self, now: Instant) {
-        if self.shutting_down || self.finished {
+        if self.stopping() {
             return;
         }
-        self.shutting_down = true;
+        self.life = Life::ShuttingDown;
         if self.state() != State::Initialize {
             // RFC 5798 section 6.4.2 / 6.4.3: Shutdown event.
             self.transition(now, State::Initialize, Cause::Shutdown);
@@ -543,11 +564,12 @@ impl Instance {
             return;
         }
         let was_started = self.started;
-        if was_started && !self.shutting_down && !self.finished {
+        if was_started && !self.stopping() {
             if self.state() != State::Initialize {
                 self.transition(now, State::Initialize, Cause::Reconfigured);
             }
-            if self.release_deadline.take().is_some() || self.vips_held {
+            let pending = self.release_deadline.take().is_some() | self.release_at.take().is_some();
+            if pending || self.vips_held {
                 self.actions.push_back(Action::RemoveVips);
                 self.vips_held = false;
             }
@@ -556,7 +578,7 @@ impl Instance {
         self.priority = effective_priority(self.cfg.priority, self.priority_offset);
         self.master_adver_interval = self.cfg.adver_interval;
         self.master = None;
-        if was_started && !self.shutting_down && !self.finished {
+        if was_started && !self.stopping() {
             self.started = false;
             self.start(now);
         }
@@ -620,8 +642,13 @@ impl Instance {
                 self.send_advert(0);
             }
             let make_before_break = matches!(cause, Cause::Shutdown | Cause::Maintenance);
+            // A better master has announced itself (it adds and announces the VIP before
+            // the advert we heard): keep ours for the linger, then let go.
+            let preempted = matches!(cause, Cause::HigherPriority | Cause::HigherAddress);
             if make_before_break && self.vips_held {
                 self.release_deadline = after(now, self.cfg.handover_timeout).or(Some(now));
+            } else if preempted && self.vips_held {
+                self.schedule_release(now);
             } else {
                 self.remove_vips();
             }
@@ -637,11 +664,11 @@ impl Instance {
                 Phase::Fault
             }
             State::Backup => {
-                if self.release_deadline.is_none() {
+                if self.release_deadline.is_none() && self.release_at.is_none() {
                     self.remove_vips();
                 }
                 self.master = None;
-                let master_down_timer = if self.maintenance || self.shutting_down {
+                let master_down_timer = if self.maintenance || self.stopping() {
                     None
                 } else {
                     after(now, self.master_down_interval())
@@ -658,8 +685,11 @@ impl Instance {
                 self.master_adver_interval = self.cfg.adver_interval;
                 self.master = Some(self.cfg.primary);
                 self.counters.became_master += 1;
-                self.send_advert(self.priority);
                 self.release_deadline = None;
+                self.release_at = None;
+                // Make-before-break, in the order the shell executes: hold the VIP and
+                // announce it, then send the advert that makes the old master let go.
+                // (If the VIP cannot be added, vip_install_failed drops what follows.)
                 self.vips_held = true;
                 self.actions.push_back(Action::AddVips);
                 let mut garp_left = self.cfg.garp_repeat;
@@ -667,6 +697,7 @@ impl Instance {
                     self.actions.push_back(Action::Announce);
                     garp_left -= 1;
                 }
+                self.send_advert(self.priority);
                 Phase::Master(Master {
                     adver_timer: after(now, self.cfg.adver_interval),
                     garp_timer: next_garp(&self.cfg, now, garp_left),
@@ -696,8 +727,17 @@ impl Instance {
         });
     }
 
+    /// The successor is known: release after `release_linger`.
+    fn schedule_release(&mut self, now: Instant) {
+        self.release_deadline = None;
+        if self.release_at.is_none() {
+            self.release_at = after(now, self.cfg.release_linger).or(Some(now));
+        }
+    }
+
     fn remove_vips(&mut self) {
         self.release_deadline = None;
+        self.release_at = None;
         if self.vips_held {
             self.vips_held = false;
             self.actions.push_back(Action::RemoveVips);
@@ -707,14 +747,14 @@ impl Instance {
     /// End of make-before-break: drop the VIPs; after shutdown, we are done.
     fn release_vips(&mut self) {
         self.remove_vips();
-        if self.shutting_down {
+        if self.life == Life::ShuttingDown {
             self.finish();
         }
     }
 
     fn finish(&mut self) {
-        if !self.finished {
-            self.finished = true;
+        if self.life != Life::Finished {
+            self.life = Life::Finished;
             self.actions.push_back(Action::HandoverDone);
         }
     }
@@ -733,7 +773,7 @@ impl Instance {
 
     /// The interval an advert carries, as a Duration.
     fn advert_interval(&self, adv: &Advert) -> Duration {
-        if adv.version == 2 {
+        if adv.version == Version::V2 {
             Duration::from_secs(u64::from(adv.interval_cs))
         } else {
             Duration::from_millis(u64::from(adv.interval_cs) * 10)
@@ -742,7 +782,7 @@ impl Instance {
 
     /// Our Advertisement_Interval in the advert's unit.
     fn interval_field(&self) -> u16 {
-        if self.cfg.version == 2 {
+        if self.cfg.version == Version::V2 {
             self.cfg.adver_interval.as_secs().clamp(1, 255) as u16
         } else {
             let cs = self.cfg.adver_interval.as_millis() / 10;
@@ -757,7 +797,7 @@ impl Instance {
             priority,
             interval_cs: self.interval_field(),
             addrs: self.cfg.vips.clone(),
-            auth: if self.cfg.version == 2 {
+            auth: if self.cfg.version == Version::V2 {
                 self.cfg.password
             } else {
                 None
@@ -783,7 +823,7 @@ impl Instance {
         }
     }
 
-    fn drop_packet(&mut self, reason: &'static str) {
+    fn drop_packet(&mut self, reason: DropReason) {
         *self.counters.drops.entry(reason).or_insert(0) += 1;
     }
 
@@ -796,13 +836,13 @@ impl Instance {
             // VRID is configured on the receiving interface and the local router is not the
             // IPvX address owner (Priority = 255)", else discard. The owner is master for
             // good; nothing an advert says could change that. Counted like every drop.
-            Some("owner")
+            Some(DropReason::Owner)
         } else if rx.ttl != VRRP_TTL {
-            Some("ttl")
+            Some(DropReason::Ttl)
         } else if rx.src.is_ipv6() != cfg.primary.is_ipv6() {
-            Some("family")
+            Some(DropReason::Family)
         } else if rx.payload.len() >= 2 && rx.payload[1] != cfg.vrid {
-            Some("vrid")
+            Some(DropReason::Vrid)
         } else {
             None
         };
@@ -819,10 +859,10 @@ impl Instance {
         };
         let cfg = &self.cfg;
         let reason = if adv.version != cfg.version {
-            Some("version")
+            Some(DropReason::Version)
         } else if rx.src == cfg.primary {
             // Our own advert, looped back by multicast.
-            Some("own")
+            Some(DropReason::Own)
         } else if cfg
             .allowed_sources
             .as_ref()
@@ -830,15 +870,15 @@ impl Instance {
         {
             // Only the explicit allow-list: a unicast peer may send from another address
             // than the one we send to (IPv6: from its link-local address).
-            Some("source")
-        } else if adv.version == 2 && adv.auth != cfg.password {
+            Some(DropReason::Source)
+        } else if adv.version == Version::V2 && adv.auth != cfg.password {
             // RFC 2338 section 7.1: authentication type and data must match.
-            Some("auth")
-        } else if adv.version == 2 && adv.interval_cs != self.interval_field() {
+            Some(DropReason::Auth)
+        } else if adv.version == Version::V2 && adv.interval_cs != self.interval_field() {
             // RFC 3768 section 7.1: the Adver Interval must match ours.
-            Some("interval")
+            Some(DropReason::Interval)
         } else if adv.interval_cs == 0 {
-            Some("interval")
+            Some(DropReason::Interval)
         } else {
             None
         };
@@ -854,7 +894,7 @@ impl Instance {
 /// core must never spin): the advertisement interval within what the packet can carry
 /// (v3: 10 ms ..= 40.95 s; v2: 1 ..= 255 s) and a non-zero GARP interval.
 fn sanitize(mut cfg: Config) -> Config {
-    let (lo, hi) = if cfg.version == 2 {
+    let (lo, hi) = if cfg.version == Version::V2 {
         (Duration::from_secs(1), Duration::from_secs(255))
     } else {
         (Duration::from_millis(10), Duration::from_millis(40_950))
@@ -891,7 +931,7 @@ mod tests {
     fn cfg(priority: u8) -> Config {
         Config {
             vrid: 9,
-            version: 3,
+            version: Version::V3,
             priority,
             adver_interval: Duration::ZERO,
             preempt: true,
@@ -907,6 +947,7 @@ mod tests {
             garp_interval: Duration::ZERO,
             garp_refresh: Duration::ZERO,
             handover_timeout: Duration::ZERO,
+            release_linger: Duration::ZERO,
         }
     }
 
@@ -937,7 +978,7 @@ mod tests {
     }
 
     #[test]
-    fn becoming_master_sends_then_adds_then_announces() {
+    fn becoming_master_adds_then_announces_then_sends() {
         let now = Instant::now();
         let mut inst = Instance::new(cfg(255), now);
         inst.start(now);
@@ -946,9 +987,10 @@ mod tests {
             matches!(actions[0], Action::RemoveVips),
             "stale VIP cleanup first"
         );
-        assert!(matches!(actions[1], Action::Send { .. }));
-        assert_eq!(actions[2], Action::AddVips);
-        assert_eq!(actions[3], Action::Announce);
+        // Make-before-break, in execution order: hold, announce, then advertise.
+        assert_eq!(actions[1], Action::AddVips);
+        assert_eq!(actions[2], Action::Announce);
+        assert!(matches!(actions[3], Action::Send { .. }));
         assert_eq!(
             actions[4],
             Action::StateChanged {

@@ -28,14 +28,14 @@ use std::time::Duration;
 
 pub use instance::{Instance, VIP_RETRY_FIRST, VIP_RETRY_MAX};
 
-use crate::packet::ChecksumMode;
+use crate::packet::{ChecksumMode, DropReason, Version};
 
 /// One VRRP instance's settings (one VRID, one address family).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub vrid: u8,
-    /// 3 (RFC 5798/9568) or 2 (RFC 3768).
-    pub version: u8,
+    /// v3 (RFC 5798/9568) or v2 (RFC 3768).
+    pub version: Version,
     /// Base priority 1..=255 (255 = address owner).
     pub priority: u8,
     /// Advertisement_Interval: whole centiseconds (v2: whole seconds).
@@ -65,7 +65,14 @@ pub struct Config {
     pub garp_refresh: Duration,
     /// Bound on make-before-break at shutdown and maintenance.
     pub handover_timeout: Duration,
+    /// How long a master that lost to a better one (preempted, or its successor's advert
+    /// heard during a handover) keeps the VIPs before releasing them.
+    pub release_linger: Duration,
 }
+
+/// What vrrpd uses for [`Config::release_linger`]: long enough for clients' neighbour
+/// entries to move after the successor's gratuitous ARP, short next to any interval.
+pub const RELEASE_LINGER: Duration = Duration::from_millis(50);
 
 /// The protocol state (RFC 5798 section 6.4) plus Fault (link down / tracked fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -246,7 +253,7 @@ pub struct Counters {
     /// Keyed by [`crate::packet::DecodeError::reason`] and the core's reasons: "ttl",
     /// "vrid", "version", "source", "own", "auth", "interval", "family", "owner" (we are
     /// the address owner: RFC 5798 discards every advert of the VRID).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<DropReason, u64>,
 }
 
 impl Counters {
@@ -325,7 +332,7 @@ mod tests {
             holding_vips: true,
             vip_error: None,
             counters: Counters {
-                drops: BTreeMap::from([("checksum", 2)]),
+                drops: BTreeMap::from([(DropReason::Checksum, 2)]),
                 ..Counters::default()
             },
             transitions: vec![TransitionRecord {

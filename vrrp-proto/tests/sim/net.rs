@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use vrrp_proto::core::{master_down_interval, Action, Cause, Config, Instance, Received, State};
-use vrrp_proto::packet::ChecksumMode;
+use vrrp_proto::packet::{ChecksumMode, Version};
 
 /// splitmix64: tiny, seedable, good enough to pick events.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ impl Ord for InFlight {
 /// Settings shared by a simulated cluster; per-router fields are filled by [`Net::new`].
 #[derive(Debug, Clone)]
 pub struct Template {
-    pub version: u8,
+    pub version: Version,
     pub interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
@@ -137,7 +137,7 @@ pub struct Template {
 impl Template {
     pub fn v3(interval: Duration) -> Template {
         Template {
-            version: 3,
+            version: Version::V3,
             interval,
             preempt: true,
             preempt_delay: Duration::ZERO,
@@ -219,6 +219,7 @@ impl Net {
                     garp_interval: t.interval / 4,
                     garp_refresh: t.garp_refresh,
                     handover_timeout: t.handover_timeout.unwrap_or(mdi + t.interval * 2),
+                    release_linger: vrrp_proto::core::RELEASE_LINGER,
                 };
                 Router {
                     cfg,

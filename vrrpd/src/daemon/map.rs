@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use common::config::{Cluster, Node, Role};
 
-use crate::core::Config;
+use crate::core::{Config, RELEASE_LINGER};
+use crate::packet::Version;
 
 /// One VRRP instance to run: the core's config plus the VIP prefix length for netlink.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +81,11 @@ pub fn plan(
     let others = || cluster.servers().filter(|n| n.name != node.name);
     let base = |primary: IpAddr, vips: Vec<IpAddr>| Config {
         vrid: v.vrid,
-        version: v.version,
+        version: if v.version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        },
         priority,
         adver_interval: v.interval,
         preempt: v.preempt,
@@ -96,6 +101,7 @@ pub fn plan(
         garp_interval: v.garp_interval,
         garp_refresh: v.garp_refresh,
         handover_timeout: v.handover_timeout,
+        release_linger: RELEASE_LINGER,
     };
     let mut out = Vec::new();
     if let Some(vip4) = cluster.vip.v4 {

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::core::{Action, Cause, Instance, Received, State};
+use crate::core::{Action, Instance, Received, State};
 use crate::io::socket::Rx;
 use crate::io::vmac::{self, BaseSysctls, Vmac};
 use crate::io::{Announcer, Interface, LinkEvents, Netlink, Responder, VrrpSocket};
@@ -47,10 +47,6 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const LINK_POLL: Duration = Duration::from_secs(10);
 /// ...and this often once they have stopped.
 const LINK_POLL_FALLBACK: Duration = Duration::from_secs(1);
-/// A stopping, resigning or preempted master keeps the VIP this long after its successor's
-/// first advert: the successor adds the VIP, announces it and sends that advert back to
-/// back, so clients' neighbour entries move before the old master stops answering.
-const RELEASE_LINGER: Duration = Duration::from_millis(50);
 
 /// Where the daemon runs: flags that are not part of the cluster file.
 #[derive(Debug, Clone)]
@@ -75,8 +71,6 @@ struct Inst {
     done: bool,
     /// IPv6 with `only_cluster_nodes`: the servers' link-local sources, learned.
     learner: Option<sources::SourceLearner>,
-    /// A handover release waiting out [`RELEASE_LINGER`].
-    release_at: Option<Instant>,
     /// `family = ipv4|ipv6`, entered around every call into the core so that its own log
     /// lines (one per transition) say which instance they are about.
     span: tracing::Span,
@@ -110,8 +104,6 @@ struct Daemon {
     shutdown_started: Option<Instant>,
     reloads: u64,
     last_reload_error: Option<String>,
-    /// The batch being executed tried to add the VIPs and failed.
-    vip_failed: bool,
     /// Results of IPv6 source learning, back to the loop.
     learn_tx: mpsc::Sender<(usize, Learned)>,
     /// The last `STATUS=` text sent to systemd.
@@ -307,7 +299,6 @@ async fn run_inner(
                 learner,
                 vmac,
                 done: false,
-                release_at: None,
             }
         })
         .collect();
@@ -331,7 +322,6 @@ async fn run_inner(
         shutdown_started: None,
         reloads: 0,
         last_reload_error: None,
-        vip_failed: false,
         learn_tx,
         status_line: String::new(),
     };
@@ -387,8 +377,7 @@ async fn run_inner(
     let mut vbuf1 = vec![0u8; 65536];
     let timer = crate::io::DeadlineTimer::new();
     loop {
-        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done && i.release_at.is_none())
-        {
+        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done) {
             info!("handover done, exiting");
             break;
         }
@@ -442,10 +431,6 @@ async fn run_inner(
             () = sleep => {
                 let now = Instant::now();
                 for i in 0..d.insts.len() {
-                    if d.insts[i].release_at.is_some_and(|t| t <= now) {
-                        d.insts[i].release_at = None;
-                        d.remove_vips(i).await;
-                    }
                     d.insts[i].with(|c| c.handle_timeout(now));
                     d.drain(i).await;
                 }
@@ -519,37 +504,6 @@ async fn run_inner(
     Ok(())
 }
 
-/// A master stepping down because it heard a better one: that one has added the VIP and
-/// announced it before the advert we heard (`make_before_break` on its side), so keeping
-/// ours for [`RELEASE_LINGER`] serves what was already on its way to us instead of
-/// dropping it (seen in the lab as a failed request when a node preempted back after
-/// maintenance). Linux clients keep the successor's entry: a gratuitous ARP overrides, a
-/// plain reply within `locktime` (1 s) of it does not.
-fn is_preemption(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::StateChanged {
-            from: State::Master,
-            to: State::Backup,
-            cause: Cause::HigherPriority | Cause::HigherAddress,
-        }
-    )
-}
-
-/// On taking over, hold and announce the VIP before the advert that makes the old master
-/// let go of it: `AddVips` and `Announce` of a batch run before its `Send`s; everything
-/// else keeps its order.
-fn make_before_break(batch: Vec<Action>) -> Vec<Action> {
-    if !batch.iter().any(|a| matches!(a, Action::AddVips)) {
-        return batch;
-    }
-    let (mut first, rest): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|a| matches!(a, Action::AddVips | Action::Announce));
-    first.extend(rest);
-    first
-}
-
 /// The signals that dump the status instead of ending the process (keepalived's DATA,
 /// STATS and JSON signals).
 pub fn dump_signals() -> [i32; 3] {
@@ -588,8 +542,7 @@ impl Daemon {
     fn next_deadline(&self) -> Option<Instant> {
         self.insts
             .iter()
-            .flat_map(|i| [i.core.poll_timeout(), i.release_at])
-            .flatten()
+            .filter_map(|i| i.core.poll_timeout())
             .min()
     }
 
@@ -689,7 +642,10 @@ impl Daemon {
                 if let Some(inst) = self.insts.get_mut(i) {
                     inst.with(|c| c.count_drop(reason));
                 }
-                debug!(reason, "dropped a packet with a bad IPv4 header");
+                debug!(
+                    reason = reason.as_str(),
+                    "dropped a packet with a bad IPv4 header"
+                );
             }
             Err(e) => {
                 warn!(error = %e, "receive failed");
@@ -699,33 +655,18 @@ impl Daemon {
         }
     }
 
-    /// Execute every pending action of instance `i`, in order.
+    /// Execute the pending actions of instance `i` one at a time, in the core's order:
+    /// the core decides the order (make-before-break, the release linger), and an action
+    /// that fails (the VIP cannot be added) is reported before the next one is taken, so
+    /// the core can withdraw what should no longer go out.
     async fn drain(&mut self, i: usize) {
-        loop {
-            let mut batch = Vec::new();
-            while let Some(a) = self.insts.get_mut(i).and_then(|x| x.core.poll_action()) {
-                batch.push(a);
-            }
-            if batch.is_empty() {
-                self.update_status_line();
-                return;
-            }
-            let preempted = batch.iter().any(is_preemption);
-            self.vip_failed = false;
-            for action in make_before_break(batch) {
-                // The VIPs could not be added: what this batch would still announce or
-                // advertise as master must not go out (the core queued a resignation).
-                if self.vip_failed && matches!(action, Action::Send { .. } | Action::Announce) {
-                    continue;
-                }
-                self.execute(i, action, preempted).await;
-            }
+        while let Some(a) = self.insts.get_mut(i).and_then(|x| x.core.poll_action()) {
+            self.execute(i, a).await;
         }
+        self.update_status_line();
     }
 
-    /// `preempted`: the batch is this master losing to a higher priority (its successor
-    /// has announced itself), so a removal lingers as in a handover.
-    async fn execute(&mut self, i: usize, action: Action, preempted: bool) {
+    async fn execute(&mut self, i: usize, action: Action) {
         match action {
             Action::Send { dst, payload } => {
                 let src = self.insts[i].plan.cfg.primary;
@@ -742,7 +683,6 @@ impl Daemon {
             }
             Action::AddVips => {
                 let inst = &mut self.insts[i];
-                inst.release_at = None;
                 // The address owner (priority 255) accepts whatever accept_mode says.
                 if self.responder.is_some() && inst.plan.cfg.priority != 255 {
                     if !inst.answering {
@@ -790,27 +730,15 @@ impl Daemon {
                 match failure {
                     // Not master without the VIP: the core resigns and retries later.
                     Some(reason) => {
-                        self.vip_failed = true;
+                        // The core resigns and withdraws the announcement and the advert
+                        // queued after this AddVips.
                         self.insts[i].with(|c| c.vip_install_failed(now, reason));
                     }
                     None => self.insts[i].with(|c| c.vip_installed(now)),
                 }
             }
-            Action::RemoveVips => {
-                let handing_over = preempted
-                    || self.shutdown_started.is_some()
-                    || self.insts[i].core.status(Instant::now()).maintenance;
-                if handing_over && (!self.insts[i].held.is_empty() || self.insts[i].answering) {
-                    let at = Instant::now() + RELEASE_LINGER;
-                    self.insts[i].release_at = Some(at);
-                    debug!(
-                        linger_ms = RELEASE_LINGER.as_millis() as u64,
-                        "VIP release scheduled"
-                    );
-                } else {
-                    self.remove_vips(i).await;
-                }
-            }
+            // The core has waited out any handover linger already.
+            Action::RemoveVips => self.remove_vips(i).await,
             Action::Announce => {
                 let announcer = match &self.insts[i].vmac {
                     Some(v) => &v.announcer,
@@ -1312,62 +1240,5 @@ impl Daemon {
             m.insert("stopping".into(), json!(self.shutdown_started.is_some()));
         }
         top
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::{Cause, State};
-
-    fn send() -> Action {
-        Action::Send {
-            dst: "224.0.0.18".parse().unwrap(),
-            payload: vec![1],
-        }
-    }
-
-    #[test]
-    fn taking_over_holds_and_announces_before_advertising() {
-        let changed = Action::StateChanged {
-            from: State::Backup,
-            to: State::Master,
-            cause: Cause::MasterDown,
-        };
-        let batch = vec![send(), Action::AddVips, Action::Announce, changed.clone()];
-        assert_eq!(
-            make_before_break(batch),
-            vec![Action::AddVips, Action::Announce, send(), changed]
-        );
-        // Without AddVips nothing moves (e.g. a resign: advert first, then removal).
-        let batch = vec![send(), Action::RemoveVips, Action::Announce];
-        assert_eq!(make_before_break(batch.clone()), batch);
-    }
-
-    #[test]
-    fn only_losing_to_a_better_master_counts_as_preemption() {
-        let change = |from, to, cause| Action::StateChanged { from, to, cause };
-        assert!(is_preemption(&change(
-            State::Master,
-            State::Backup,
-            Cause::HigherPriority
-        )));
-        assert!(is_preemption(&change(
-            State::Master,
-            State::Backup,
-            Cause::HigherAddress
-        )));
-        // A fault or a reconfigure is no handover: nobody has announced the VIP yet.
-        assert!(!is_preemption(&change(
-            State::Master,
-            State::Fault,
-            Cause::Fault
-        )));
-        assert!(!is_preemption(&change(
-            State::Master,
-            State::Backup,
-            Cause::Reconfigured
-        )));
-        assert!(!is_preemption(&Action::RemoveVips));
     }
 }

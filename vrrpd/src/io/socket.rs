@@ -42,7 +42,7 @@ pub enum Rx<'b> {
     /// A VRRP message (without IP header) and where it came from.
     Packet(RxMeta, &'b [u8]),
     /// An IPv4 packet whose header did not parse (counted by the caller, then ignored).
-    BadIpHeader(&'static str),
+    BadIpHeader(crate::packet::DropReason),
 }
 
 /// A raw VRRP socket for one family on one interface.

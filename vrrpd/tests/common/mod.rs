@@ -673,7 +673,7 @@ pub fn inject_adverts(
                 )
             };
             let adv = vrrpd::packet::Advert {
-                version: 3,
+                version: vrrpd::packet::Version::V3,
                 vrid,
                 priority,
                 interval_cs: 10,
