@@ -3,7 +3,8 @@
 //!
 //! A request is one line `{"cmd": "status", "args": {...}}`; the answer is one line
 //! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. A connection may carry
-//! several requests. Sockets are mode 0660, group `k3s-ha` when that group exists, so only
+//! several requests. This module is the transport; [`crate::proto`] types every request
+//! and answer. Sockets are mode 0660, group `k3s-ha` when that group exists, so only
 //! root and that group may talk to a daemon.
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -42,6 +44,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// The answer to a typed request (a [`crate::proto`] `Answer`), or its refusal.
+    pub fn from_result<T: Serialize>(r: Result<T, String>) -> Self {
+        match r.and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())) {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        }
+    }
+
     pub fn ok(result: Value) -> Self {
         Response {
             ok: true,
@@ -108,23 +118,39 @@ fn connect_error(path: &Path, e: io::Error) -> CtlError {
     }
 }
 
-/// Send one request and wait for its answer.
+/// Send one untyped request and wait for its answer (tests and tools that speak the JSON
+/// directly; the programs use the typed calls in [`crate::proto`]).
 pub async fn call_async(
     path: &Path,
     cmd: &str,
     args: Value,
     timeout: Duration,
 ) -> Result<Value, CtlError> {
+    let req = serde_json::to_value(Request {
+        cmd: cmd.into(),
+        args,
+    })
+    .map_err(|e| CtlError::Protocol {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
+    send_async(path, &req, timeout).await
+}
+
+/// Send one request line (`{"cmd": ..., "args": ...}` as a value) and wait for the answer's
+/// `result`; a refusal is [`CtlError::Refused`].
+pub async fn send_async(path: &Path, req: &Value, timeout: Duration) -> Result<Value, CtlError> {
+    let cmd = req
+        .get("cmd")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned();
     let fut = async {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| connect_error(path, e))?;
         let (rd, mut wr) = stream.into_split();
-        let mut line = serde_json::to_vec(&Request {
-            cmd: cmd.into(),
-            args,
-        })
-        .map_err(|e| CtlError::Protocol {
+        let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Protocol {
             path: path.into(),
             detail: e.to_string(),
         })?;
@@ -157,7 +183,7 @@ pub async fn call_async(
         } else {
             Err(CtlError::Refused {
                 daemon: daemon_of(path),
-                cmd: cmd.into(),
+                cmd: cmd.clone(),
                 message: resp.error.unwrap_or_else(|| "no reason given".into()),
             })
         }
@@ -211,13 +237,14 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serve requests on `path` until `shutdown` completes; the socket file is removed then.
 /// Each connection is handled on its own task; a bad line gets an error answer, not a hang.
-pub async fn serve<F, Fut>(
+pub async fn serve<R, F, Fut>(
     path: &Path,
     handler: F,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    R: DeserializeOwned + Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response> + Send,
 {
     let listener = bind(path)?;
@@ -227,13 +254,14 @@ where
 
 /// [`serve`] on a socket [`bind`] already made, so that a daemon fails its start (not a
 /// background task) when the socket cannot be had.
-pub async fn serve_on<F, Fut>(
+pub async fn serve_on<R, F, Fut>(
     listener: UnixListener,
     path: &Path,
     handler: F,
     shutdown: impl Future<Output = ()>,
 ) where
-    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    R: DeserializeOwned + Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response> + Send,
 {
     tokio::pin!(shutdown);
@@ -261,9 +289,10 @@ pub async fn serve_on<F, Fut>(
     let _ = std::fs::remove_file(path);
 }
 
-async fn handle_conn<F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
+async fn handle_conn<R, F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
 where
-    F: Fn(Request) -> Fut,
+    R: DeserializeOwned,
+    F: Fn(R) -> Fut,
     Fut: Future<Output = Response>,
 {
     let (rd, mut wr) = stream.into_split();
@@ -283,7 +312,7 @@ where
         if n == 0 {
             return Ok(());
         }
-        let resp = match serde_json::from_str::<Request>(line.trim_end()) {
+        let resp = match serde_json::from_str::<R>(line.trim_end()) {
             Ok(req) => handler(req).await,
             Err(e) => Response::err(format!(
                 "bad request: {e}; expected {{\"cmd\": \"...\", \"args\": {{...}}}}"

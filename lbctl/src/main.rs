@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use common::proto::lbd::AdminState;
 use lbctl::{check, install, ops};
 
 #[derive(Parser)]
@@ -358,17 +359,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Drain { target } => {
-            ops::set_server(&run_dir, &target, "drain")?;
+            ops::set_server(&run_dir, &target, AdminState::Drain)?;
             outln!("{target}: DRAIN (no new connections; open ones continue)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Disable { target } => {
-            ops::set_server(&run_dir, &target, "maint")?;
+            ops::set_server(&run_dir, &target, AdminState::Maint)?;
             outln!("{target}: MAINT");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Enable { target } => {
-            ops::set_server(&run_dir, &target, "ready")?;
+            ops::set_server(&run_dir, &target, AdminState::Ready)?;
             outln!("{target}: ready (UP once its checks pass)");
             Ok(ExitCode::SUCCESS)
         }

@@ -9,97 +9,118 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use common::config::Cluster;
+use common::config::{Cluster, TrackEffect};
 use common::ctl::{self, CtlError};
-use lbd::snapshot::Snapshot;
+use common::proto::lbd::{self as lbd_proto, AdminState, Snapshot};
+use common::proto::vrrpd::{self as vrrpd_proto, State as VrrpState, Status as VrrpStatus};
+use common::proto::{block_on, Done};
 use serde_json::{json, Value};
 
 /// How long lbctl waits for a daemon.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Call a daemon on this node.
-pub fn call(run_dir: &Path, daemon: &str, cmd: &str, args: Value) -> Result<Value, CtlError> {
-    ctl::call(&ctl::socket_path(run_dir, daemon), cmd, args, CALL_TIMEOUT)
+/// `RUN_DIR/DAEMON.sock`.
+fn sock(run_dir: &Path, daemon: &str) -> std::path::PathBuf {
+    ctl::socket_path(run_dir, daemon)
+}
+
+/// vrrpd's status on this node.
+pub fn vrrpd_status(run_dir: &Path) -> Result<VrrpStatus, CtlError> {
+    block_on(vrrpd_proto::status(&sock(run_dir, "vrrpd"), CALL_TIMEOUT))
+}
+
+/// lbd's snapshot on this node.
+pub fn lbd_status(run_dir: &Path) -> Result<Snapshot, CtlError> {
+    block_on(lbd_proto::status(&sock(run_dir, "lbd"), CALL_TIMEOUT))
+}
+
+/// Switch vrrpd's maintenance on this node (no waiting; see [`maintenance`]).
+pub fn set_maintenance(run_dir: &Path, on: bool) -> Result<(), CtlError> {
+    block_on(vrrpd_proto::maintenance(
+        &sock(run_dir, "vrrpd"),
+        on,
+        CALL_TIMEOUT,
+    ))
+    .map(|_| ())
 }
 
 /// What `lbctl status` shows: both daemons' views, either of which may be missing.
 #[derive(Debug)]
 pub struct NodeStatus {
-    pub vrrp: Result<Value, String>,
+    pub vrrp: Result<VrrpStatus, String>,
     pub lbd: Result<Snapshot, String>,
 }
 
 pub fn node_status(run_dir: &Path) -> NodeStatus {
-    let vrrp = call(run_dir, "vrrpd", "status", Value::Null).map_err(|e| e.to_string());
-    let lbd = call(run_dir, "lbd", "status", Value::Null)
-        .map_err(|e| e.to_string())
-        .and_then(|v| {
-            serde_json::from_value::<Snapshot>(v)
-                .map_err(|e| format!("lbd answered an unexpected status: {e}"))
-        });
-    NodeStatus { vrrp, lbd }
+    NodeStatus {
+        vrrp: vrrpd_status(run_dir).map_err(|e| e.to_string()),
+        lbd: lbd_status(run_dir).map_err(|e| e.to_string()),
+    }
 }
 
 pub fn node_status_json(s: &NodeStatus) -> Value {
+    let or_error = |v: Result<Value, &String>| v.unwrap_or_else(|e| json!({ "error": e }));
     json!({
-        "vrrp": s.vrrp.as_ref().map_or_else(|e| json!({ "error": e }), Clone::clone),
-        "lbd": s.lbd.as_ref().map_or_else(|e| json!({ "error": e }), |v| serde_json::to_value(v).unwrap_or(Value::Null)),
+        "vrrp": or_error(s.vrrp.as_ref().map(|v| serde_json::to_value(v).unwrap_or(Value::Null))),
+        "lbd": or_error(s.lbd.as_ref().map(|v| serde_json::to_value(v).unwrap_or(Value::Null))),
     })
 }
 
-fn vrrp_line(v: &Value) -> String {
-    let state = v["state"].as_str().unwrap_or("?");
-    let prio = v["effective_priority"]
-        .as_u64()
-        .map_or("?".into(), |p| p.to_string());
-    let base = v["base_priority"]
-        .as_u64()
-        .map_or("?".into(), |p| p.to_string());
-    let master = v["master"].as_str().unwrap_or("unknown");
-    let strs = |key: &str| -> Vec<String> {
-        v[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let vips = strs("vips");
+/// One line per VRRP instance (address family): state, priority, where the VIP is.
+fn vrrp_line(v: &VrrpStatus) -> String {
+    let lines: Vec<String> = v
+        .instances
+        .iter()
+        .map(|i| {
+            let line = instance_line(i);
+            if v.instances.len() > 1 {
+                format!("{}: {line}", i.family)
+            } else {
+                line
+            }
+        })
+        .collect();
+    lines.join("; ")
+}
+
+fn instance_line(i: &vrrpd_proto::Instance) -> String {
+    let c = &i.core;
+    let state = c.state.as_str();
+    let master = c
+        .master
+        .map_or_else(|| "unknown".to_owned(), |m| m.to_string());
+    let vips: Vec<String> = c.vips.iter().map(ToString::to_string).collect();
     // What the kernel has on the interface (or the responder answers for), as vrrpd read
     // it for this answer: "held here" only when that is true.
-    let mut here = strs("vips_on_interface");
-    here.extend(strs("vips_answered"));
-    let holder = if !here.is_empty() {
+    let here = !i.vips_on_interface.is_empty() || !i.vips_answered.is_empty();
+    let holder = if here {
         "held here".to_owned()
-    } else if state == "master" {
+    } else if c.state == VrrpState::Master {
         "NOT on this node's interface".to_owned()
     } else {
-        match v["master_node"].as_str() {
+        match &i.master_node {
             Some(node) => format!("held by {node} ({master})"),
             None => format!("held by {master}"),
         }
     };
-    let since = v["transitions"]
-        .as_array()
-        .and_then(|t| t.last())
-        .and_then(|t| t["ago_ms"].as_u64())
+    let since = i
+        .state_since_ms()
         .map_or_else(String::new, |ms| format!(" since {}", ago(ms / 1000)));
     let mut line = format!(
-        "VRRP {state}{since} (priority {prio}, base {base}); VIP {} {holder}",
+        "VRRP {state}{since} (priority {}, base {}); VIP {} {holder}",
+        c.effective_priority,
+        c.base_priority,
         vips.join(", ")
     );
-    if v["maintenance"].as_bool() == Some(true) {
+    if c.maintenance {
         line.push_str("; MAINTENANCE on");
     }
-    if v["fault"].as_bool() == Some(true) {
+    if c.fault {
         line.push_str("; FAULT");
     }
-    if let Some(reason) = v["vip_error"]["reason"].as_str() {
-        let _ = write!(line, "; FAULT: {reason}");
-        if let Some(ms) = v["vip_error"]["retry_in_ms"].as_u64() {
+    if let Some(e) = &c.vip_error {
+        let _ = write!(line, "; FAULT: {}", e.reason);
+        if let Some(ms) = e.retry_in_ms {
             let _ = write!(line, " (tries again in {:.1} s)", ms as f64 / 1000.0);
         }
     }
@@ -133,40 +154,30 @@ pub fn ago(secs: u64) -> String {
 }
 
 /// What vrrpd tracks and what it does to the priority: `tracking: lbd ok, link up; offset 0`.
-fn tracking_line(v: &Value) -> Option<String> {
-    let t = v.get("tracking")?;
-    let mut parts = Vec::new();
-    parts.push(format!(
-        "link {}",
-        if t["link_down"].as_bool() == Some(true) {
-            "DOWN"
+fn tracking_line(v: &VrrpStatus) -> String {
+    let t = &v.tracking;
+    let mut parts = vec![format!("link {}", if t.link_down { "DOWN" } else { "up" })];
+    for tr in &t.trackers {
+        if tr.ok {
+            parts.push(format!("{} ok", tr.name));
         } else {
-            "up"
-        }
-    ));
-    for tr in t["trackers"].as_array().into_iter().flatten() {
-        let name = tr["name"].as_str().unwrap_or("?");
-        let effect = match &tr["effect"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if tr["ok"].as_bool() == Some(true) {
-            parts.push(format!("{name} ok"));
-        } else {
-            let detail = tr["detail"].as_str().unwrap_or_default();
-            parts.push(format!("{name} FAILING ({detail}; effect {effect})"));
+            let effect = match tr.effect {
+                TrackEffect::Off => "none".to_owned(),
+                TrackEffect::Weight(w) => format!("{w:+}"),
+                TrackEffect::Fault => "fault".to_owned(),
+            };
+            parts.push(format!(
+                "{} FAILING ({}; effect {effect})",
+                tr.name, tr.detail
+            ));
         }
     }
-    Some(format!(
+    format!(
         "tracking: {}; priority offset {}{}",
         parts.join(", "),
-        t["priority_offset"].as_i64().unwrap_or(0),
-        if t["fault"].as_bool() == Some(true) {
-            ", FAULT"
-        } else {
-            ""
-        }
-    ))
+        t.priority_offset,
+        if t.fault { ", FAULT" } else { "" }
+    )
 }
 
 /// A plain table: columns padded to their widest cell.
@@ -216,12 +227,12 @@ fn fmt_bytes(b: u64) -> String {
 
 pub fn render_node_status(s: &NodeStatus) -> String {
     let mut o = String::new();
-    let node = s.lbd.as_ref().map(|l| l.node.clone()).ok().or_else(|| {
-        s.vrrp
-            .as_ref()
-            .ok()
-            .and_then(|v| v["node"].as_str().map(str::to_owned))
-    });
+    let node = s
+        .lbd
+        .as_ref()
+        .map(|l| l.node.clone())
+        .ok()
+        .or_else(|| s.vrrp.as_ref().ok().map(|v| v.node.clone()));
     let _ = writeln!(
         o,
         "node {}",
@@ -231,9 +242,7 @@ pub fn render_node_status(s: &NodeStatus) -> String {
     match &s.vrrp {
         Ok(v) => {
             let _ = writeln!(o, "  {}", vrrp_line(v));
-            if let Some(t) = tracking_line(v) {
-                let _ = writeln!(o, "  {t}");
-            }
+            let _ = writeln!(o, "  {}", tracking_line(v));
         }
         Err(e) => {
             let _ = writeln!(o, "  vrrpd: {e}");
@@ -303,26 +312,33 @@ pub fn split_target(t: &str) -> Result<(&str, &str)> {
 }
 
 /// Set a backend server's administrative state on this node's lbd.
-pub fn set_server(run_dir: &Path, target: &str, state: &str) -> Result<Value> {
+pub fn set_server(run_dir: &Path, target: &str, state: AdminState) -> Result<Done> {
     let (service, server) = split_target(target)?;
-    Ok(call(
-        run_dir,
-        "lbd",
-        "set-server",
-        json!({ "service": service, "server": server, "state": state }),
-    )?)
+    let req = lbd_proto::SetServer {
+        service: service.to_owned(),
+        server: server.to_owned(),
+        state,
+    };
+    Ok(block_on(lbd_proto::set_server(
+        &sock(run_dir, "lbd"),
+        req,
+        CALL_TIMEOUT,
+    ))?)
 }
 
 /// `lbctl maintenance on|off`, waiting (bounded) for the handover to be visible: with
 /// `on`, until another node is master (and says so in its adverts), so the line can name
 /// the new holder.
 pub fn maintenance(run_dir: &Path, on: bool) -> Result<String> {
-    call(run_dir, "vrrpd", "maintenance", json!({ "on": on }))?;
+    set_maintenance(run_dir, on)?;
     // The handover itself is make-before-break inside vrrpd; this only reports it.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let v = call(run_dir, "vrrpd", "status", Value::Null)?;
-        let handed_over = v["state"] != "master" && v["master"].is_string();
+        let v = vrrpd_status(run_dir)?;
+        let handed_over = v
+            .instances
+            .iter()
+            .all(|i| i.core.state != VrrpState::Master && i.core.master.is_some());
         let timed_out = std::time::Instant::now() > deadline;
         if !on || handed_over || timed_out {
             let what = if on {
@@ -345,16 +361,20 @@ pub fn maintenance(run_dir: &Path, on: bool) -> Result<String> {
 pub fn reload(run_dir: &Path) -> Result<String> {
     let mut out = String::new();
     let mut failed = false;
-    for d in ["vrrpd", "lbd"] {
-        match call(run_dir, d, "reload", Value::Null) {
-            Ok(v) => {
-                let _ = writeln!(
-                    out,
-                    "{d}: reloaded{}",
-                    v["reloads"]
-                        .as_u64()
-                        .map_or_else(String::new, |n| format!(" ({n} reloads since it started)"))
-                );
+    let answers = [
+        (
+            "vrrpd",
+            block_on(vrrpd_proto::reload(&sock(run_dir, "vrrpd"), CALL_TIMEOUT)).map(|r| r.reloads),
+        ),
+        (
+            "lbd",
+            block_on(lbd_proto::reload(&sock(run_dir, "lbd"), CALL_TIMEOUT)).map(|r| r.reloads),
+        ),
+    ];
+    for (d, answer) in answers {
+        match answer {
+            Ok(n) => {
+                let _ = writeln!(out, "{d}: reloaded ({n} reloads since it started)");
             }
             Err(e) => {
                 failed = true;
@@ -537,22 +557,75 @@ mod tests {
     /// Regressions: the holder was an address only, with no "since" and no tracker line.
     #[test]
     fn vrrp_line_names_the_holder_and_says_since_when() {
-        let v = json!({
-            "state": "backup", "effective_priority": 190, "base_priority": 190,
-            "master": "192.168.168.111", "master_node": "lx-k3s-server-01",
-            "vips": ["192.168.168.100"], "vips_on_interface": [],
-            "transitions": [{"ago_ms": 125_000}],
-            "tracking": {"link_down": false, "fault": false, "priority_offset": -50,
-                "trackers": [{"name": "lbd", "ok": false, "effect": -50,
-                    "detail": "no server of kube-apiserver is UP"}]}
-        });
+        use common::proto::vrrpd::{
+            Cause, CoreStatus as Core, Counters, Instance, Tracker, Tracking, TransitionRecord,
+            Version,
+        };
+        let core = Core {
+            state: VrrpState::Backup,
+            base_priority: 190,
+            effective_priority: 190,
+            master: Some("192.168.168.111".parse().unwrap()),
+            vips: vec!["192.168.168.100".parse().unwrap()],
+            master_adver_interval_ms: 1000,
+            maintenance: false,
+            fault: false,
+            holding_vips: false,
+            vip_error: None,
+            counters: Counters::default(),
+            transitions: vec![TransitionRecord {
+                ago_ms: 125_000,
+                from: VrrpState::Initialize,
+                to: VrrpState::Backup,
+                cause: Cause::Startup,
+            }],
+        };
+        let inst = Instance {
+            core,
+            family: "ipv4".into(),
+            master_node: Some("lx-k3s-server-01".into()),
+            primary: "192.168.168.112".parse().unwrap(),
+            learned_sources: None,
+            vips_on_interface: vec![],
+            vips_answered: vec![],
+            virtual_mac: None,
+        };
+        let v = VrrpStatus {
+            current: inst.clone(),
+            node: "lx-k3s-server-02".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: Version::V3,
+            accept_mode: true,
+            config: None,
+            reloads: 0,
+            last_reload_error: None,
+            stopping: false,
+            tracking: Tracking {
+                link_down: false,
+                fault: false,
+                priority_offset: -50,
+                trackers: vec![Tracker {
+                    name: "lbd".into(),
+                    ok: false,
+                    effect: TrackEffect::Weight(-50),
+                    detail: "no server of kube-apiserver is UP".into(),
+                }],
+            },
+            responder: None,
+            instances: vec![inst],
+        };
+        // What vrrpd sends is what lbctl reads.
+        let wire = serde_json::to_value(&v).unwrap();
+        assert_eq!(wire["state"], "backup");
+        assert_eq!(serde_json::from_value::<VrrpStatus>(wire).unwrap(), v);
         assert_eq!(
             vrrp_line(&v),
             "VRRP backup since 2m05s (priority 190, base 190); VIP 192.168.168.100 held by \
              lx-k3s-server-01 (192.168.168.111)"
         );
         assert_eq!(
-            tracking_line(&v).unwrap(),
+            tracking_line(&v),
             "tracking: link up, lbd FAILING (no server of kube-apiserver is UP; effect -50); \
              priority offset -50"
         );

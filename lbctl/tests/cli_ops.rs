@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::ctl::{self, Request, Response};
+use common::ctl::{self, Response};
+use common::proto::vrrpd;
 
 fn lbctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lbctl"))
@@ -32,15 +33,30 @@ fn fake_vrrpd(dir: &Path) -> std::sync::mpsc::Sender<()> {
             };
             ctl::serve(
                 &path,
-                |req: Request| async move {
-                    match req.cmd.as_str() {
-                        "status" => Response::ok(serde_json::json!({
-                            "node": "s1", "state": "master", "base_priority": 200,
+                |req: vrrpd::Request| async move {
+                    match req {
+                        // vrrpd's answer as it goes over the wire (the parts a reader
+                        // may not do without).
+                        vrrpd::Request::Status => Response::ok(serde_json::json!({
+                            "node": "s1", "interface": "eth0", "vrid": 51, "version": 3,
+                            "accept_mode": true, "config": null, "reloads": 0,
+                            "last_reload_error": null, "stopping": false,
+                            "state": "master", "base_priority": 200,
                             "effective_priority": 200, "master": "10.0.0.1",
-                            "vips": ["10.0.0.100"], "vips_on_interface": ["10.0.0.100"],
-                            "maintenance": false, "fault": false
+                            "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
+                            "maintenance": false, "fault": false, "holding_vips": true,
+                            "family": "ipv4", "primary": "10.0.0.1",
+                            "vips_on_interface": ["10.0.0.100"], "vips_answered": [],
+                            "instances": [{
+                                "state": "master", "base_priority": 200,
+                                "effective_priority": 200, "master": "10.0.0.1",
+                                "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
+                                "maintenance": false, "fault": false, "holding_vips": true,
+                                "family": "ipv4", "primary": "10.0.0.1",
+                                "vips_on_interface": ["10.0.0.100"], "vips_answered": []
+                            }]
                         })),
-                        other => Response::err(format!("unknown command {other:?}")),
+                        other => Response::err(format!("not served here: {other:?}")),
                     }
                 },
                 stop,

@@ -1,64 +1,45 @@
-//! Control commands served on `RUN_DIR/lbd.sock` (protocol in `common::ctl`):
-//!
-//! | cmd          | args                                                   | answer             |
-//! |--------------|--------------------------------------------------------|--------------------|
-//! | `status`     | none                                                   | the [`Snapshot`]   |
-//! | `set-server` | `{"service", "server", "state": "ready"/"drain"/"maint"}` | `{}`            |
-//! | `set-weight` | `{"service", "server", "weight"}`                      | `{}`               |
-//! | `reload`     | none                                                   | `{"reloads": N}`   |
-//!
-//! `server` is the server's name as the snapshot shows it, or its `host:port`.
-//!
-//! [`Snapshot`]: crate::snapshot::Snapshot
+//! The control-socket commands (the requests and answers are typed in
+//! [`common::proto::lbd`]).
 
-use serde_json::{json, Value};
+use common::proto::lbd::{AdminState, Answer, Done, Reloaded, Request};
 
 use crate::engine::{Admin, Engine};
 
-/// Answer one command: `Ok(result)` or `Err(message)`.
-pub async fn handle(engine: &Engine, cmd: &str, args: &Value) -> Result<Value, String> {
-    match cmd {
-        "status" => serde_json::to_value(engine.snapshot()).map_err(|e| e.to_string()),
-        "set-server" => {
-            let (service, server) = service_server(args)?;
-            let state = str_arg(args, "state")?;
-            let admin = Admin::parse(state).ok_or_else(|| {
-                format!("state {state:?} is not one of \"ready\", \"drain\", \"maint\"")
-            })?;
+/// Highest weight `set-weight` takes (HAProxy's range).
+pub const MAX_WEIGHT: u32 = 256;
+
+/// Answer one request, or say why not.
+pub async fn handle(engine: &Engine, req: Request) -> Result<Answer, String> {
+    match req {
+        Request::Status => Ok(Answer::Status(Box::new(engine.snapshot()))),
+        Request::SetServer(r) => {
+            let admin = match r.state {
+                AdminState::Ready => Admin::Ready,
+                AdminState::Drain => Admin::Drain,
+                AdminState::Maint => Admin::Maint,
+            };
             engine
-                .set_admin(service, server, admin)
+                .set_admin(&r.service, &r.server, admin)
                 .map_err(|e| e.to_string())?;
-            Ok(json!({}))
+            Ok(Answer::Done(Done {}))
         }
-        "set-weight" => {
-            let (service, server) = service_server(args)?;
-            let weight = args
-                .get("weight")
-                .and_then(Value::as_u64)
-                .and_then(|w| u32::try_from(w).ok())
-                .filter(|w| *w <= 256)
-                .ok_or("missing or bad \"weight\": expected an integer 0..=256")?;
+        Request::SetWeight(r) => {
+            if r.weight > MAX_WEIGHT {
+                return Err(format!(
+                    "weight {} is out of range: expected an integer 0..={MAX_WEIGHT}",
+                    r.weight
+                ));
+            }
             engine
-                .set_weight(service, server, weight)
+                .set_weight(&r.service, &r.server, r.weight)
                 .map_err(|e| e.to_string())?;
-            Ok(json!({}))
+            Ok(Answer::Done(Done {}))
         }
-        "reload" => {
+        Request::Reload => {
             engine.reload().await?;
-            Ok(json!({ "reloads": engine.snapshot().reloads }))
+            Ok(Answer::Reloaded(Reloaded {
+                reloads: engine.snapshot().reloads,
+            }))
         }
-        other => Err(format!(
-            "unknown command {other:?} (lbd knows: status, set-server, set-weight, reload)"
-        )),
     }
-}
-
-fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, String> {
-    args.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing string argument {key:?}"))
-}
-
-fn service_server(args: &Value) -> Result<(&str, &str), String> {
-    Ok((str_arg(args, "service")?, str_arg(args, "server")?))
 }

@@ -130,14 +130,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
         source,
     })?;
     let ctl_engine = engine.clone();
-    let handler = move |req: common::ctl::Request| {
+    let handler = move |req: common::proto::lbd::Request| {
         let engine = ctl_engine.clone();
-        async move {
-            match crate::control::handle(&engine, &req.cmd, &req.args).await {
-                Ok(v) => common::ctl::Response::ok(v),
-                Err(e) => common::ctl::Response::err(e),
-            }
-        }
+        async move { common::ctl::Response::from_result(crate::control::handle(&engine, req).await) }
     };
     let ctl_task = {
         let path = ctl_path.clone();
@@ -265,15 +260,10 @@ fn dump(engine: &Engine, run_dir: &std::path::Path, signo: i32) {
 async fn poll_vrrp(engine: Engine, path: PathBuf) {
     let mut was_up = None;
     loop {
-        let view = common::ctl::call_async(
-            &path,
-            "status",
-            Value::Object(serde_json::Map::new()),
-            Duration::from_secs(1),
-        )
-        .await
-        .ok()
-        .and_then(|v| vrrp_view(&v));
+        let view = common::proto::vrrpd::status(&path, Duration::from_secs(1))
+            .await
+            .ok()
+            .map(|v| VrrpView::of(&v));
         let up = view.is_some();
         if was_up != Some(up) {
             info!(
@@ -285,96 +275,5 @@ async fn poll_vrrp(engine: Engine, path: PathBuf) {
         }
         engine.set_vrrp(view);
         tokio::time::sleep(VRRP_POLL).await;
-    }
-}
-
-/// vrrpd's `status` answer, as much of it as the snapshot shows.
-pub fn vrrp_view(v: &Value) -> Option<VrrpView> {
-    let state = v.get("state")?.as_str()?.to_owned();
-    let priority = v
-        .get("effective_priority")
-        .or_else(|| v.get("priority"))
-        .and_then(Value::as_u64)
-        .and_then(|p| u8::try_from(p).ok())
-        .unwrap_or(0);
-    let master = v.get("master").and_then(|m| match m {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    });
-    let vips = v
-        .get("vips")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let maintenance = v
-        .get("maintenance")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let strs = |key: &str| -> Vec<String> {
-        v.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut vips_here = strs("vips_on_interface");
-    vips_here.extend(strs("vips_answered"));
-    let problem = v
-        .get("vip_error")
-        .and_then(|e| e.get("reason"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let state_since_secs = v
-        .get("transitions")
-        .and_then(Value::as_array)
-        .and_then(|t| t.last())
-        .and_then(|t| t.get("ago_ms"))
-        .and_then(Value::as_u64)
-        .map(|ms| ms / 1000);
-    Some(VrrpView {
-        state,
-        priority,
-        master,
-        vips,
-        maintenance,
-        vips_here,
-        problem,
-        state_since_secs,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vrrp_status_maps_to_the_view() {
-        let v = serde_json::json!({
-            "state": "master", "effective_priority": 150, "master": "10.0.0.1",
-            "vips": ["10.0.0.100/24"], "maintenance": false, "extra": 1
-        });
-        assert_eq!(
-            vrrp_view(&v),
-            Some(VrrpView {
-                state: "master".into(),
-                priority: 150,
-                master: Some("10.0.0.1".into()),
-                vips: vec!["10.0.0.100/24".into()],
-                maintenance: false,
-                vips_here: Vec::new(),
-                problem: None,
-                state_since_secs: None,
-            })
-        );
-        assert_eq!(vrrp_view(&serde_json::json!({"nope": 1})), None);
     }
 }

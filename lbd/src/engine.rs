@@ -59,15 +59,6 @@ impl Admin {
             _ => Admin::Ready,
         }
     }
-
-    pub fn parse(s: &str) -> Option<Admin> {
-        match s {
-            "ready" => Some(Admin::Ready),
-            "drain" => Some(Admin::Drain),
-            "maint" => Some(Admin::Maint),
-            _ => None,
-        }
-    }
 }
 
 /// Why a configuration could not be applied (at start it is fatal; on reload it is refused

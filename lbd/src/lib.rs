@@ -5,8 +5,8 @@
 //! - [`copy`]: moving bytes (splice through a pipe, or a buffered fallback), timeouts.
 //! - [`engine`]: frontends, servers, listeners, checkers, caps, reload, snapshot.
 //! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]).
-//! - [`snapshot`]: the one view of the proxy's state that the stats page, the control
-//!   socket and `lbctl` all read; [`stats`] renders it.
+//! - [`snapshot`] (`common::proto::lbd`): the one view of the proxy's state that the stats
+//!   page, the control socket and `lbctl` all read; [`stats`] renders it.
 
 pub mod balance;
 pub mod control;
@@ -15,7 +15,8 @@ pub mod counters;
 pub mod daemon;
 pub mod engine;
 pub mod health;
-pub mod snapshot;
+/// The snapshot types live with the control protocol they are part of.
+pub use common::proto::lbd as snapshot;
 pub mod stats;
 
 pub use daemon::{run, Options, RunError};

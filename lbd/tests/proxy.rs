@@ -1584,12 +1584,30 @@ fn vrrp_view_follows_vrrpd_status() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let handler = |req: common::ctl::Request| async move {
-                assert_eq!(req.cmd, "status");
-                common::ctl::Response::ok(serde_json::json!({
-                    "state": "master", "effective_priority": 150, "master": "127.0.0.1",
-                    "vips": ["127.0.0.100/8"], "maintenance": false
-                }))
+            let handler = |req: common::proto::vrrpd::Request| async move {
+                assert_eq!(req, common::proto::vrrpd::Request::Status);
+                // vrrpd's answer as it goes over the wire.
+                let inst = serde_json::json!({
+                    "state": "master", "base_priority": 150, "effective_priority": 150,
+                    "master": "127.0.0.1", "vips": ["127.0.0.100"],
+                    "master_adver_interval_ms": 1000, "maintenance": false,
+                    "fault": false, "holding_vips": true, "vip_error": null,
+                    "family": "ipv4", "master_node": null, "primary": "127.0.0.1",
+                    "vips_on_interface": ["127.0.0.100"], "vips_answered": []
+                });
+                let mut st = inst.clone();
+                let m = st.as_object_mut().unwrap();
+                for (k, v) in serde_json::json!({
+                    "node": "v", "interface": "lo", "vrid": 1, "version": 3,
+                    "accept_mode": true, "config": null, "reloads": 0,
+                    "last_reload_error": null, "stopping": false, "instances": [inst]
+                })
+                .as_object()
+                .unwrap()
+                {
+                    m.insert(k.clone(), v.clone());
+                }
+                common::ctl::Response::ok(st)
             };
             let stop = async move {
                 while stop_rx.try_recv().is_err() {
@@ -1611,7 +1629,8 @@ fn vrrp_view_follows_vrrpd_status() {
     assert_eq!(view["state"], "master");
     assert_eq!(view["priority"], 150);
     assert_eq!(view["master"], "127.0.0.1");
-    assert_eq!(view["vips"][0], "127.0.0.100/8");
+    assert_eq!(view["vips"][0], "127.0.0.100");
+    assert_eq!(view["vips_here"][0], "127.0.0.100");
     // vrrpd goes away: the view goes away.
     stop_tx.send(()).unwrap();
     server.join().unwrap();

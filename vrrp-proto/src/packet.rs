@@ -82,7 +82,11 @@ pub struct Advert {
 }
 
 /// The protocol version: RFC 3768 (v2, IPv4 only, seconds) or RFC 5798 / RFC 9568 (v3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialized as its number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "u8", try_from = "u8")]
 pub enum Version {
     V2,
     V3,
@@ -112,15 +116,26 @@ impl std::fmt::Display for Version {
     }
 }
 
-impl serde::Serialize for Version {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(self.number())
+impl From<Version> for u8 {
+    fn from(v: Version) -> u8 {
+        v.number()
+    }
+}
+
+impl TryFrom<u8> for Version {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Version, String> {
+        Version::from_number(n).ok_or_else(|| format!("VRRP version {n} is not 2 or 3"))
     }
 }
 
 /// Why a packet was dropped: one variant per cause an operator must tell apart, counted
 /// in `Counters::drops` under [`DropReason::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialized as [`DropReason::as_str`] (kebab-case of the variant).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum DropReason {
     // The codec's (see [`DecodeError`]).
     Truncated,
@@ -169,12 +184,6 @@ impl DropReason {
             DropReason::Interval => "interval",
             DropReason::Owner => "owner",
         }
-    }
-}
-
-impl serde::Serialize for DropReason {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
     }
 }
 

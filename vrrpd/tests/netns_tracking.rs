@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ctl::{Request, Response};
-use serde_json::json;
+use common::ctl::Response;
+use common::proto::lbd::{self, ServerStatus};
 use support::{serial, Settings, TestCluster};
 
 /// What the stand-in lbd reports: 0 = a server UP, 1 = all servers DOWN, 2 = not answering.
@@ -37,7 +37,7 @@ fn stand_in_lbd(run_dir: PathBuf, mode: Arc<AtomicU8>) -> std::thread::JoinHandl
             .unwrap();
         rt.block_on(async move {
             let path = common::ctl::socket_path(&run_dir, "lbd");
-            let handler = move |req: Request| {
+            let handler = move |req: lbd::Request| {
                 let mode = mode.clone();
                 async move {
                     match mode.load(Ordering::SeqCst) {
@@ -46,17 +46,48 @@ fn stand_in_lbd(run_dir: PathBuf, mode: Arc<AtomicU8>) -> std::thread::JoinHandl
                             tokio::time::sleep(Duration::from_secs(5)).await;
                             Response::err("late")
                         }
-                        m if req.cmd == "status" => {
-                            let st = if m == HEALTHY { "UP" } else { "DOWN" };
-                            Response::ok(json!({"frontends": [
-                                {"name": "kube-apiserver", "servers": [
-                                    {"name": "a", "status": "DOWN"},
-                                    {"name": "b", "status": st},
-                                ]},
-                                {"name": "ingress-http", "servers": [{"name": "a", "status": "UP"}]},
-                            ]}))
-                        }
-                        _ => Response::err("unknown command"),
+                        m => match req {
+                            lbd::Request::Status => {
+                                let st = if m == HEALTHY {
+                                    ServerStatus::Up
+                                } else {
+                                    ServerStatus::Down
+                                };
+                                let addr = "127.0.0.1:1".parse().unwrap();
+                                let any = "0.0.0.0:1".parse().unwrap();
+                                let snap = lbd::Snapshot::new(
+                                    "stand-in",
+                                    "test",
+                                    vec![
+                                        lbd::FrontendStats::new(
+                                            "kube-apiserver",
+                                            any,
+                                            vec![
+                                                lbd::ServerStats::new(
+                                                    "a",
+                                                    addr,
+                                                    ServerStatus::Down,
+                                                ),
+                                                lbd::ServerStats::new("b", addr, st),
+                                            ],
+                                        ),
+                                        lbd::FrontendStats::new(
+                                            "ingress-http",
+                                            any,
+                                            vec![lbd::ServerStats::new(
+                                                "a",
+                                                addr,
+                                                ServerStatus::Up,
+                                            )],
+                                        ),
+                                    ],
+                                );
+                                Response::from_result(Ok::<_, String>(lbd::Answer::Status(
+                                    Box::new(snap),
+                                )))
+                            }
+                            _ => Response::err("unknown command"),
+                        },
                     }
                 }
             };

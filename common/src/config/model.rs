@@ -126,7 +126,7 @@ pub struct Track {
     pub scripts: Vec<TrackScript>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "effect", content = "weight")]
 pub enum TrackEffect {
     /// Not tracked.

@@ -465,7 +465,7 @@ fn node_ready(name: &str) -> std::result::Result<(), String> {
 /// authentication; the certificate is the cluster's own, not checked here).
 fn k3s_ping(addr: std::net::SocketAddr) -> std::result::Result<(), String> {
     use std::io::{Read, Write};
-    let cfg = lbd::health::unverified_client_config().map_err(|e| e.to_string())?;
+    let cfg = common::tls::unverified_client_config().map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let conn =
         rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| e.to_string())?;

@@ -608,22 +608,23 @@ pub fn wait_ready(st: &LabState, timeout: Duration) -> Result<()> {
         let mut best_backup: Option<(u64, String)> = None;
         let mut lowered = Vec::new();
         for n in st.servers() {
-            for d in ["vrrpd", "lbd"] {
-                match crate::ops::call(&n.run_dir, d, "status", serde_json::Value::Null) {
-                    Ok(v) if d == "vrrpd" => {
-                        let prio = v["effective_priority"].as_u64().unwrap_or(0);
-                        if Some(prio) != v["base_priority"].as_u64() {
-                            lowered.push(format!("{} at {prio}", n.name));
-                        }
-                        if v["state"] == "master" {
-                            masters.push((prio, n.name.clone()));
-                        } else if best_backup.as_ref().is_none_or(|(p, _)| prio > *p) {
-                            best_backup = Some((prio, n.name.clone()));
-                        }
+            match crate::ops::vrrpd_status(&n.run_dir) {
+                Ok(v) => {
+                    let c = &v.current.core;
+                    let prio = u64::from(c.effective_priority);
+                    if c.effective_priority != c.base_priority {
+                        lowered.push(format!("{} at {prio}", n.name));
                     }
-                    Ok(_) => {}
-                    Err(e) => missing.push(format!("{}: {e}", n.name)),
+                    if c.state == common::proto::vrrpd::State::Master {
+                        masters.push((prio, n.name.clone()));
+                    } else if best_backup.as_ref().is_none_or(|(p, _)| prio > *p) {
+                        best_backup = Some((prio, n.name.clone()));
+                    }
                 }
+                Err(e) => missing.push(format!("{}: {e}", n.name)),
+            }
+            if let Err(e) = crate::ops::lbd_status(&n.run_dir) {
+                missing.push(format!("{}: {e}", n.name));
             }
         }
         let settled = match (masters.as_slice(), &best_backup) {
@@ -843,13 +844,13 @@ pub fn status(st: &LabState) -> String {
             .map(|p| format!("{}{}", p.what, if alive(p.pid) { "" } else { " (DEAD)" }))
             .collect();
         let vrrp = if n.role == Role::Server {
-            crate::ops::call(&n.run_dir, "vrrpd", "status", serde_json::Value::Null).map_or_else(
+            crate::ops::vrrpd_status(&n.run_dir).map_or_else(
                 |e| format!("vrrpd: {e}"),
                 |v| {
                     format!(
                         "{} prio {}",
-                        v["state"].as_str().unwrap_or("?"),
-                        v["effective_priority"]
+                        v.current.core.state.as_str(),
+                        v.current.core.effective_priority
                     )
                 },
             )

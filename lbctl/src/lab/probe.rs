@@ -114,7 +114,7 @@ async fn run(
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
     let tls = if target.tls {
         Some(tokio_rustls::TlsConnector::from(Arc::new(
-            lbd::health::unverified_client_config()?,
+            common::tls::unverified_client_config()?,
         )))
     } else {
         None

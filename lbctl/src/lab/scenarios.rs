@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use common::proto::vrrpd::{CoreStatus, State};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::probe::{analyse, Outcome, Probe, Sample, Target};
 use super::{fail, recover, start_node, FailHow, LabState};
@@ -47,16 +47,22 @@ pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
 }
 
-fn vrrp_status(st: &LabState, node: &str) -> Option<Value> {
+fn vrrp_core(st: &LabState, node: &str) -> Option<CoreStatus> {
     let n = st.node(node).ok()?;
-    crate::ops::call(&n.run_dir, "vrrpd", "status", Value::Null).ok()
+    crate::ops::vrrpd_status(&n.run_dir)
+        .ok()
+        .map(|v| v.current.core)
+}
+
+fn vrrp_state(st: &LabState, node: &str) -> Option<State> {
+    vrrp_core(st, node).map(|c| c.state)
 }
 
 /// The server whose vrrpd says it is master (exactly one), if any.
 pub fn master(st: &LabState) -> Option<String> {
     let masters: Vec<String> = st
         .servers()
-        .filter(|n| vrrp_status(st, &n.name).is_some_and(|v| v["state"] == "master"))
+        .filter(|n| vrrp_state(st, &n.name) == Some(State::Master))
         .map(|n| n.name.clone())
         .collect();
     (masters.len() == 1).then(|| masters[0].clone())
@@ -78,15 +84,14 @@ fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duratio
 /// The status of `service/server` as lbd on `on_node` sees it.
 fn backend_status(st: &LabState, on_node: &str, service: &str, server: &str) -> Option<String> {
     let n = st.node(on_node).ok()?;
-    let v = crate::ops::call(&n.run_dir, "lbd", "status", Value::Null).ok()?;
-    v["frontends"]
-        .as_array()?
+    let snap = crate::ops::lbd_status(&n.run_dir).ok()?;
+    snap.frontends
         .iter()
-        .find(|f| f["name"] == service)?["servers"]
-        .as_array()?
+        .find(|f| f.name == service)?
+        .servers
         .iter()
-        .find(|s| s["name"] == server)
-        .and_then(|s| s["status"].as_str().map(str::to_owned))
+        .find(|s| s.name == server)
+        .map(|s| s.status.as_str().to_owned())
 }
 
 struct Ctx<'a> {
@@ -132,9 +137,7 @@ impl Ctx<'_> {
     }
 
     fn priority(&self, node: &str) -> u64 {
-        vrrp_status(self.st, node)
-            .and_then(|v| v["base_priority"].as_u64())
-            .unwrap_or(0)
+        vrrp_core(self.st, node).map_or(0, |c| u64::from(c.base_priority))
     }
 }
 
@@ -169,11 +172,11 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     let moved = wait_for(Duration::from_secs(20), || {
         others
             .iter()
-            .any(|o| vrrp_status(st, o).is_some_and(|v| v["state"] == "master"))
+            .any(|o| vrrp_state(st, o) == Some(State::Master))
     });
     let new_master = others
         .iter()
-        .find(|o| vrrp_status(st, o).is_some_and(|v| v["state"] == "master"))
+        .find(|o| vrrp_state(st, o) == Some(State::Master))
         .cloned();
     settle(Duration::from_secs(3));
     let (out, samples) = finish(probe, event)?;
@@ -510,25 +513,15 @@ fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let probe = c.probe(false)?;
     std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
-    crate::ops::call(
-        &run_dir,
-        "vrrpd",
-        "maintenance",
-        serde_json::json!({ "on": true }),
-    )?;
+    crate::ops::set_maintenance(&run_dir, true)?;
     let st: &LabState = c.st;
     let moved = wait_for(Duration::from_secs(20), || {
         master(st).is_some_and(|x| x != m)
     });
     let new_master = master(st);
     std::thread::sleep(Duration::from_secs(2) + off_grid(PROBE_INTERVAL));
-    let still_backup = vrrp_status(st, &m).is_some_and(|v| v["state"] == "backup");
-    crate::ops::call(
-        &run_dir,
-        "vrrpd",
-        "maintenance",
-        serde_json::json!({ "on": false }),
-    )?;
+    let still_backup = vrrp_state(st, &m) == Some(State::Backup);
+    crate::ops::set_maintenance(&run_dir, false)?;
     let back = wait_for(Duration::from_secs(20), || {
         master(st).as_deref() == Some(m.as_str())
     });
@@ -694,11 +687,7 @@ fn restore(st: &mut LabState) {
     let st: &LabState = st;
     let first = st
         .servers()
-        .max_by_key(|n| {
-            vrrp_status(st, &n.name)
-                .and_then(|v| v["base_priority"].as_u64())
-                .unwrap_or(0)
-        })
+        .max_by_key(|n| vrrp_core(st, &n.name).map_or(0, |c| c.base_priority))
         .map(|n| n.name.clone());
     if let Some(f) = first {
         let _ = wait_for(Duration::from_secs(15), || {

@@ -75,7 +75,7 @@ pub struct Config {
 pub const RELEASE_LINGER: Duration = Duration::from_millis(50);
 
 /// The protocol state (RFC 5798 section 6.4) plus Fault (link down / tracked fault).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Initialize,
@@ -136,7 +136,7 @@ pub enum Action {
 }
 
 /// Why a transition happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cause {
     /// Initialize -> Backup / Master (owner) at start.
@@ -198,7 +198,7 @@ impl std::fmt::Display for Cause {
 }
 
 /// Snapshot for the control API.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub state: State,
     pub base_priority: u8,
@@ -215,13 +215,15 @@ pub struct Status {
     pub holding_vips: bool,
     /// The VIPs could not be installed (until they are, on a later attempt).
     pub vip_error: Option<VipError>,
+    #[serde(default)]
     pub counters: Counters,
     /// Last 32 transitions, oldest first.
+    #[serde(default)]
     pub transitions: Vec<TransitionRecord>,
 }
 
 /// Why this router could not hold the VIPs, as the shell reported it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VipError {
     /// The error: address, interface and the kernel's answer.
     pub reason: String,
@@ -234,7 +236,8 @@ pub struct VipError {
 }
 
 /// Counters an operator asks about at 3 a.m.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Adverts that passed every receive check.
     pub rx_adverts: u64,
@@ -263,7 +266,7 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransitionRecord {
     pub ago_ms: u64,
     pub from: State,
@@ -355,6 +358,21 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
+        // What vrrpd sends, lbctl and lbd read back: the same value.
+        let back: Status = serde_json::from_value(v).unwrap();
+        assert_eq!(back, st);
+        use crate::packet::DropReason as D;
+        for d in [D::Truncated, D::IpHeader, D::NotVrrp, D::Owner, D::Ttl] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+            assert_eq!(serde_json::from_value::<D>(d.as_str().into()).unwrap(), d);
+        }
+        use crate::packet::Version;
+        assert_eq!(serde_json::to_value(Version::V2).unwrap(), 2);
+        assert_eq!(
+            serde_json::from_value::<Version>(3.into()).unwrap(),
+            Version::V3
+        );
+        assert!(serde_json::from_value::<Version>(4.into()).is_err());
     }
 
     #[test]

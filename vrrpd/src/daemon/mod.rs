@@ -21,13 +21,13 @@ pub mod track;
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use common::config::{Cluster, Node, TrackEffect};
-use common::ctl::{Request, Response};
-use serde_json::{json, Value};
+use common::ctl::Response;
+use common::proto::vrrpd::{self as proto, Answer, Request};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -1014,35 +1014,38 @@ impl Daemon {
     }
 
     async fn on_ctl(&mut self, req: Request) -> Response {
-        match req.cmd.as_str() {
-            "status" => {
+        Response::from_result(self.answer(req).await)
+    }
+
+    async fn answer(&mut self, req: Request) -> Result<Answer, String> {
+        match req {
+            Request::Status => {
                 let on_iface = self.vips_in_kernel().await;
-                Response::ok(self.status_json(&on_iface))
+                Ok(Answer::Status(Box::new(self.status(&on_iface))))
             }
-            "maintenance" => {
-                let Some(on) = req.args.get("on").and_then(Value::as_bool) else {
-                    return Response::err("maintenance needs {\"on\": true|false}");
-                };
+            Request::Maintenance(proto::SetMaintenance { on }) => {
                 let now = Instant::now();
                 info!(on, "maintenance switched");
                 for i in 0..self.insts.len() {
                     self.insts[i].with(|c| c.set_maintenance(now, on));
                     self.drain(i).await;
                 }
-                Response::ok(json!({ "maintenance": on }))
+                Ok(Answer::Maintenance(proto::MaintenanceSet {
+                    maintenance: on,
+                }))
             }
-            "reload" => match self.reload().await {
-                Ok(()) => Response::ok(json!({ "reloaded": true, "reloads": self.reloads })),
+            Request::Reload => match self.reload().await {
+                Ok(()) => Ok(Answer::Reloaded(proto::Reloaded {
+                    reloaded: true,
+                    reloads: self.reloads,
+                })),
                 Err(e) => {
                     error!(error = %format!("{e:#}"), "reload refused; the old configuration keeps running");
-                    Response::err(format!(
+                    Err(format!(
                         "reload refused, the old configuration keeps running: {e:#}"
                     ))
                 }
             },
-            other => Response::err(format!(
-                "unknown command {other:?}; vrrpd knows status, maintenance, reload"
-            )),
         }
     }
 
@@ -1132,19 +1135,27 @@ impl Daemon {
     /// `RUN_DIR/vrrpd.status.json` (keepalived writes /tmp/keepalived.data and .stats).
     async fn dump(&self, signo: i32) {
         let on_iface = self.vips_in_kernel().await;
-        let st = self.status_json(&on_iface);
+        let st = self.status(&on_iface);
         let sig = common::dump::signal_name(signo);
-        let written = common::dump::write_status(&self.opts.run_dir, "vrrpd", &st);
-        for inst in st["instances"].as_array().into_iter().flatten() {
+        let written = match serde_json::to_value(&st) {
+            Ok(v) => common::dump::write_status(&self.opts.run_dir, "vrrpd", &v),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        for inst in &st.instances {
+            let vips: Vec<String> = inst
+                .vips_on_interface
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             info!(
                 signal = %sig,
-                family = %inst["family"].as_str().unwrap_or("?"),
-                state = %inst["state"].as_str().unwrap_or("?"),
-                priority = inst["effective_priority"].as_u64().unwrap_or(0),
-                master = %inst["master"],
-                vips_on_interface = %inst["vips_on_interface"],
-                vip_error = %inst["vip_error"],
-                counters = %inst["counters"],
+                family = %inst.family,
+                state = %inst.core.state.as_str(),
+                priority = inst.core.effective_priority,
+                master = ?inst.core.master,
+                vips_on_interface = %vips.join(","),
+                vip_error = ?inst.core.vip_error.as_ref().map(|e| &e.reason),
+                counters = ?inst.core.counters,
                 "status dump"
             );
         }
@@ -1180,65 +1191,56 @@ impl Daemon {
         out
     }
 
-    fn status_json(&self, on_iface: &[Vec<IpAddr>]) -> Value {
+    fn status(&self, on_iface: &[Vec<IpAddr>]) -> proto::Status {
         let now = Instant::now();
-        let instances: Vec<Value> = self
+        let instances: Vec<proto::Instance> = self
             .insts
             .iter()
             .enumerate()
             .map(|(n, i)| {
-                let mut v = serde_json::to_value(i.core.status(now)).unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut v {
-                    m.insert("family".into(), json!(i.plan.family()));
-                    let master_node = i.core.status(now).master.and_then(|a| self.node_of(n, a));
-                    m.insert("master_node".into(), json!(master_node));
-                    m.insert("primary".into(), json!(i.plan.cfg.primary));
-                    if let Some(l) = &i.learner {
-                        m.insert(
-                            "learned_sources".into(),
-                            json!({ "sources": l.learned(), "counters": l.counters }),
-                        );
-                    }
-                    let held: &[IpAddr] = on_iface.get(n).map_or(&[], Vec::as_slice);
-                    m.insert("vips_on_interface".into(), json!(held));
-                    let answered: &[IpAddr] = if i.answering { &i.plan.cfg.vips } else { &[] };
-                    m.insert("vips_answered".into(), json!(answered));
-                    if let Some(v) = &i.vmac {
-                        m.insert(
-                            "virtual_mac".into(),
-                            json!({ "interface": v.name, "mac": vmac::fmt_mac(v.mac) }),
-                        );
-                    }
+                let core = i.core.status(now);
+                let master_node = core.master.and_then(|a| self.node_of(n, a));
+                proto::Instance {
+                    core,
+                    family: i.plan.family().to_owned(),
+                    master_node,
+                    primary: i.plan.cfg.primary,
+                    learned_sources: i.learner.as_ref().map(|l| proto::LearnedSources {
+                        sources: l.learned().clone(),
+                        counters: l.counters,
+                    }),
+                    vips_on_interface: on_iface.get(n).cloned().unwrap_or_default(),
+                    vips_answered: if i.answering {
+                        i.plan.cfg.vips.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    virtual_mac: i.vmac.as_ref().map(|v| proto::VirtualMac {
+                        interface: v.name.clone(),
+                        mac: vmac::fmt_mac(v.mac),
+                    }),
                 }
-                v
             })
             .collect();
-        // The first instance's fields at the top level, for readers that know one family.
-        let mut top = instances.first().cloned().unwrap_or_else(|| json!({}));
-        if let Value::Object(m) = &mut top {
-            m.insert("node".into(), json!(self.node.name));
-            m.insert("interface".into(), json!(self.iface.name));
-            m.insert("vrid".into(), json!(self.cluster.vrrp.vrid));
-            m.insert("version".into(), json!(self.cluster.vrrp.version));
-            m.insert("instances".into(), Value::Array(instances));
-            m.insert("tracking".into(), self.tracking.to_json());
-            m.insert("accept_mode".into(), json!(self.cluster.vrrp.accept_mode));
-            if let Some(r) = &self.responder {
-                m.insert("responder".into(), r.counters_json());
-            }
-            m.insert(
-                "config".into(),
-                json!(self
-                    .cluster
-                    .source
-                    .as_deref()
-                    .map(Path::display)
-                    .map(|d| d.to_string())),
-            );
-            m.insert("reloads".into(), json!(self.reloads));
-            m.insert("last_reload_error".into(), json!(self.last_reload_error));
-            m.insert("stopping".into(), json!(self.shutdown_started.is_some()));
+        proto::Status {
+            // Every daemon has at least one instance (the config requires a VIP).
+            current: instances[0].clone(),
+            node: self.node.name.clone(),
+            interface: self.iface.name.clone(),
+            vrid: self.cluster.vrrp.vrid,
+            version: self.insts[0].plan.cfg.version,
+            accept_mode: self.cluster.vrrp.accept_mode,
+            config: self
+                .cluster
+                .source
+                .as_deref()
+                .map(|p| p.display().to_string()),
+            reloads: self.reloads,
+            last_reload_error: self.last_reload_error.clone(),
+            stopping: self.shutdown_started.is_some(),
+            tracking: self.tracking.status(),
+            responder: self.responder.as_ref().map(|r| r.counters()),
+            instances,
         }
-        top
     }
 }

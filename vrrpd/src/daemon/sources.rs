@@ -24,8 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::map::Peer;
 use crate::io::Netlink;
 
@@ -55,14 +53,8 @@ pub enum Verdict {
     Hold { start: bool },
 }
 
-/// Counters for the status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LearnCounters {
-    pub learned: u64,
-    pub rejected: u64,
-    /// Adverts handed to the core unresolved (too many held, or a resolution running).
-    pub not_held: u64,
-}
+/// Counters for the status (a protocol type: lbctl reads them).
+pub use common::proto::vrrpd::LearnCounters;
 
 /// The learned link-locals of one IPv6 instance.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::config::{TrackEffect, TrackScript};
+use common::proto::lbd::{ServerStatus, Snapshot};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -70,49 +71,37 @@ impl Tracking {
             .sum()
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        let trackers: Vec<_> = self
-            .trackers
-            .values()
-            .map(|t| {
-                serde_json::json!({
-                    "name": t.name,
-                    "ok": t.ok,
-                    "effect": t.effect,
-                    "detail": t.detail,
+    /// What the status answer shows.
+    pub fn status(&self) -> common::proto::vrrpd::Tracking {
+        common::proto::vrrpd::Tracking {
+            link_down: self.link_down,
+            fault: self.fault(),
+            priority_offset: self.offset(),
+            trackers: self
+                .trackers
+                .values()
+                .map(|t| common::proto::vrrpd::Tracker {
+                    name: t.name.clone(),
+                    ok: t.ok,
+                    effect: t.effect,
+                    detail: t.detail.clone(),
                 })
-            })
-            .collect();
-        serde_json::json!({
-            "link_down": self.link_down,
-            "fault": self.fault(),
-            "priority_offset": self.offset(),
-            "trackers": trackers,
-        })
+                .collect(),
+        }
     }
 }
 
 /// Judge lbd's `status` answer: does the tracked frontend have at least one server UP?
-pub fn judge_lbd(answer: &serde_json::Value, service: &str) -> Result<(), String> {
-    let frontends = answer["frontends"]
-        .as_array()
-        .ok_or_else(|| "lbd's status has no frontends".to_owned())?;
-    let fe = frontends
+pub fn judge_lbd(snap: &Snapshot, service: &str) -> Result<(), String> {
+    let fe = snap
+        .frontends
         .iter()
-        .find(|f| f["name"].as_str() == Some(service))
+        .find(|f| f.name == service)
         .ok_or_else(|| format!("lbd has no frontend {service:?}"))?;
-    let up = fe["servers"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter(|s| s["status"].as_str() == Some("UP"))
-                .count()
-        })
-        .unwrap_or(0);
-    if up == 0 {
-        Err(format!("no server of {service} is UP"))
-    } else {
+    if fe.servers.iter().any(|s| s.status == ServerStatus::Up) {
         Ok(())
+    } else {
+        Err(format!("no server of {service} is UP"))
     }
 }
 
@@ -132,13 +121,10 @@ pub fn spawn_lbd(
         let timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(2));
         let mut last: Option<bool> = None;
         loop {
-            let verdict =
-                match common::ctl::call_async(&path, "status", serde_json::Value::Null, timeout)
-                    .await
-                {
-                    Ok(v) => judge_lbd(&v, &service),
-                    Err(e) => Err(e.to_string()),
-                };
+            let verdict = match common::proto::lbd::status(&path, timeout).await {
+                Ok(snap) => judge_lbd(&snap, &service),
+                Err(e) => Err(e.to_string()),
+            };
             let ok = verdict.is_ok();
             if last != Some(ok) {
                 last = Some(ok);
@@ -251,14 +237,25 @@ mod tests {
 
     #[test]
     fn lbd_answer_is_judged_by_the_tracked_frontend() {
-        let v = serde_json::json!({"frontends": [
-            {"name": "kube-apiserver", "servers": [{"status": "DOWN"}, {"status": "UP"}]},
-            {"name": "ingress-http", "servers": [{"status": "DOWN"}]},
-        ]});
+        use common::proto::lbd::{FrontendStats, ServerStats};
+        let sv = |st| ServerStats::new("s", "10.0.0.1:1".parse().unwrap(), st);
+        let any = "0.0.0.0:1".parse().unwrap();
+        let v = Snapshot::new(
+            "n",
+            "c",
+            vec![
+                FrontendStats::new(
+                    "kube-apiserver",
+                    any,
+                    vec![sv(ServerStatus::Down), sv(ServerStatus::Up)],
+                ),
+                FrontendStats::new("ingress-http", any, vec![sv(ServerStatus::Drain)]),
+            ],
+        );
         assert!(judge_lbd(&v, "kube-apiserver").is_ok());
         assert!(judge_lbd(&v, "ingress-http").is_err());
         assert!(judge_lbd(&v, "nope").is_err());
-        assert!(judge_lbd(&serde_json::json!({}), "kube-apiserver").is_err());
+        assert!(judge_lbd(&Snapshot::new("n", "c", vec![]), "kube-apiserver").is_err());
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nix::sys::socket::{recvfrom, sendto, LinkAddr, MsgFlags};
-use serde_json::{json, Value};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -54,13 +53,16 @@ impl ResponderCounters {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        let drops = self.drops.lock().map(|m| json!(*m)).unwrap_or(Value::Null);
-        json!({
-            "arp_replies": self.arp_replies.load(Ordering::Relaxed),
-            "na_replies": self.na_replies.load(Ordering::Relaxed),
-            "drops": drops,
-        })
+    pub fn snapshot(&self) -> common::proto::vrrpd::ResponderCounters {
+        common::proto::vrrpd::ResponderCounters {
+            arp_replies: self.arp_replies.load(Ordering::Relaxed),
+            na_replies: self.na_replies.load(Ordering::Relaxed),
+            drops: self
+                .drops
+                .lock()
+                .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -160,8 +162,8 @@ impl Responder {
         });
     }
 
-    pub fn counters_json(&self) -> Value {
-        self.counters.to_json()
+    pub fn counters(&self) -> common::proto::vrrpd::ResponderCounters {
+        self.counters.snapshot()
     }
 }
 
