@@ -43,11 +43,10 @@ fn skip() -> bool {
         ("vrrpd (cargo build -p vrrpd)", vrrpd_bin()),
     ] {
         if !path.exists() {
-            eprintln!(
-                "\n########## SKIPPED: imported_config_joins_keepalived_node_by_node: {} missing: {what} ##########\n",
+            panic!(
+                "imported_config_joins_keepalived_node_by_node: {} missing: {what}",
                 path.display()
             );
-            return true;
         }
     }
     false
