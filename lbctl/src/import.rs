@@ -1037,7 +1037,17 @@ struct SrvParams {
     weight: Option<u32>,
     backup: bool,
     check_ssl: bool,
+    /// `ssl`: traffic to the server is TLS, and so are its checks (HAProxy checks over the
+    /// server's own transport).
+    ssl: bool,
     disabled: bool,
+}
+
+impl SrvParams {
+    /// Checks open a TLS connection unless a rule says otherwise.
+    fn check_tls(&self) -> bool {
+        self.check_ssl || self.ssl
+    }
 }
 
 /// Parameters that take a value (so the value is not read as a keyword).
@@ -1120,6 +1130,12 @@ fn parse_srv_params(words: &[String], p: &mut SrvParams, ignored: &mut Vec<Strin
             "no-backup" => p.backup = false,
             "check-ssl" => p.check_ssl = true,
             "no-check-ssl" => p.check_ssl = false,
+            "ssl" => {
+                // lbd does not re-encrypt traffic (noted), but the check follows it.
+                p.ssl = true;
+                ignored.push("ssl".to_owned());
+            }
+            "no-ssl" => p.ssl = false,
             "disabled" => p.disabled = true,
             "enabled" => p.disabled = false,
             "inter" => p.inter = val(&mut it).and_then(hap_time),
@@ -1159,6 +1175,41 @@ struct HServer {
     line: usize,
 }
 
+/// A check option: `option httpchk`, `ssl-hello-chk`, `tcp-check`, or a protocol check.
+#[derive(Debug, Clone, PartialEq)]
+enum CheckKindOpt {
+    /// `option httpchk [METH] [URI]` (`[URI]` alone is a URI).
+    Http {
+        meth: Option<String>,
+        uri: Option<String>,
+    },
+    /// `option ssl-hello-chk`: an SSLv3 ClientHello, any handshake or alert record back.
+    SslHello,
+    /// `option tcp-check`: the `tcp-check` rules (a connect if there are none).
+    Tcp,
+    /// `option mysql-check` and the other protocol checks: the option's name.
+    Proto(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct CheckOpt {
+    kind: CheckKindOpt,
+    /// The option as written, and its line.
+    text: String,
+    line: usize,
+}
+
+/// The protocol checks HAProxy runs itself; lbd checks only the connection for these.
+const PROTO_CHECKS: &[(&str, &str)] = &[
+    ("mysql-check", "the MySQL handshake"),
+    ("pgsql-check", "the PostgreSQL start-up exchange"),
+    ("redis-check", "the Redis PING"),
+    ("smtpchk", "the SMTP greeting and HELO"),
+    ("ldap-check", "the LDAP bind"),
+    ("spop-check", "the SPOP hello"),
+    ("external-check", "the external command"),
+];
+
 /// One proxy (defaults applied): everything needed for services.
 #[derive(Debug, Clone, Default)]
 struct Px {
@@ -1174,11 +1225,18 @@ struct Px {
     retries: Option<u32>,
     maxconn: Option<u32>,
     default_server: SrvParams,
-    /// `option httpchk` seen: (method, uri).
-    httpchk: Option<(Option<String>, Option<String>)>,
-    http_check_ssl: bool,
-    ssl_hello: bool,
-    expect: Option<Vec<u16>>,
+    /// The check option in force: HAProxy keeps one per proxy, the last one written; a
+    /// section's own replaces the one inherited from `defaults`.
+    check: Option<CheckOpt>,
+    /// Check options written in this section (several: noted).
+    own_checks: Vec<CheckOpt>,
+    /// `http-check` rules (connect, send, expect, ...) in force, and whether this section
+    /// wrote them (its own rules replace inherited ones).
+    http_rules: Vec<HLine>,
+    http_rules_own: bool,
+    /// `tcp-check` rules, likewise.
+    tcp_rules: Vec<HLine>,
+    tcp_rules_own: bool,
     // frontend / listen
     binds: Vec<(Option<IpAddr>, u16, usize)>,
     default_backend: Option<String>,
@@ -1188,6 +1246,47 @@ struct Px {
     stats_refresh: Option<Duration>,
     // backend / listen
     servers: Vec<HServer>,
+}
+
+impl Px {
+    /// What a section starts with when it inherits from this one: everything, but no
+    /// option or rule counts as the section's own.
+    fn inherited(&self) -> Px {
+        let mut p = self.clone();
+        p.own_checks.clear();
+        p.http_rules_own = false;
+        p.tcp_rules_own = false;
+        p
+    }
+}
+
+/// A check option written in a section, with HAProxy 2.6's rules: it replaces the option
+/// in force (the last one wins, a section's own replaces the inherited one); it drops
+/// `http-check` rules inherited from `defaults` (the section's own stay, for a later
+/// `option httpchk`); `tcp-check` rules stay while the option in force is `tcp-check`
+/// (a repeated `option tcp-check` keeps the inherited ones), else only the section's own.
+fn set_check(px: &mut Px, kind: CheckKindOpt, l: &HLine) {
+    if !px.http_rules_own {
+        px.http_rules.clear();
+    }
+    let tcp_in_force = matches!(
+        px.check,
+        Some(CheckOpt {
+            kind: CheckKindOpt::Tcp,
+            ..
+        })
+    );
+    let keep_tcp = px.tcp_rules_own || (kind == CheckKindOpt::Tcp && tcp_in_force);
+    if !keep_tcp {
+        px.tcp_rules.clear();
+    }
+    let opt = CheckOpt {
+        kind,
+        text: l.text(),
+        line: l.line,
+    };
+    px.own_checks.push(opt.clone());
+    px.check = Some(opt);
 }
 
 /// Apply one line to a proxy; anything not understood is noted.
@@ -1242,70 +1341,47 @@ fn apply_hline(f: &str, kind: &str, px: &mut Px, l: &HLine, notes: &mut Notes) {
         "option" => match a1 {
             "httpchk" => {
                 let rest: Vec<&str> = l.words.iter().skip(2).map(String::as_str).collect();
-                px.httpchk = Some(match rest.as_slice() {
+                let (meth, uri) = match rest.as_slice() {
                     [] => (None, None),
                     [uri] => (None, Some((*uri).to_owned())),
                     [meth, uri, ..] => (Some((*meth).to_owned()), Some((*uri).to_owned())),
-                });
+                };
+                set_check(px, CheckKindOpt::Http { meth, uri }, l);
             }
-            "ssl-hello-chk" => px.ssl_hello = true,
-            "tcp-check" => {}
+            "ssl-hello-chk" => set_check(px, CheckKindOpt::SslHello, l),
+            "tcp-check" => set_check(px, CheckKindOpt::Tcp, l),
             "redispatch" => {} // lbd retries a failed connect on another server.
             "tcplog" | "httplog" | "dontlognull" | "log-health-checks" | "dontlog-normal" | "logasap" => {
                 notes.add(f, l.line, &all, "lbd logs to the journal and counts on its stats page: no log options")
             }
-            "mysql-check" | "pgsql-check" | "redis-check" | "smtpchk" | "ldap-check" | "spop-check" | "external-check" => {
-                notes.add(f, l.line, &all, "protocol checks are not supported: lbd checks these servers with a TCP connect")
+            p if PROTO_CHECKS.iter().any(|(n, _)| *n == p) => {
+                set_check(px, CheckKindOpt::Proto(p.to_owned()), l)
             }
             "forwardfor" | "http-server-close" | "httpclose" | "http-keep-alive" | "http-buffer-request" | "http-use-htx" | "forceclose" | "originalto" => {
                 notes.add(f, l.line, &all, "HTTP option: lbd proxies TCP and does not touch HTTP")
             }
             _ => notes.add(f, l.line, &all, NO_EQUIVALENT),
         },
-        "http-check" => match a1 {
-            "send" => {
-                let mut it = l.words.iter().skip(2);
-                let (mut meth, mut uri) = (None, None);
-                while let Some(w) = it.next() {
-                    match w.as_str() {
-                        "meth" => meth = it.next().cloned(),
-                        "uri" => uri = it.next().cloned(),
-                        "ver" => {
-                            it.next();
-                        }
-                        _ => {
-                            notes.add(f, l.line, &all, "only meth and uri are used: lbd sends its own headers");
-                            break;
-                        }
-                    }
-                }
-                let old = px.httpchk.take().unwrap_or((None, None));
-                px.httpchk = Some((meth.or(old.0), uri.or(old.1)));
+        // Settings of the HTTP check, not rules of its sequence.
+        "http-check" if matches!(a1, "disable-on-404" | "send-state") => {
+            notes.add(f, l.line, &all, NO_EQUIVALENT)
+        }
+        // Rules (connect, send, expect, comment, set-var...): read once the section's check
+        // option is known (see `check_of`).
+        "http-check" => {
+            if !px.http_rules_own {
+                px.http_rules.clear();
+                px.http_rules_own = true;
             }
-            "expect" => {
-                let codes = match (l.arg(2), l.arg(3)) {
-                    (Some("status"), Some(c)) => parse_status_list(c),
-                    _ => None,
-                };
-                match codes {
-                    Some(c) => px.expect = Some(c),
-                    None => notes.add(f, l.line, &all, "lbd expects a list of status codes (check.expect): only `expect status N[,N...]` (ranges up to 20 codes) is imported"),
-                }
+            px.http_rules.push(l.clone());
+        }
+        "tcp-check" => {
+            if !px.tcp_rules_own {
+                px.tcp_rules.clear();
+                px.tcp_rules_own = true;
             }
-            "connect" => {
-                if l.words.iter().any(|w| w == "ssl") {
-                    px.http_check_ssl = true;
-                }
-                if l.words.iter().skip(2).any(|w| w != "ssl") {
-                    notes.add(f, l.line, &all, "only `ssl` is used: lbd checks the server's own address and port");
-                }
-            }
-            "disable-on-404" | "send-state" | "comment" | "set-var" | "unset-var" => {
-                notes.add(f, l.line, &all, NO_EQUIVALENT)
-            }
-            _ => notes.add(f, l.line, &all, NO_EQUIVALENT),
-        },
-        "tcp-check" => notes.add(f, l.line, &all, "tcp-check rules are not supported: lbd's tcp check only connects"),
+            px.tcp_rules.push(l.clone());
+        }
         "log" | "log-format" | "log-tag" | "error-log-format" => {
             notes.add(f, l.line, &all, "lbd logs to the journal")
         }
@@ -1435,7 +1511,7 @@ fn map_server(f: &str, l: &HLine, px: &mut Px, notes: &mut Notes) {
     );
     if !ignored.is_empty() {
         let reason = if ignored.iter().any(|i| i == "ssl") {
-            "not supported by lbd (an L4 proxy: `ssl` re-encryption, PROXY protocol, per-server limits and check ports are not available): ignored"
+            "not supported by lbd (an L4 proxy: `ssl` re-encryption, PROXY protocol, per-server limits and check ports are not available): ignored, except that `ssl` makes the check TLS, as in HAProxy"
         } else {
             "not supported by lbd: ignored"
         };
@@ -1546,11 +1622,21 @@ fn map_haproxy(
             }
             "defaults" => {
                 let mut px = match s.from.as_ref().and_then(|n| named.get(n)) {
-                    Some(p) => p.clone(),
+                    Some(p) => p.inherited(),
                     None => Px::default(),
                 };
                 for l in &s.body {
                     apply_hline(f, "defaults", &mut px, l, notes);
+                }
+                if px.own_checks.len() > 1 {
+                    let all: Vec<String> = px
+                        .own_checks
+                        .iter()
+                        .map(|o| format!("{} (line {})", o.text, o.line))
+                        .collect();
+                    let last = px.own_checks.last().map_or(s.line, |o| o.line);
+                    let kept = px.check.as_ref().map_or(String::new(), |o| o.text.clone());
+                    notes.add(f, last, "defaults: several check options", format!("{}: HAProxy keeps only the last one, `{kept}`, for the proxies below that set none; the import does the same", all.join(", ")));
                 }
                 if let Some(n) = &s.name {
                     if n != "from" {
@@ -1561,8 +1647,8 @@ fn map_haproxy(
             }
             "frontend" | "backend" | "listen" => {
                 let mut px = match s.from.as_ref().and_then(|n| named.get(n)) {
-                    Some(p) => p.clone(),
-                    None => defaults.clone(),
+                    Some(p) => p.inherited(),
+                    None => defaults.inherited(),
                 };
                 // Server lines take default-server from above them only; collect in order.
                 for l in &s.body {
@@ -1669,6 +1755,38 @@ fn host_label(s: &str) -> Option<String> {
     (!l.is_empty()).then_some(l)
 }
 
+/// An `http-check` / `tcp-check` rule's words after the keyword.
+fn rule_args(l: &HLine) -> &[String] {
+    l.words.get(2..).unwrap_or_default()
+}
+
+/// The transport a `connect` rule opens: TLS with `ssl`; the server's own (`check-ssl`,
+/// `ssl`) with `default`; otherwise plain, whatever the server line says.
+fn connect_tls(l: &HLine, server_tls: bool) -> bool {
+    let args = rule_args(l);
+    args.iter().any(|w| w == "ssl") || (args.iter().any(|w| w == "default") && server_tls)
+}
+
+/// `connect` options other than `ssl` and `default` (and their values).
+fn connect_extras(l: &HLine) -> Vec<String> {
+    const VALUED: &[&str] = &["port", "addr", "sni", "alpn", "proto", "comment"];
+    let mut out = Vec::new();
+    let mut it = rule_args(l).iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "ssl" | "default" => {}
+            k if VALUED.contains(&k) => {
+                out.push(format!("{k} {}", next_str(&mut it).unwrap_or("")))
+            }
+            k => out.push(k.to_owned()),
+        }
+    }
+    out
+}
+
+/// The check lbd runs for one backend: the check HAProxy runs there (its check option in
+/// force, the rules of that option's kind, the servers' `check-ssl` / `ssl`), with a note for
+/// everything lbd does differently or not at all.
 fn check_of(
     f: &str,
     fe_line: usize,
@@ -1697,42 +1815,226 @@ fn check_of(
             "lbd checks every server of a service",
         );
     }
-    let ssl = be.http_check_ssl || first.params.check_ssl;
-    let kind = if be.httpchk.is_some() {
-        if ssl {
-            "https"
-        } else {
-            "http"
-        }
-    } else if be.ssl_hello || ssl {
-        "tls"
-    } else {
-        "tcp"
-    };
-    c.kind = Some(kind);
-    if kind == "tcp" && is_api {
-        notes.add(f, fe_line, &format!("{name}: check kind tcp"), "kept from HAProxy; k3s-ha's default for the API is an https check of /readyz, which also catches a hung apiserver: consider removing check.kind");
+    let server_tls = first.params.check_tls();
+    if let Some(other) = checked.iter().find(|s| s.params.check_tls() != server_tls) {
+        notes.add(
+            f,
+            other.line,
+            &format!("{name}: check-ssl / ssl on some servers only"),
+            format!(
+                "lbd has one check per service: used server {}'s ({})",
+                first.name,
+                if server_tls { "TLS" } else { "plain" }
+            ),
+        );
     }
-    if let Some((meth, uri)) = &be.httpchk {
-        if let Some(m) = meth {
-            if !m.eq_ignore_ascii_case("GET") {
-                notes.add(
-                    f,
-                    fe_line,
-                    &format!("{name}: httpchk method {m}"),
-                    "lbd's HTTP checks send GET",
-                );
+    let opt = be.check.as_ref();
+    let in_force = match opt {
+        Some(o) => format!("the check in force is `{}` (line {})", o.text, o.line),
+        None => "no check option is set".to_owned(),
+    };
+    // Rules of the other kind: HAProxy ignores them.
+    let is_http = matches!(
+        opt,
+        Some(CheckOpt {
+            kind: CheckKindOpt::Http { .. },
+            ..
+        })
+    );
+    let is_tcp = matches!(
+        opt,
+        Some(CheckOpt {
+            kind: CheckKindOpt::Tcp,
+            ..
+        })
+    );
+    if !is_http {
+        for r in &be.http_rules {
+            notes.add(
+                f,
+                r.line,
+                &r.text(),
+                format!("ignored by HAProxy, as {in_force}: not imported"),
+            );
+        }
+    }
+    if !is_tcp {
+        for r in &be.tcp_rules {
+            notes.add(
+                f,
+                r.line,
+                &r.text(),
+                format!("ignored by HAProxy, as {in_force}: not imported"),
+            );
+        }
+    }
+    let mut review: Option<String> = None;
+    let kind = match opt.map(|o| (&o.kind, o)) {
+        None => {
+            if server_tls {
+                "tls"
+            } else {
+                "tcp"
             }
         }
-        match uri {
-            Some(u) if u.starts_with('/') && !u.contains(char::is_whitespace) => c.path = Some(u.clone()),
-            Some(u) => notes.add(f, fe_line, &format!("{name}: httpchk uri {u}"), "not a path: check.path left at its default"),
-            None => notes.add(f, fe_line, &format!("{name}: option httpchk without a URI"), "HAProxy sends OPTIONS /; lbd sends GET to check.path (default \"/\", \"/readyz\" for the API)"),
+        Some((CheckKindOpt::SslHello, o)) => {
+            notes.add(f, o.line, &o.text, "mapped to check.kind = \"tls\": HAProxy counts any TLS record back (a handshake, or an alert refusing SSLv3) as UP; lbd completes a TLS handshake (without verifying the certificate), so a server that only refuses is DOWN for lbd");
+            if server_tls {
+                review = Some(format!("`{}` (line {}) sends an SSLv3 hello inside the TLS connection that check-ssl / ssl opens: no server answers it, and HAProxy marks every server DOWN. Imported the nearest working check, a TLS handshake (check.kind = \"tls\"): review", o.text, o.line));
+            }
+            "tls"
         }
-        match &be.expect {
-            Some(e) => c.expect = Some(e.clone()),
-            None => notes.add(f, fe_line, &format!("{name}: no http-check expect"), "HAProxy accepts any 2xx or 3xx; lbd accepts the codes in check.expect (default [200], or [200, 401] for the API)"),
+        Some((CheckKindOpt::Proto(p), o)) => {
+            let what = PROTO_CHECKS
+                .iter()
+                .find(|(n, _)| n == p)
+                .map_or("the protocol", |(_, w)| w);
+            notes.add(f, o.line, &o.text, format!("lbd only checks the connect (tcp; tls with check-ssl or ssl, as HAProxy's check connection is TLS then): {what} is not checked"));
+            if server_tls {
+                "tls"
+            } else {
+                "tcp"
+            }
         }
+        Some((CheckKindOpt::Tcp, _)) => {
+            let mut tls = server_tls;
+            let mut connects = be.tcp_rules.iter().filter(|r| r.arg(1) == Some("connect"));
+            if let Some(conn) = connects.next() {
+                tls = connect_tls(conn, server_tls);
+                let extras = connect_extras(conn);
+                if !extras.is_empty() {
+                    notes.add(f, conn.line, &conn.text(), format!("{} not imported: lbd checks the server's own address and port; only `ssl` and `default` are used", extras.join(", ")));
+                }
+            }
+            for r in connects {
+                notes.add(f, r.line, &r.text(), "a further connection in the check sequence: lbd checks one connection: not imported");
+            }
+            for r in be.tcp_rules.iter().filter(|r| r.arg(1) != Some("connect")) {
+                notes.add(f, r.line, &r.text(), "not mapped: lbd's tcp / tls check only connects (and completes the TLS handshake), it sends and expects nothing");
+            }
+            if tls {
+                "tls"
+            } else {
+                "tcp"
+            }
+        }
+        Some((CheckKindOpt::Http { meth, uri }, o)) => {
+            let rules = &be.http_rules;
+            let mut tls = server_tls;
+            let mut connects = rules.iter().filter(|r| r.arg(1) == Some("connect"));
+            if let Some(conn) = connects.next() {
+                tls = connect_tls(conn, server_tls);
+                let extras = connect_extras(conn);
+                if !extras.is_empty() {
+                    notes.add(f, conn.line, &conn.text(), format!("{} not imported: lbd checks the server's own address and port; only `ssl` and `default` are used", extras.join(", ")));
+                }
+            }
+            for r in connects {
+                notes.add(f, r.line, &r.text(), "a further connection in the check sequence: lbd checks one connection: not imported");
+            }
+            let (mut meth, mut uri) = (meth.clone(), uri.clone());
+            let mut sends = rules.iter().filter(|r| r.arg(1) == Some("send"));
+            let send = sends.next();
+            if let Some(l) = send {
+                let mut it = rule_args(l).iter();
+                while let Some(w) = it.next() {
+                    match w.as_str() {
+                        "meth" => meth = it.next().cloned(),
+                        "uri" => uri = it.next().cloned(),
+                        "ver" => {
+                            it.next();
+                        }
+                        _ => {
+                            notes.add(
+                                f,
+                                l.line,
+                                &l.text(),
+                                "only meth and uri are used: lbd sends its own headers",
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            for r in sends {
+                notes.add(f, r.line, &r.text(), "a further request in the check sequence: lbd sends one request per check: not imported");
+            }
+            let mut expect_line = None;
+            for r in rules.iter().filter(|r| r.arg(1) == Some("expect")) {
+                let codes = match (r.arg(2), r.arg(3)) {
+                    (Some("status"), Some(code)) => parse_status_list(code),
+                    _ => None,
+                };
+                match codes {
+                    Some(e) if c.expect.is_none() => {
+                        c.expect = Some(e);
+                        expect_line = Some(r.line);
+                    }
+                    Some(_) => notes.add(f, r.line, &r.text(), "lbd checks one list of status codes (check.expect): the first `http-check expect status` is imported"),
+                    None => notes.add(f, r.line, &r.text(), "lbd expects a list of status codes (check.expect): only `expect status N[,N...]` (ranges up to 20 codes) is imported"),
+                }
+            }
+            for r in rules
+                .iter()
+                .filter(|r| !matches!(r.arg(1), Some("connect" | "send" | "expect")))
+            {
+                notes.add(f, r.line, &r.text(), NO_EQUIVALENT);
+            }
+            let inherited = !be.own_checks.iter().any(|x| x == o);
+            if inherited && be.http_rules_own && send.is_none() {
+                review = Some(format!("this section's http-check rules replace those inherited with `{}` (line {}), and none sends a request: HAProxy 2.6 then sends nothing and marks every server DOWN. Imported the check that option describes: review (add `http-check send` to the section, or repeat the option there)", o.text, o.line));
+            }
+            if let Some(m) = &meth {
+                if !m.eq_ignore_ascii_case("GET") {
+                    notes.add(
+                        f,
+                        fe_line,
+                        &format!("{name}: httpchk method {m}"),
+                        "lbd's HTTP checks send GET",
+                    );
+                }
+            }
+            match &uri {
+                Some(u) if u.starts_with('/') && !u.contains(char::is_whitespace) => c.path = Some(u.clone()),
+                Some(u) => notes.add(f, fe_line, &format!("{name}: httpchk uri {u}"), "not a path: check.path left at its default"),
+                None => notes.add(f, fe_line, &format!("{name}: option httpchk without a URI"), "HAProxy sends OPTIONS /; lbd sends GET to check.path (default \"/\", \"/readyz\" for the API)"),
+            }
+            if expect_line.is_none() {
+                notes.add(f, fe_line, &format!("{name}: no http-check expect"), "HAProxy accepts any 2xx or 3xx; lbd accepts the codes in check.expect (default [200], or [200, 401] for the API)");
+            }
+            if tls {
+                "https"
+            } else {
+                "http"
+            }
+        }
+    };
+    c.kind = Some(kind);
+    if be.own_checks.len() > 1 {
+        let last = be.own_checks.last().map_or(0, |o| o.line);
+        let all: Vec<String> = be
+            .own_checks
+            .iter()
+            .map(|o| format!("{} (line {})", o.text, o.line))
+            .collect();
+        let kept = opt.map_or(String::new(), |o| o.text.clone());
+        notes.add(
+            f,
+            last,
+            &format!("{name}: several check options"),
+            format!("{}: HAProxy keeps only the last one, `{kept}`; imported that: check.kind = \"{kind}\"", all.join(", ")),
+        );
+    }
+    if let Some(r) = review {
+        notes.add(
+            f,
+            opt.map_or(fe_line, |o| o.line),
+            &format!("{name}: check"),
+            r,
+        );
+    }
+    if matches!(kind, "tcp" | "tls") && is_api {
+        notes.add(f, fe_line, &format!("{name}: check kind {kind}"), "kept from HAProxy; k3s-ha's default for the API is an https check of /readyz, which also catches a hung apiserver: consider removing check.kind");
     }
     let p = &first.params;
     let differ = checked.iter().any(|s| {
@@ -2345,6 +2647,10 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         .collect();
     normalize(&mut draft, &klabel, &mut notes);
     notes.sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
+    // Identical notes (a rule inherited by several proxies, a backend behind two binds)
+    // are listed once.
+    let mut seen = BTreeSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
     let toml = render(&draft, &name, &domain, &sources, &notes);
     match common::config::parse(&toml, None) {
         Ok(cluster) => Ok(Imported {

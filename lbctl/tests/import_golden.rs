@@ -9,6 +9,7 @@
 //! Index:
 //! - `golden_cases_match`: every case's text and notes.
 //! - `kubeadm_keeps_v2_password_priorities_and_the_https_check`
+//! - `kubeadm_ssl_hello_checks_tls_and_ranks_equal_priorities`
 //! - `k3s_three_nodes_keep_unicast_weights_pools_and_stats`
 //! - `external_load_balancers_move_the_api_port_and_say_so`
 //! - `keepalived_alone_gives_default_services_and_peer_nodes`
@@ -67,7 +68,12 @@ fn node_priority(c: &Cluster, name: &str) -> u8 {
     c.node(name).unwrap().priority.unwrap()
 }
 
-const CASES: &[&str] = &["kubeadm", "k3s-3-node", "k3s-external-lb"];
+const CASES: &[&str] = &[
+    "kubeadm",
+    "kubeadm-ssl-hello",
+    "k3s-3-node",
+    "k3s-external-lb",
+];
 
 #[test]
 fn golden_cases_match() {
@@ -155,6 +161,29 @@ fn kubeadm_keeps_v2_password_priorities_and_the_https_check() {
         !notes.contains("keepalived-cp2.conf:15: vrrp_version"),
         "{notes}"
     );
+}
+
+#[test]
+fn kubeadm_ssl_hello_checks_tls_and_ranks_equal_priorities() {
+    let got = run("kubeadm-ssl-hello");
+    let c = &got.cluster;
+    // `option httpchk` then `option ssl-hello-chk`: HAProxy runs the last one, a TLS hello;
+    // an http check would call every apiserver DOWN.
+    let api = c.service("apiserver").unwrap();
+    assert_eq!(api.check.kind, CheckKind::Tls);
+    // 101 (MASTER), 100, 100: keepalived elects the higher address among the two 100s.
+    assert_eq!(node_priority(c, "cp-1"), 101);
+    assert_eq!(node_priority(c, "cp-3"), 100);
+    assert_eq!(node_priority(c, "cp-2"), 99);
+    let notes = render_notes(&got.notes);
+    for must in [
+        "haproxy.cfg:49: apiserver: several check options: option httpchk GET /healthz (line 46), option ssl-hello-chk (line 49): HAProxy keeps only the last one",
+        "haproxy.cfg:47: http-check expect status 200: ignored by HAProxy",
+        "apiserver: check kind tls",
+        "keepalived-cp2.conf:19: priority 100",
+    ] {
+        assert!(notes.contains(must), "missing {must:?} in\n{notes}");
+    }
 }
 
 #[test]
