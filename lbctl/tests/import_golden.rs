@@ -14,6 +14,7 @@
 //! - `external_load_balancers_move_the_api_port_and_say_so`
 //! - `keepalived_alone_gives_default_services_and_peer_nodes`
 //! - `ties_ah_auth_and_fractional_intervals_are_reported`
+//! - `equal_priorities_at_the_floor_import_and_validate`
 //! - `nothing_to_import_is_an_error`
 //! - `an_ipv6_only_instance_becomes_address6`
 //! - `cli_writes_refuses_to_overwrite_and_the_file_checks`
@@ -327,12 +328,73 @@ fn ties_ah_auth_and_fractional_intervals_are_reported() {
     let notes = render_notes(&got.notes);
     for must in [
         "a.conf:6: auth_type AH: IPsec AH is not supported",
-        "a.conf:3: priority 100: shared with another node (keepalived breaks the tie by the higher address): wrote 99 for a",
+        "a.conf:3: priority 100: shared with b (keepalived ranks equal priorities by `state MASTER`, then by the higher address); vrrpd needs unique priorities: wrote 99 for a",
+        "equal priorities: the numbers changed, and one outcome with them",
         "advert_int: 1500ms is not allowed for VRRPv2: wrote 2s",
         "virtual_ipaddress 10.8.0.100/32",
     ] {
         assert!(notes.contains(must), "missing {must:?} in\n{notes}");
     }
+}
+
+#[test]
+fn equal_priorities_at_the_floor_import_and_validate() {
+    // Before: 1 and 1, or 2, 2, 1, put two nodes at priority 1 and the import failed.
+    let file = |prio: u8, k: u8, state: &str| {
+        format!(
+            "vrrp_instance X {{\n state {state}\n virtual_router_id 9\n priority {prio}\n\
+             unicast_src_ip 10.8.0.{k}\n virtual_ipaddress {{\n 10.8.0.100/24\n }}\n}}\n"
+        )
+    };
+    let hap = |n: u8| {
+        let mut h = String::from("frontend f\n bind :8443\n default_backend b\nbackend b\n");
+        for k in 1..=n {
+            h.push_str(&format!(" server s{k} 10.8.0.{k}:6443 check\n"));
+        }
+        h
+    };
+    for (prios, want) in [
+        (&[1u8, 1][..], &[1u8, 2][..]),
+        (&[2, 2, 1][..], &[2, 3, 1][..]),
+        (&[1, 1, 1][..], &[1, 2, 3][..]),
+    ] {
+        let got = import(&ImportOptions {
+            keepalived: prios
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    src(
+                        &format!("k{}.conf", i + 1),
+                        &file(*p, i as u8 + 1, "BACKUP"),
+                    )
+                })
+                .collect(),
+            haproxy: Some(src("h.cfg", &hap(prios.len() as u8))),
+            name: Some("t".into()),
+            domain: Some("t.local".into()),
+        })
+        .unwrap_or_else(|e| panic!("{prios:?}: {e}"));
+        let got: Vec<u8> = got
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.priority.unwrap())
+            .collect();
+        assert_eq!(got, want, "{prios:?}");
+    }
+    // state MASTER wins a tie over the higher address, as in keepalived.
+    let got = import(&ImportOptions {
+        keepalived: vec![
+            src("k1.conf", &file(100, 1, "MASTER")),
+            src("k2.conf", &file(100, 2, "BACKUP")),
+        ],
+        haproxy: Some(src("h.cfg", &hap(2))),
+        name: Some("t".into()),
+        domain: Some("t.local".into()),
+    })
+    .unwrap();
+    assert_eq!(node_priority(&got.cluster, "s1"), 100);
+    assert_eq!(node_priority(&got.cluster, "s2"), 99);
 }
 
 #[test]
