@@ -8,7 +8,7 @@
 //! `listen` section per case, each with its own `defaults` before it. HAProxy runs it (after
 //! `haproxy -c`) with a stats socket; once every server has a settled check status, its
 //! UP/DOWN per server is recorded. Then `lbctl import` converts the same file, lbd runs the
-//! result (in this process, the daemon's own `lbd::run`, on loopback ports), and its
+//! result (the real lbd binary, on loopback ports), and its
 //! `/stats.csv` must agree with HAProxy's, server by server, with the check kind the case
 //! expects.
 //!
@@ -531,67 +531,56 @@ fn settle(
 }
 
 // ---------------------------------------------------------------------------------------
-// lbd, in this process
+// lbd: the real binary, built with the workspace
 
+/// The lbd binary next to lbctl's (the workspace builds every binary for its tests).
+fn lbd_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_lbctl")).with_file_name("lbd");
+    assert!(
+        p.exists(),
+        "{} missing: build it first (cargo build -p lbd; cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+/// lbd as a child process; killed (and reaped) on drop, even on panic.
 struct Lbd {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    child: std::process::Child,
+    log: PathBuf,
 }
 
 impl Lbd {
     fn start(config: PathBuf, node: String, run_dir: PathBuf) -> Lbd {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let opts = lbd::Options {
-                config,
-                node: Some(node),
-                run_dir,
-            };
-            let r = rt.block_on(lbd::run(opts, async {
-                let _ = rx.await;
-            }));
-            rt.shutdown_timeout(Duration::from_millis(200));
-            r.map_err(|e| format!("{e:#}"))
-        });
-        Lbd {
-            stop: Some(tx),
-            thread: Some(thread),
-        }
+        let log = run_dir.with_extension("lbd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(lbd_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--node")
+            .arg(&node)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Lbd { child, log }
     }
 
-    /// The daemon's error if it has already stopped.
+    /// Why lbd has already stopped (its exit status and log), if it has.
     fn failed(&mut self) -> Option<String> {
-        if !self.thread.as_ref()?.is_finished() {
-            return None;
-        }
-        let r = self.thread.take()?.join();
-        Some(match r {
-            Ok(Ok(())) => "lbd stopped".into(),
-            Ok(Err(e)) => e,
-            Err(_) => "lbd panicked".into(),
-        })
+        let status = self.child.try_wait().ok().flatten()?;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Some(format!("lbd exited ({status}):\n{log}"))
     }
 }
 
 impl Drop for Lbd {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
