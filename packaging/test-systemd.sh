@@ -25,7 +25,12 @@ cd "$(dirname "$0")/.."
 DEB=${1:?usage: $0 PACKAGE.deb}
 DEB=$(readlink -f "$DEB")
 say() { printf '\n==> systemd: %s\n' "$*"; }
-fail() { printf 'FAIL (systemd): %s\n' "$*" >&2; dump_journal; exit 1; }
+fail() {
+  printf 'FAIL (systemd): %s\n' "$*" >&2
+  dump_journal
+  [ -s "${WORK:-}/console.log" ] && { echo "--- the container's console:"; tail -n 40 "$WORK/console.log"; }
+  exit 1
+}
 check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what"; fi; }
 
 [ "$(id -u)" -eq 0 ] || { echo "FAIL (systemd): needs root (nspawn, namespaces)" >&2; exit 1; }
@@ -85,7 +90,10 @@ leader() {
 LEADER=""
 for _ in $(seq 1 100); do LEADER=$(leader || true); [ -n "$LEADER" ] && break; sleep 0.1; done
 [ -n "$LEADER" ] || { cat "$WORK/console.log"; fail "the container's systemd did not start"; }
-in_ct() { nsenter -t "$LEADER" -a -- "$@"; }
+# -r -w: the container's root and working directory too. Entering its mount namespace alone
+# puts a process at that namespace's first root, which is the host's / when this script
+# itself runs in a chroot (as on scripts/fresh-machine.sh's fresh machine).
+in_ct() { nsenter -t "$LEADER" -a -r -w -- "$@"; }
 dump_journal() {
   [ -n "${LEADER:-}" ] && in_ct journalctl --no-pager -n 80 -u vrrpd -u lbd 2>/dev/null || true
 }
@@ -132,28 +140,28 @@ check "lbd.service is active" wait_for 10 active lbd
 check "vrrpd.service is active" wait_for 10 active vrrpd
 check "vrrpd holds the VIP (kernel)" wait_for 10 vip_held
 check "systemctl status vrrpd says master and who holds the VIP" \
-  wait_for 5 bash -c "[ \"\$(nsenter -t $LEADER -a -- systemctl show -p StatusText --value vrrpd)\" = 'master, VIP 10.150.0.100 held here' ]"
+  wait_for 5 bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value vrrpd)\" = 'master, VIP 10.150.0.100 held here' ]"
 echo "vrrpd STATUS=: $(status_text vrrpd)"
 check "systemctl status lbd says servers up per service" \
-  wait_for 5 bash -c "nsenter -t $LEADER -a -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up; '"
+  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up; '"
 echo "lbd STATUS=: $(status_text lbd)"
 
 say "journal: priorities, no escape codes"
 # The stand-in goes away: lbd logs a warning (a server that was UP went DOWN).
 in_ct systemctl stop k3sha-standin
 check "systemctl status lbd follows: 0/1 up" \
-  wait_for 5 bash -c "nsenter -t $LEADER -a -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up; '"
+  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up; '"
 warn_seen() { in_ct journalctl --no-pager -u lbd -p warning -o cat | grep -q 'server DOWN'; }
 check "lbd's 'server DOWN' is in journalctl -p warning" wait_for 5 warn_seen
-check "lbd's info lines are not warnings" bash -c "! nsenter -t $LEADER -a -- journalctl --no-pager -u lbd -p warning -o cat | grep -q 'lbd ready'"
-check "no colour escape codes in the journal" bash -c "! nsenter -t $LEADER -a -- journalctl --no-pager -u lbd -u vrrpd -o cat | grep -q $'\x1b'"
-check "journal fields: SYSLOG_IDENTIFIER=vrrpd" bash -c "nsenter -t $LEADER -a -- journalctl --no-pager SYSLOG_IDENTIFIER=vrrpd -o cat | grep -q 'vrrp state changed'"
+check "lbd's info lines are not warnings" bash -c "! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u lbd -p warning -o cat | grep -q 'lbd ready'"
+check "no colour escape codes in the journal" bash -c "! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u lbd -u vrrpd -o cat | grep -q $'\x1b'"
+check "journal fields: SYSLOG_IDENTIFIER=vrrpd" bash -c "nsenter -t $LEADER -a -r -w -- journalctl --no-pager SYSLOG_IDENTIFIER=vrrpd -o cat | grep -q 'vrrp state changed'"
 
 say "dump signals"
 for sig in USR1 USR2; do
   in_ct rm -f /run/k3s-ha/vrrpd.status.json /run/k3s-ha/lbd.status.json
   in_ct systemctl kill -s "$sig" --kill-whom=main vrrpd lbd
-  check "SIG$sig: vrrpd still active" bash -c "sleep 0.5; [ \"\$(nsenter -t $LEADER -a -- systemctl is-active vrrpd)\" = active ]"
+  check "SIG$sig: vrrpd still active" bash -c "sleep 0.5; [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl is-active vrrpd)\" = active ]"
   check "SIG$sig: lbd still active" active lbd
   check "SIG$sig: vrrpd.status.json written" in_ct test -s /run/k3s-ha/vrrpd.status.json
   check "SIG$sig: lbd.status.json written" in_ct test -s /run/k3s-ha/lbd.status.json
@@ -168,15 +176,15 @@ printf '[Service]\nCapabilityBoundingSet=~CAP_NET_ADMIN\nAmbientCapabilities=\nA
   > "$ROOT/etc/systemd/system/vrrpd.service.d/no-net-admin.conf"
 in_ct systemctl daemon-reload
 in_ct systemctl restart vrrpd
-check "vrrpd runs without CAP_NET_ADMIN" bash -c "sleep 0.3; nsenter -t $LEADER -a -- sh -c 'grep -q \"^CapEff:[[:space:]]*0000000000002000\$\" /proc/\$(systemctl show -p MainPID --value vrrpd)/status'"
+check "vrrpd runs without CAP_NET_ADMIN" bash -c "sleep 0.3; nsenter -t $LEADER -a -r -w -- sh -c 'grep -q \"^CapEff:[[:space:]]*0000000000002000\$\" /proc/\$(systemctl show -p MainPID --value vrrpd)/status'"
 check "vrrpd.service stays active" wait_for 5 active vrrpd
 faulted() { status_text vrrpd | grep -q '^fault: VIP 10.150.0.100 not held: could not add the VIP 10.150.0.100/24 to eth0: .*Operation not permitted.*CAP_NET_ADMIN'; }
 wait_for 5 faulted || echo "vrrpd STATUS=: $(status_text vrrpd)"
 check "STATUS= says fault and what is missing" faulted
 echo "vrrpd STATUS=: $(status_text vrrpd)"
-check "no VIP in the kernel" bash -c "! nsenter -t $LEADER -a -- ip -br addr show dev eth0 | grep -q 10.150.0.100"
-check "the error is in journalctl -p err" bash -c "nsenter -t $LEADER -a -- journalctl --no-pager -u vrrpd -p err -o cat | grep -q 'could not add the VIP 10.150.0.100/24'"
-check "lbctl status says FAULT, not held here" bash -c "out=\$(nsenter -t $LEADER -a -- lbctl status || true); echo \"\$out\" | grep -q 'FAULT: could not add the VIP' && ! echo \"\$out\" | grep -q 'held here'"
+check "no VIP in the kernel" bash -c "! nsenter -t $LEADER -a -r -w -- ip -br addr show dev eth0 | grep -q 10.150.0.100"
+check "the error is in journalctl -p err" bash -c "nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u vrrpd -p err -o cat | grep -q 'could not add the VIP 10.150.0.100/24'"
+check "lbctl status says FAULT, not held here" bash -c "out=\$(nsenter -t $LEADER -a -r -w -- lbctl status || true); echo \"\$out\" | grep -q 'FAULT: could not add the VIP' && ! echo \"\$out\" | grep -q 'held here'"
 in_ct rm -f /etc/systemd/system/vrrpd.service.d/no-net-admin.conf
 in_ct systemctl daemon-reload
 in_ct systemctl restart vrrpd
@@ -184,5 +192,5 @@ check "with the capability back, vrrpd holds the VIP again" wait_for 10 vip_held
 
 say "stop"
 in_ct systemctl stop vrrpd lbd
-check "vrrpd removed the VIP on stop" bash -c "! nsenter -t $LEADER -a -- ip -br addr show dev eth0 | grep -q 10.150.0.100"
+check "vrrpd removed the VIP on stop" bash -c "! nsenter -t $LEADER -a -r -w -- ip -br addr show dev eth0 | grep -q 10.150.0.100"
 say "real systemd test passed"

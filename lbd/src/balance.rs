@@ -6,7 +6,10 @@
 //!
 //! - a server is eligible when it is `usable` (health UP and admin READY), has a weight
 //!   above zero, and was not tried yet for this client;
-//! - backup servers are eligible only when no non-backup server is.
+//! - backup servers are eligible only when no non-backup server is;
+//! - a `suspect` server (vrrpd lost its node; its check is running now) is a last resort:
+//!   eligible only when no other server is, so the connections that arrive while the check
+//!   runs go to servers on live nodes.
 //!
 //! Algorithms:
 //! - `roundrobin`: smooth weighted round robin (nginx's): each pick adds every eligible
@@ -30,6 +33,8 @@ pub struct Candidate {
     pub active: u64,
     /// A stable identity of the server (hash of its address), for `source`.
     pub key: u64,
+    /// vrrpd lost the server's node and its check has not answered yet.
+    pub suspect: bool,
 }
 
 /// Per-frontend balancing state.
@@ -57,24 +62,19 @@ impl Balancer {
 
     /// Choose a server, or `None` when no server is eligible.
     pub fn pick(&mut self, servers: &[Candidate], tried: &[usize], client: u64) -> Option<usize> {
-        let eligible = |i: usize, c: &Candidate, backup: bool| {
-            c.usable && c.weight > 0 && c.backup == backup && !tried.contains(&i)
+        // Tiers, best first: (backup, suspect) = (no, no), (yes, no), (no, yes), (yes, yes).
+        const TIERS: [(bool, bool); 4] =
+            [(false, false), (true, false), (false, true), (true, true)];
+        let eligible = |i: usize, c: &Candidate, (backup, suspect): (bool, bool)| {
+            c.usable
+                && c.weight > 0
+                && c.backup == backup
+                && c.suspect == suspect
+                && !tried.contains(&i)
         };
-        let tier = if servers
-            .iter()
-            .enumerate()
-            .any(|(i, c)| eligible(i, c, false))
-        {
-            false
-        } else if servers
-            .iter()
-            .enumerate()
-            .any(|(i, c)| eligible(i, c, true))
-        {
-            true
-        } else {
-            return None;
-        };
+        let tier = TIERS
+            .into_iter()
+            .find(|&t| servers.iter().enumerate().any(|(i, c)| eligible(i, c, t)))?;
         let is = |i: usize, c: &Candidate| eligible(i, c, tier);
         match self.algo {
             Balance::RoundRobin => self.pick_rr(servers, is),
@@ -211,6 +211,7 @@ mod tests {
             usable: true,
             active: 0,
             key: 0,
+            suspect: false,
         }
     }
 
@@ -288,6 +289,24 @@ mod tests {
             }
             // A primary that failed to connect for this client: the backup is next.
             assert_eq!(b.pick(&s, &[0, 1], 7), Some(2), "{algo:?}");
+        }
+    }
+
+    #[test]
+    fn suspects_only_when_nothing_else_is_left() {
+        let mut s = servers(&[1, 1, 1]);
+        s[0].suspect = true;
+        s[2].backup = true;
+        for algo in [Balance::RoundRobin, Balance::LeastConn, Balance::Source] {
+            let mut b = Balancer::new(algo);
+            for c in 0..30 {
+                assert_eq!(b.pick(&s, &[], mix(c)), Some(1), "{algo:?}");
+            }
+            // A healthy backup comes before a suspect primary...
+            assert_eq!(b.pick(&s, &[1], 7), Some(2), "{algo:?}");
+            // ...and the suspect is still better than nothing (its check may yet pass).
+            assert_eq!(b.pick(&s, &[1, 2], 7), Some(0), "{algo:?}");
+            assert_eq!(b.pick(&s, &[0, 1, 2], 7), None, "{algo:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The control-socket commands (the requests and answers are typed in
 //! [`common::proto::lbd`]).
 
-use common::proto::lbd::{AdminState, Answer, Done, Reloaded, Request};
+use common::proto::lbd::{AdminState, Answer, Done, Reloaded, Request, Suspected};
 
 use crate::engine::{Admin, Engine};
 
@@ -34,6 +34,12 @@ pub async fn handle(engine: &Engine, req: Request) -> Result<Answer, String> {
                 .set_weight(&r.service, &r.server, r.weight)
                 .map_err(|e| e.to_string())?;
             Ok(Answer::Done(Done {}))
+        }
+        Request::Suspect(r) => {
+            let servers = engine.suspect(r.node.as_deref(), &r.addresses, &r.why);
+            Ok(Answer::Suspected(Suspected {
+                servers: servers as u64,
+            }))
         }
         Request::Reload => {
             engine.reload().await?;

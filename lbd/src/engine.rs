@@ -125,6 +125,12 @@ pub struct Server {
     down_transitions: AtomicU64,
     /// Woken when the server goes DOWN (close_on_down connections wait on it).
     kill: Notify,
+    /// vrrpd lost this server's node: the next check runs now, with the suspect timeout,
+    /// and one failure is enough to take it DOWN.
+    suspect: AtomicBool,
+    /// Cuts short a normal check in flight when the server becomes suspect (that check may
+    /// be waiting out the full timeout on the dead node).
+    suspect_now: Notify,
     /// Wakes the checker early (admin state changed).
     wake: Notify,
     /// Shared by every server of the engine: some server went UP or DOWN or changed its
@@ -165,6 +171,8 @@ impl Server {
             down_transitions: AtomicU64::new(0),
             kill: Notify::new(),
             wake: Notify::new(),
+            suspect: AtomicBool::new(false),
+            suspect_now: Notify::new(),
             changed,
         }
     }
@@ -238,6 +246,7 @@ impl Server {
             usable: self.up.load(Relaxed) && self.admin() == Admin::Ready,
             active: self.sessions.get(),
             key: self.key,
+            suspect: self.suspect.load(Relaxed),
         }
     }
 
@@ -608,6 +617,7 @@ impl Engine {
                             cfg.probe.clone(),
                             cfg.service.check.clone(),
                             cfg.service.close_on_down,
+                            suspect_timeout(cluster.vrrp.interval, &cfg.service.check),
                         )
                         .instrument(span),
                     ));
@@ -745,6 +755,33 @@ impl Engine {
             self.0.changed.notify_one();
         }
         Ok(())
+    }
+
+    /// vrrpd lost a node: check every server on it now (see [`Server::suspect`]). The
+    /// servers are matched by address, or by name for role backends named after the node.
+    /// Returns how many checks were started.
+    pub fn suspect(&self, node: Option<&str>, addrs: &[std::net::IpAddr], why: &str) -> usize {
+        let mut n = 0;
+        for f in self.frontends() {
+            for srv in &f.cfg().servers {
+                let on_node =
+                    addrs.contains(&srv.addr.ip()) || node.is_some_and(|name| name == srv.name);
+                if on_node && srv.admin() != Admin::Maint {
+                    srv.suspect.store(true, Relaxed);
+                    srv.wake.notify_one();
+                    srv.suspect_now.notify_one();
+                    n += 1;
+                }
+            }
+        }
+        info!(
+            node = node.unwrap_or("?"),
+            addresses = ?addrs,
+            why,
+            servers = n,
+            "vrrpd lost a node: checking its servers now"
+        );
+        n
     }
 
     pub fn set_weight(&self, service: &str, server: &str, weight: u32) -> Result<(), AdminError> {
@@ -1126,8 +1163,26 @@ impl Future for KillSwitch<'_> {
     }
 }
 
-async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down: bool) {
+/// How long a check of a suspect server may take: vrrpd has already heard nothing from
+/// its node for Master_Down_Interval (three adverts), and a live server on the same
+/// segment answers in well under a millisecond, so two advert intervals (at least 200 ms,
+/// at most the check's own timeout) separate a dead node from a busy one.
+pub fn suspect_timeout(vrrp_interval: Duration, check: &Check) -> Duration {
+    (vrrp_interval * 2)
+        .max(Duration::from_millis(200))
+        .min(check.timeout)
+}
+
+async fn run_checker(
+    srv: Arc<Server>,
+    probe: Probe,
+    check: Check,
+    close_on_down: bool,
+    suspect_timeout: Duration,
+) {
     let mut last_local: Option<Instant> = None;
+    let mut fast_probe = probe.clone();
+    fast_probe.timeout = suspect_timeout;
     loop {
         if srv.admin() == Admin::Maint {
             // No checks in maintenance; wake up when the admin state changes.
@@ -1137,7 +1192,18 @@ async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down
             }
             continue;
         }
-        let o = health::probe(&probe, srv.addr).await;
+        // The flag stays set until this check's verdict is in: the balancer keeps the server
+        // as a last resort meanwhile.
+        let suspect = srv.suspect.load(Relaxed);
+        let o = if suspect {
+            health::probe(&fast_probe, srv.addr).await
+        } else {
+            tokio::select! {
+                o = health::probe(&probe, srv.addr) => o,
+                // Became suspect meanwhile: drop this check, run the fast one.
+                () = srv.suspect_now.notified() => continue,
+            }
+        };
         if o.local {
             // Our descriptors ran out, not the server: keep its state, try again later.
             if last_local.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
@@ -1153,7 +1219,16 @@ async fn run_checker(srv: Arc<Server>, probe: Probe, check: Check, close_on_down
         if !o.ok {
             srv.checks_failed.fetch_add(1, Relaxed);
         }
-        let fast = srv.record(&o, check.rise, check.fall, close_on_down);
+        // A suspect server that fails once is out (fall 1); one that answers stays as it
+        // was, and a DOWN one still needs `rise` successes.
+        let fall = if suspect { 1 } else { check.fall };
+        if suspect {
+            info!(ok = o.ok, status = o.status, desc = %o.desc, "suspect server checked");
+        }
+        let fast = srv.record(&o, check.rise, fall, close_on_down);
+        if suspect {
+            srv.suspect.store(false, Relaxed);
+        }
         let wait = if fast {
             check.fast_interval
         } else {

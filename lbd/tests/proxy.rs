@@ -672,6 +672,58 @@ fn stopped_backend_leaves_within_fall_and_returns_within_rise() {
     assert!(st["downtime_secs"].as_u64().is_some());
 }
 
+/// vrrpd lost a node (issue 14): `suspect` checks that node's servers at once and one
+/// failure takes them out, where the normal checks (every 5 s, fall 3) would take 15 s.
+/// A live suspect stays UP; a DOWN one still needs its `rise`.
+#[test]
+fn a_suspect_node_is_checked_at_once_and_fails_fast() {
+    let mut b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let slow = r#"check = { kind = "tcp", interval = "5s", fast_interval = "5s", timeout = "1s", rise = 2, fall = 3 }"#;
+    let s = svc("sus", &plain(&[&b1, &b2]), slow);
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let suspect = |ip: &str| {
+        let req = common::proto::lbd::Suspect {
+            node: None,
+            addresses: vec![ip.parse().unwrap()],
+            why: "silent".into(),
+        };
+        common::proto::block_on(common::proto::lbd::suspect(
+            &lbd.sock(),
+            req,
+            Duration::from_secs(2),
+        ))
+        .unwrap()
+        .servers
+    };
+    // A live node: checked, still UP.
+    assert_eq!(suspect("127.0.0.2"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lbd.server("sus", b2.addr)["status"], "UP");
+    assert_eq!(lbd.server("sus", b2.addr)["down_transitions"], 0);
+    // A dead one: DOWN on the first failed check, long before interval x fall.
+    b1.stop();
+    let t0 = Instant::now();
+    assert_eq!(suspect("127.0.0.1"), 1);
+    let down = lbd.wait_status("sus", b1.addr, "DOWN", Duration::from_secs(3));
+    println!("suspect DOWN after {down:?} (normal checks: 15 s)");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(
+        lbd.server("sus", b2.addr)["status"],
+        "UP",
+        "the other node untouched"
+    );
+    // Back, and suspected again: one good check is not `rise` (2), it stays DOWN.
+    b1.restart();
+    assert_eq!(suspect("127.0.0.1"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let st = lbd.server("sus", b1.addr);
+    assert_eq!(st["status"], "DOWN", "{st:#}");
+    assert_eq!(st["transition"], "1/2 up", "{st:#}");
+}
+
 #[test]
 fn admin_drain_and_maint_take_no_new_connections() {
     let b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use net::{router_addr, Knobs, Net, Rng, Template};
-use vrrp_proto::core::{master_down_interval, skew_time, Cause, State, RELEASE_LINGER};
+use vrrp_proto::core::{master_down_interval, skew_time, Cause, PeerLoss, State, RELEASE_LINGER};
 use vrrp_proto::packet::{encode, Advert, ChecksumMode, DropReason, Version, MCAST_V4};
 
 const MS: Duration = Duration::from_millis(1);
@@ -282,6 +282,7 @@ fn takeover(seed: u64) {
     net.run_for(rng.duration(interval * 3));
     let old = net.masters()[0];
     let killed_at = net.now;
+    let killed_elapsed = net.elapsed();
     net.kill(old);
     let mut new_at = None;
     net.run_for_checked(interval * 6, |net| {
@@ -299,6 +300,42 @@ fn takeover(seed: u64) {
         took <= bound,
         "seed {seed}: takeover took {took:?} > 3 x {interval:?} + skew + {delay:?} = {bound:?}"
     );
+    // Every survivor says the old master was lost (silent), once: the new master when its
+    // Master_Down_Timer fired, the others on the new master's first advert. That is what
+    // lets each node's lbd check the dead node's backends at once.
+    let gone = net.routers[old].addr();
+    for (i, r) in net.routers.iter().enumerate() {
+        if i == old {
+            continue;
+        }
+        let about: Vec<_> = r
+            .peers_lost
+            .iter()
+            .filter(|(at, p, _)| *p == gone && *at >= killed_elapsed)
+            .collect();
+        assert_eq!(
+            about.len(),
+            1,
+            "seed {seed}: router {i} reported {:?} about the dead master",
+            r.peers_lost
+        );
+        let (at, _, why) = about[0];
+        assert_eq!(*why, PeerLoss::Silent, "seed {seed}");
+        let late = *at - killed_elapsed;
+        assert!(
+            late <= bound + delay,
+            "seed {seed}: router {i} said so {late:?} after the death (bound {bound:?})"
+        );
+        // Before the death nobody was lost (the start-up's brief double masters keep
+        // advertising, so neither counts as silent).
+        assert!(
+            r.peers_lost
+                .iter()
+                .all(|(at, p, _)| *p == gone && *at >= killed_elapsed),
+            "seed {seed}: router {i} suspected a live router: {:?}",
+            r.peers_lost
+        );
+    }
 }
 
 #[test]
@@ -561,6 +598,19 @@ fn resign_with_priority_zero_hands_over_within_skew() {
         .counters;
     assert_eq!(c.rx_priority_zero, 1);
     assert_eq!(c.vip_mismatch, 0);
+    // Both backups were told the master resigned; nobody called it silent.
+    let addr0 = net.routers[0].addr();
+    for i in [1, 2] {
+        assert_eq!(
+            net.routers[i]
+                .peers_lost
+                .iter()
+                .map(|(_, p, w)| (*p, *w))
+                .collect::<Vec<_>>(),
+            vec![(addr0, PeerLoss::Resigned)],
+            "router {i}"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! | `set-server` | [`SetServer`]: `{"service", "server", "state": "ready"/"drain"/"maint"}` | [`Done`] |
 //! | `set-weight` | [`SetWeight`]: `{"service", "server", "weight": 0..=256}` | [`Done`]     |
 //! | `reload`     | none                                                      | [`Reloaded`] |
+//! | `suspect`    | [`Suspect`]: a node vrrpd lost (`{"node", "addresses", "why"}`) | [`Suspected`] |
 //!
 //! `server` is the server's name as the snapshot shows it, or its `host:port`.
 //!
@@ -31,6 +32,26 @@ pub enum Request {
     SetServer(SetServer),
     SetWeight(SetWeight),
     Reload,
+    Suspect(Suspect),
+}
+
+/// vrrpd lost the master at these addresses (its adverts stopped, or it resigned): lbd
+/// checks that node's servers now, with a short timeout, and one failure takes a server
+/// out of rotation. A server seen again needs the normal `rise`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspect {
+    /// The node's name, when vrrpd knows it (role backends are named after nodes).
+    pub node: Option<String>,
+    /// Its addresses: every server at one of them is checked.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// `silent` or `resigned`, for the log.
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspected {
+    /// Servers whose check was run at once.
+    pub servers: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +88,7 @@ pub enum Answer {
     Status(Box<Snapshot>),
     Done(Done),
     Reloaded(Reloaded),
+    Suspected(Suspected),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +111,10 @@ pub async fn set_weight(path: &Path, req: SetWeight, timeout: Duration) -> Resul
 
 pub async fn reload(path: &Path, timeout: Duration) -> Result<Reloaded, CtlError> {
     super::request(path, &Request::Reload, timeout).await
+}
+
+pub async fn suspect(path: &Path, req: Suspect, timeout: Duration) -> Result<Suspected, CtlError> {
+    super::request(path, &Request::Suspect(req), timeout).await
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

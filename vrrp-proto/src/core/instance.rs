@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    effective_priority, master_down_interval, skew_time, Action, Cause, Config, Counters, Received,
-    State, Status, TransitionRecord,
+    effective_priority, master_down_interval, skew_time, Action, Cause, Config, Counters, PeerLoss,
+    Received, State, Status, TransitionRecord,
 };
 use crate::packet::{self, Advert, DropReason, Version, MCAST_V4, MCAST_V6, VRRP_TTL};
 
@@ -91,6 +91,11 @@ pub struct Instance {
     /// adopted by a backup (section 6.4.2).
     master_adver_interval: Duration,
     master: Option<IpAddr>,
+    /// The priority the current master last advertised (is a new master a preemption, or
+    /// a lower router taking over from one that went silent?).
+    master_priority: u8,
+    /// When the current master's last advert arrived.
+    master_heard: Option<Instant>,
     started: bool,
     fault: bool,
     maintenance: bool,
@@ -141,6 +146,8 @@ impl Instance {
             priority,
             master_adver_interval,
             master: None,
+            master_priority: 0,
+            master_heard: None,
             started: false,
             fault: false,
             maintenance: false,
@@ -247,6 +254,12 @@ impl Instance {
             Phase::Backup(b) => {
                 // RFC 5798 section 6.4.2, ADVERTISEMENT received.
                 if adv.priority == 0 {
+                    // The master resigned (stopping, maintenance, fault): its backends
+                    // may be going with it; the proxies should look now.
+                    self.actions.push_back(Action::PeerLost {
+                        peer: rx.src,
+                        why: PeerLoss::Resigned,
+                    });
                     // The master resigned: take over after Skew_Time.
                     let skew = skew_time(self.priority, self.master_adver_interval);
                     b.master_down_timer = if self.maintenance {
@@ -257,6 +270,27 @@ impl Instance {
                     b.down_cause = Cause::PeerResigned;
                     self.master = None;
                     return;
+                }
+                // Another router took over from a master that did not resign and was not
+                // preempted (the new one advertises less than the old did): the old one
+                // went silent. The backup that took over saw its timer fire; the others
+                // learn it here.
+                // (Two masters at once, briefly, at start-up or after a partition, both keep
+                // advertising: the old one counts as silent only once it has missed an
+                // advert.)
+                let missed = self
+                    .master_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) > interval + interval / 4);
+                if let Some(old) = self.master {
+                    if old != rx.src && adv.priority < self.master_priority && missed {
+                        self.actions.push_back(Action::PeerLost {
+                            peer: old,
+                            why: PeerLoss::Silent,
+                        });
+                        // Said once: a backup about to preempt the new master keeps the
+                        // old one as `master` until then.
+                        self.master_priority = adv.priority;
+                    }
                 }
                 // The owner always preempts (RFC 5798 section 6.1, Preempt_Mode). A router
                 // whose last attempt to install the VIPs failed does not preempt a working
@@ -288,6 +322,8 @@ impl Instance {
                 };
                 b.down_cause = Cause::MasterDown;
                 self.master = Some(rx.src);
+                self.master_priority = adv.priority;
+                self.master_heard = Some(now);
             }
             Phase::Master(m) => {
                 // RFC 5798 section 6.4.3, ADVERTISEMENT received.
@@ -314,6 +350,8 @@ impl Instance {
                     };
                     self.transition(now, State::Backup, cause);
                     self.master = Some(rx.src);
+                    self.master_priority = adv.priority;
+                    self.master_heard = Some(now);
                 } else {
                     // A lower priority (or a lost tie) is also master: a partition has
                     // healed. Assert ourselves at once and re-announce the VIPs so the
@@ -360,8 +398,19 @@ impl Instance {
                     // RFC 5798 section 6.4.2: Master_Down_Timer fires.
                     let cause = b.down_cause;
                     b.master_down_timer = None;
+                    // Silence for Master_Down_Interval: the master we knew is gone (or
+                    // cut off). Said before taking over, whoever takes over.
+                    let silent = (cause == Cause::MasterDown)
+                        .then_some(self.master)
+                        .flatten();
                     if !self.maintenance && !self.stopping() {
                         self.transition(now, State::Master, cause);
+                    }
+                    if let Some(peer) = silent.filter(|p| *p != self.cfg.primary) {
+                        self.actions.push_back(Action::PeerLost {
+                            peer,
+                            why: PeerLoss::Silent,
+                        });
                     }
                 }
             }

@@ -133,6 +133,29 @@ pub enum Action {
     },
     /// After `shutdown()`: the VIP is released (or was never held); the shell may exit.
     HandoverDone,
+    /// The router at `peer` stopped being master without handing over to a better one:
+    /// its adverts stopped (Master_Down) or it resigned. Whatever runs on that node (the
+    /// proxies' backends) is suspect; the shell tells lbd so it checks them now.
+    PeerLost { peer: IpAddr, why: PeerLoss },
+}
+
+/// How a master was lost ([`Action::PeerLost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerLoss {
+    /// No advert for Master_Down_Interval (dead, or its link is gone).
+    Silent,
+    /// It sent priority 0 (stopping, maintenance, a fault).
+    Resigned,
+}
+
+impl PeerLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerLoss::Silent => "silent",
+            PeerLoss::Resigned => "resigned",
+        }
+    }
 }
 
 /// Why a transition happened.

@@ -8,7 +8,9 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use vrrp_proto::core::{master_down_interval, Action, Cause, Config, Instance, Received, State};
+use vrrp_proto::core::{
+    master_down_interval, Action, Cause, Config, Instance, PeerLoss, Received, State,
+};
 use vrrp_proto::packet::{ChecksumMode, Version};
 
 /// splitmix64: tiny, seedable, good enough to pick events.
@@ -70,6 +72,8 @@ pub struct Router {
     pub handover_done: bool,
     /// The shell cannot install the VIPs (as without CAP_NET_ADMIN).
     pub vip_fails: bool,
+    /// Every `PeerLost` the core emitted: when, about whom, why.
+    pub peers_lost: Vec<(Duration, IpAddr, PeerLoss)>,
 }
 
 impl Router {
@@ -229,6 +233,7 @@ impl Net {
                     sent: 0,
                     handover_done: false,
                     vip_fails: false,
+                    peers_lost: Vec::new(),
                 }
             })
             .collect();
@@ -366,6 +371,7 @@ impl Net {
                     to,
                     cause,
                 }),
+                Action::PeerLost { peer, why } => self.routers[i].peers_lost.push((at, peer, why)),
                 Action::HandoverDone => {
                     // The process exits.
                     let r = &mut self.routers[i];

@@ -767,6 +767,7 @@ impl Daemon {
                 );
                 self.notify(to);
             }
+            Action::PeerLost { peer, why } => self.tell_lbd_peer_lost(i, peer, why),
             Action::HandoverDone => {
                 self.insts[i].done = true;
                 info!(family = self.insts[i].plan.family(), "handover done");
@@ -1047,6 +1048,41 @@ impl Daemon {
                 }
             },
         }
+    }
+
+    /// The core lost a master that did not hand over: tell this node's lbd at once, so it
+    /// checks that node's servers now instead of waiting for a client's connect to time
+    /// out. Fire and forget (lbd may be down; the VRRP loop never waits on it).
+    fn tell_lbd_peer_lost(&self, i: usize, peer: IpAddr, why: vrrp_proto::core::PeerLoss) {
+        let node = self.node_of(i, peer);
+        let mut addresses = vec![peer];
+        if let Some(n) = node
+            .as_deref()
+            .and_then(|name| self.cluster.nodes.iter().find(|n| n.name == name))
+        {
+            addresses.push(n.address);
+            addresses.extend(n.address6.map(IpAddr::V6));
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        info!(
+            peer = %peer,
+            node = node.as_deref().unwrap_or("?"),
+            why = why.as_str(),
+            "lost the master; telling lbd to check its servers now"
+        );
+        let path = common::ctl::socket_path(&self.opts.run_dir, "lbd");
+        let req = common::proto::lbd::Suspect {
+            node,
+            addresses,
+            why: why.as_str().to_owned(),
+        };
+        tokio::spawn(async move {
+            match common::proto::lbd::suspect(&path, req, Duration::from_secs(1)).await {
+                Ok(r) => debug!(servers = r.servers, "lbd checks the lost node's servers"),
+                Err(e) => debug!(error = %e, "could not tell lbd about the lost node"),
+            }
+        });
     }
 
     /// The node a VRRP source address belongs to, for people: a server's listed address or
