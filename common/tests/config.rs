@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::config::{self, Balance, CheckKind, ChecksumMode, Role};
+use common::config::{self, Balance, CheckKind, ChecksumMode, ConnectTimeout, Role};
 
 #[test]
 fn golden_errors() {
@@ -116,6 +116,21 @@ fn reference_lab_defaults() {
         ]
     );
     assert_eq!(c.stats.listen, "0.0.0.0:8404".parse().unwrap());
+    // The connect timeout fits the cluster unless set: one advert interval (1 s here, at
+    // most 1 s), or four smoothed connect times when those are longer (at most 10 s).
+    assert_eq!(api.timeouts.connect, ConnectTimeout::Auto);
+    let auto = ConnectTimeout::Auto;
+    let ms = Duration::from_millis;
+    assert_eq!(auto.for_server(ms(1000), None), ms(1000));
+    assert_eq!(auto.for_server(ms(100), None), ms(100));
+    assert_eq!(auto.for_server(ms(100), Some(ms(1))), ms(100));
+    assert_eq!(auto.for_server(ms(100), Some(ms(60))), ms(240));
+    assert_eq!(auto.for_server(ms(3000), None), ms(1000));
+    assert_eq!(auto.for_server(ms(100), Some(ms(9000))), ms(10_000));
+    assert_eq!(
+        ConnectTimeout::Fixed(ms(5)).for_server(ms(100), Some(ms(60))),
+        ms(5)
+    );
 }
 
 #[test]
@@ -150,6 +165,11 @@ balance = "source"
 retries = 1
 check = { kind = "http", path = "/healthz", expect = [200, 204], interval = "200ms", rise = 1, fall = 2 }
 timeouts = { connect = "1s", tunnel = "2h" }
+[[services]]
+name = "web"
+listen = 18080
+backends = ["127.0.0.1:18081"]
+timeouts = { connect = "auto" }
 [stats]
 listen = "127.0.0.1:18404"
 user = "admin"
@@ -168,6 +188,11 @@ password = "pw"
     assert_eq!(s.balance, Balance::Source);
     assert_eq!(s.check.fast_interval, Duration::from_millis(200));
     assert_eq!(s.timeouts.tunnel, Duration::from_secs(7200));
+    assert_eq!(
+        s.timeouts.connect,
+        ConnectTimeout::Fixed(Duration::from_secs(1))
+    );
+    assert_eq!(c.services[1].timeouts.connect, ConnectTimeout::Auto);
     assert_eq!(
         c.vrrp.track.scripts[0].effect,
         config::TrackEffect::Weight(-20)

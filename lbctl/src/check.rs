@@ -134,7 +134,7 @@ pub fn render_text(c: &Cluster) -> String {
             s.listen,
             s.balance.as_str(),
             s.retries,
-            format_duration(s.timeouts.connect),
+            s.timeouts.connect,
             format_duration(s.timeouts.idle),
             format_duration(s.timeouts.tunnel),
         );

@@ -2216,6 +2216,14 @@ fn build_services(
             let servers: Vec<HServer> = be.servers.clone();
             let is_api = servers.iter().any(|s| s.port.unwrap_or(*port) == 6443);
             let check = check_of(f, fe.line, be, &servers, is_api, notes, &name);
+            if let Some(d) = be.t_connect.filter(|d| *d > Duration::from_secs(1)) {
+                notes.add(
+                    f,
+                    fe.line,
+                    &format!("{label}: timeout connect {}", format_duration(d)),
+                    "kept as timeouts.connect; lbd's default, \"auto\", gives up on a server that does not answer after one VRRP advert interval (at most 1 s) and retries another at once, which ends a failover sooner",
+                );
+            }
             out.push(ProtoService {
                 name,
                 listen: *port,

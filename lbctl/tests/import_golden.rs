@@ -144,7 +144,10 @@ fn kubeadm_keeps_v2_password_priorities_and_the_https_check() {
         (Duration::from_secs(2), 2, 3)
     );
     assert_eq!(api.check.timeout, Duration::from_secs(10));
-    assert_eq!(api.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(
+        api.timeouts.connect,
+        common::config::ConnectTimeout::Fixed(Duration::from_secs(5))
+    );
     assert_eq!(api.timeouts.idle, Duration::from_secs(35));
     assert_eq!(api.retries, 1);
     let notes = render_notes(&got.notes);

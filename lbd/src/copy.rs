@@ -395,7 +395,7 @@ mod tests {
 
     fn timeouts(idle_ms: u64, half_ms: u64) -> Timeouts {
         Timeouts {
-            connect: Duration::from_secs(1),
+            connect: common::config::ConnectTimeout::Auto,
             idle: Duration::from_millis(idle_ms),
             tunnel: Duration::from_millis(idle_ms * 2),
             half_close: Duration::from_millis(half_ms),
@@ -561,7 +561,7 @@ mod size {
         let (b, _) = l.accept().await.unwrap();
         let x = AtomicU64::new(0);
         let t = Timeouts {
-            connect: Duration::from_secs(1),
+            connect: common::config::ConnectTimeout::Auto,
             idle: Duration::from_secs(1),
             tunnel: Duration::from_secs(1),
             half_close: Duration::from_secs(1),

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::config::{Check, Cluster, Service};
+use common::config::{Check, Cluster, ConnectTimeout, Service};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -131,6 +131,9 @@ pub struct Server {
     /// Cuts short a normal check in flight when the server becomes suspect (that check may
     /// be waiting out the full timeout on the dead node).
     suspect_now: Notify,
+    /// Smoothed time a client connect to it took, in microseconds (0: none yet), for
+    /// `timeouts.connect = "auto"`.
+    srtt_us: AtomicU64,
     /// Wakes the checker early (admin state changed).
     wake: Notify,
     /// Shared by every server of the engine: some server went UP or DOWN or changed its
@@ -173,6 +176,7 @@ impl Server {
             wake: Notify::new(),
             suspect: AtomicBool::new(false),
             suspect_now: Notify::new(),
+            srtt_us: AtomicU64::new(0),
             changed,
         }
     }
@@ -180,6 +184,31 @@ impl Server {
     /// Feed one health observation (a check, or a client connection's failed connect)
     /// into the rise/fall state; log and act on a change. Returns whether the server is
     /// between states (so the checker should use the fast interval).
+    /// The smoothed connect time, once there is one.
+    fn srtt(&self) -> Option<Duration> {
+        match self.srtt_us.load(Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// One more connect time into the average (TCP's 7/8 + 1/8; racing updates may lose a
+    /// sample, which an average shrugs off).
+    fn sample_connect(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.srtt_us.load(Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.srtt_us.store(new.max(1), Relaxed);
+    }
+
+    /// vrrpd lost this server's node, or a client's connect to it timed out: check it now,
+    /// with the short timeout and fall 1, and keep it as a last resort meanwhile.
+    fn make_suspect(&self) {
+        self.suspect.store(true, Relaxed);
+        self.wake.notify_one();
+        self.suspect_now.notify_one();
+    }
+
     fn record(&self, o: &health::Outcome, rise: u32, fall: u32, close_on_down: bool) -> bool {
         let (change, fast, first) = {
             let mut c = lock(&self.check);
@@ -305,6 +334,8 @@ pub struct FrontendCfg {
     pub servers: Vec<Arc<Server>>,
     balancer: Mutex<Balancer>,
     probe: Probe,
+    /// The cluster's VRRP advert interval, for `timeouts.connect = "auto"`.
+    vrrp_interval: Duration,
 }
 
 /// A service: its counters live as long as the service name stays in the config.
@@ -540,6 +571,7 @@ impl Engine {
                 servers,
                 balancer: Mutex::new(Balancer::new(s.balance)),
                 probe,
+                vrrp_interval: cluster.vrrp.interval,
             });
             let fe = match old_frontends.iter().find(|f| f.name == s.name) {
                 Some(f) => {
@@ -767,9 +799,7 @@ impl Engine {
                 let on_node =
                     addrs.contains(&srv.addr.ip()) || node.is_some_and(|name| name == srv.name);
                 if on_node && srv.admin() != Admin::Maint {
-                    srv.suspect.store(true, Relaxed);
-                    srv.wake.notify_one();
-                    srv.suspect_now.notify_one();
+                    srv.make_suspect();
                     n += 1;
                 }
             }
@@ -1069,8 +1099,16 @@ async fn connect_backend(
         let slot = ServerSlot(srv.clone());
         let connect = TcpStream::connect(srv.addr);
         let started = Instant::now();
-        let failure = match tokio::time::timeout(cfg.service.timeouts.connect, connect).await {
-            Ok(Ok(s)) => return Some((slot, s)),
+        let limit = cfg
+            .service
+            .timeouts
+            .connect
+            .for_server(cfg.vrrp_interval, srv.srtt());
+        let failure = match tokio::time::timeout(limit, connect).await {
+            Ok(Ok(s)) => {
+                srv.sample_connect(started.elapsed());
+                return Some((slot, s));
+            }
             Ok(Err(e)) if is_local_error(&e) => {
                 // Our shortage, not the server's: no health verdict, no connect error on
                 // the server, no retry elsewhere (it would fail the same way).
@@ -1081,6 +1119,19 @@ async fn connect_backend(
             Ok(Err(e)) => {
                 debug!(server = %srv.addr, error = %e, attempt, "connect failed");
                 ("L4CON", format!("client connect: {e}"))
+            }
+            Err(_) if cfg.service.timeouts.connect == ConnectTimeout::Auto => {
+                // A timeout fit to the cluster is short: a suspicion, not a verdict. The
+                // checker looks now (short timeout, fall 1); the client goes on at once.
+                debug!(server = %srv.addr, attempt, limit = ?limit, "connect timed out: checking the server now");
+                srv.make_suspect();
+                drop(slot);
+                srv.connect_errors.fetch_add(1, Relaxed);
+                if attempt < cfg.service.retries {
+                    srv.retries.fetch_add(1, Relaxed);
+                }
+                tried.push(idx);
+                continue;
             }
             Err(_) => {
                 debug!(server = %srv.addr, attempt, "connect timed out");
@@ -1279,6 +1330,7 @@ backends = ["127.0.0.1:29500"]
                 .collect(),
             balancer: Mutex::new(Balancer::new(s.balance)),
             probe: Probe::new(&s.check).unwrap(),
+            vrrp_interval: cluster.vrrp.interval,
         });
         let fe = Arc::new(Frontend {
             name: s.name.clone(),

@@ -724,6 +724,81 @@ fn a_suspect_node_is_checked_at_once_and_fails_fast() {
     assert_eq!(st["transition"], "1/2 up", "{st:#}");
 }
 
+/// A server that takes no SYN (its accept queue is full: the kernel drops them), as a node
+/// that is gone but whose neighbour entry still stands. Holds the listener and the queued
+/// connection.
+struct BlackHole {
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+impl BlackHole {
+    fn at(addr: SocketAddr) -> BlackHole {
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.set_reuse_address(true).unwrap();
+        l.bind(&addr.into()).unwrap();
+        l.listen(0).unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => queued.push(s),
+                Err(_) => {
+                    return BlackHole {
+                        _listener: l,
+                        _queued: queued,
+                    }
+                }
+            }
+        }
+        panic!("{addr}: the accept queue never filled");
+    }
+}
+
+/// `timeouts.connect = "auto"` (the default) with 100 ms adverts: a connect to a server that
+/// does not answer is given up after one advert interval and the client is served by
+/// another server at once; the silent server is checked at once and leaves rotation, long
+/// before its normal checks (5 s x 3) would have noticed.
+#[test]
+fn an_automatic_connect_timeout_fits_the_vrrp_interval() {
+    let mut b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    let b2 = Backend::start("127.0.0.2", "b2", Mode::Echo);
+    let stats = free_port();
+    let slow = r#"check = { kind = "tcp", interval = "5s", fast_interval = "5s", timeout = "1s", rise = 2, fall = 3 }"#;
+    let s = svc("auto", &plain(&[&b1, &b2]), slow);
+    let port = s.port;
+    let cfg = config(stats, &[s], "").replace("[stats]", "[vrrp]\ninterval = \"100ms\"\n\n[stats]");
+    let lbd = Lbd::start(&cfg, stats);
+    lbd.wait_checked();
+    b1.stop();
+    let _hole = BlackHole::at(b1.addr);
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let t = Instant::now();
+        echo_once(port, format!("req {i}\n").as_bytes()).unwrap_or_else(|e| {
+            panic!("request {i}: {e}\n{}", lbd.log());
+        });
+        slowest = slowest.max(t.elapsed());
+    }
+    let down = lbd.wait_status("auto", b1.addr, "DOWN", Duration::from_secs(3));
+    let st = lbd.server("auto", b1.addr);
+    println!(
+        "slowest of 10 requests {slowest:?}; silent server DOWN {:?} after the first request \
+         ({down:?} after the last)",
+        t0.elapsed()
+    );
+    // One advert interval (100 ms) for the connect, then the other server; a fixed 1 s
+    // timeout made this 1 s.
+    assert!(
+        slowest < Duration::from_millis(600),
+        "slowest request {slowest:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(st["status"], "DOWN");
+    assert_eq!(st["check_status"], "L4TOUT", "{st:#}");
+    assert_eq!(lbd.server("auto", b2.addr)["status"], "UP");
+}
+
 #[test]
 fn admin_drain_and_maint_take_no_new_connections() {
     let b1 = Backend::start("127.0.0.1", "b1", Mode::Echo);

@@ -270,10 +270,49 @@ pub struct Check {
     pub client_key: Option<PathBuf>,
 }
 
+/// How long a connect to a server may take before it counts as failed and the client is
+/// retried on another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectTimeout {
+    /// Fit to the cluster (the default): a server on the cluster's own segment answers a SYN
+    /// in a few round trips, so a connect that takes longer is a dead server. The timeout is
+    /// the VRRP advert interval (at most 1 s), or four times the server's smoothed connect
+    /// time when that is longer (a far or loaded server), at most 10 s.
+    Auto,
+    /// A fixed timeout (`timeouts.connect = "5s"`, or imported from HAProxy).
+    Fixed(#[serde(with = "duration_ms")] Duration),
+}
+
+impl ConnectTimeout {
+    /// The longest an automatic timeout gets, however slow the server's connects are.
+    pub const AUTO_MAX: Duration = Duration::from_secs(10);
+
+    /// The timeout for one connect, given the cluster's advert interval and the server's
+    /// smoothed connect time (`None` before the first one).
+    pub fn for_server(self, vrrp_interval: Duration, srtt: Option<Duration>) -> Duration {
+        match self {
+            Self::Fixed(d) => d,
+            Self::Auto => {
+                let base = vrrp_interval.min(Duration::from_secs(1));
+                srtt.map_or(base, |r| base.max(r * 4)).min(Self::AUTO_MAX)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(d) => f.write_str(&format_duration(*d)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Timeouts {
-    #[serde(with = "duration_ms")]
-    pub connect: Duration,
+    pub connect: ConnectTimeout,
     /// Inactivity limit for ordinary connections.
     #[serde(with = "duration_ms")]
     pub idle: Duration,

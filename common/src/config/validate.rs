@@ -1119,8 +1119,8 @@ fn default_check(kind: CheckKind, path: &str, expect: Vec<u16>) -> Check {
 fn default_timeouts() -> Timeouts {
     Timeouts {
         // A LAN connect either completes in well under a millisecond or the server is gone:
-        // give up after 1 s and retry on another server.
-        connect: Duration::from_secs(1),
+        // give up after an advert interval and retry on another server.
+        connect: ConnectTimeout::Auto,
         idle: Duration::from_secs(60),
         tunnel: Duration::from_secs(3600),
         half_close: Duration::from_secs(30),
@@ -1289,13 +1289,26 @@ fn validate_services(
         let d = default_timeouts();
         let big = Duration::from_secs(7 * 86_400);
         let timeouts = Timeouts {
-            connect: cx.duration_in(
-                &t.connect,
-                &key("timeouts.connect"),
-                d.connect,
-                Duration::from_millis(1),
-                Duration::from_secs(300),
-            )?,
+            connect: match &t.connect {
+                Some(v) if v.get_ref() == "auto" => ConnectTimeout::Auto,
+                None => d.connect,
+                Some(v) if parse_duration(v.get_ref()).is_none() => {
+                    return Err(cx.err(
+                        Some(v.span()),
+                        key("timeouts.connect"),
+                        "not a duration",
+                        Some(quote(v.get_ref())),
+                        format!("\"auto\" (fit to the VRRP interval), or {DURATION_ALLOWED}"),
+                    ));
+                }
+                Some(_) => ConnectTimeout::Fixed(cx.duration_in(
+                    &t.connect,
+                    &key("timeouts.connect"),
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                    Duration::from_secs(300),
+                )?),
+            },
             idle: cx.duration_in(
                 &t.idle,
                 &key("timeouts.idle"),

@@ -55,7 +55,7 @@ fn service(name: &str, listen: u16, backend_port: u16, servers: &[&Node]) -> Ser
             client_key: None,
         },
         timeouts: Timeouts {
-            connect: Duration::from_secs(5),
+            connect: ConnectTimeout::Fixed(Duration::from_secs(5)),
             idle: Duration::from_secs(60),
             tunnel: Duration::from_secs(3600),
             half_close: Duration::from_secs(10),
