@@ -200,3 +200,19 @@ password = "pw"
     assert_eq!(c.vrrp.track.lbd, config::TrackEffect::Fault);
     assert!(c.vip.v6.is_some());
 }
+
+/// Every example in `examples/` parses: docs point operators at them.
+#[test]
+fn every_example_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            config::parse(&text, Some(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "only {n} examples in {}", dir.display());
+}
