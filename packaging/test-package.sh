@@ -311,6 +311,7 @@ dpkg -P k3s-ha
 PURGED=1
 check "package gone" bash -c '! dpkg-query -W -f="\${Status}" k3s-ha 2>/dev/null | grep -q installed'
 check "/etc/k3s-ha gone" test ! -e /etc/k3s-ha
+check "/var/lib/k3s-ha (admin states, maintenance) gone" test ! -e /var/lib/k3s-ha
 for u in "${UNITS[@]}"; do
   check "no enable link for $u" test ! -e "/etc/systemd/system/multi-user.target.wants/$u.service" -a ! -L "/etc/systemd/system/multi-user.target.wants/$u.service"
   check "no mask for $u" test ! -L "/etc/systemd/system/$u.service"

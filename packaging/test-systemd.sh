@@ -190,6 +190,23 @@ in_ct systemctl daemon-reload
 in_ct systemctl restart vrrpd
 check "with the capability back, vrrpd holds the VIP again" wait_for 10 vip_held
 
+say "state across restarts (StateDirectory=k3s-ha under ProtectSystem=strict)"
+in_ct lbctl drain web/10.150.0.11:18080 >/dev/null
+check "lbctl drain wrote /var/lib/k3s-ha/admin.json" in_ct test -s /var/lib/k3s-ha/admin.json
+in_ct lbctl maintenance on >/dev/null || true
+check "lbctl maintenance on wrote /var/lib/k3s-ha/maintenance" in_ct test -e /var/lib/k3s-ha/maintenance
+check "owned by k3s-ha" bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- stat -c %U /var/lib/k3s-ha/admin.json)\" = k3s-ha ]"
+in_ct systemctl restart lbd vrrpd
+check "lbd.service is active again" wait_for 10 active lbd
+drained() { in_ct lbctl status 2>/dev/null | grep -Eq '^web .* DRAIN '; }
+check "the drain holds after restarting lbd" wait_for 10 drained
+in_maint() { in_ct lbctl status 2>/dev/null | grep -q 'MAINTENANCE on'; }
+check "maintenance holds after restarting vrrpd" wait_for 10 in_maint
+in_ct lbctl maintenance off >/dev/null
+in_ct lbctl enable web/10.150.0.11:18080 >/dev/null
+check "maintenance off removes the file" in_ct test ! -e /var/lib/k3s-ha/maintenance
+check "vrrpd holds the VIP again" wait_for 10 vip_held
+
 say "stop"
 in_ct systemctl stop vrrpd lbd
 check "vrrpd removed the VIP on stop" bash -c "! nsenter -t $LEADER -a -r -w -- ip -br addr show dev eth0 | grep -q 10.150.0.100"

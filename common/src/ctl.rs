@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request or answer line accepted.
@@ -146,37 +146,18 @@ pub async fn send_async(path: &Path, req: &Value, timeout: Duration) -> Result<V
         .unwrap_or("?")
         .to_owned();
     let fut = async {
-        let stream = UnixStream::connect(path)
+        let mut stream = UnixStream::connect(path)
             .await
             .map_err(|e| connect_error(path, e))?;
-        let (rd, mut wr) = stream.into_split();
-        let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Protocol {
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
-        line.push(b'\n');
-        wr.write_all(&line).await.map_err(|e| CtlError::Io {
-            path: path.into(),
-            source: e,
-        })?;
-        let mut answer = String::new();
-        let n = BufReader::new(rd)
-            .take(MAX_LINE as u64)
-            .read_line(&mut answer)
-            .await
-            .map_err(|e| CtlError::Io {
+        let resp = exchange(&mut stream, req).await.map_err(|e| match e {
+            ExchangeError::Io(source) => CtlError::Io {
                 path: path.into(),
-                source: e,
-            })?;
-        if n == 0 {
-            return Err(CtlError::Protocol {
+                source,
+            },
+            ExchangeError::Protocol(detail) => CtlError::Protocol {
                 path: path.into(),
-                detail: "connection closed without an answer".into(),
-            });
-        }
-        let resp: Response = serde_json::from_str(&answer).map_err(|e| CtlError::Protocol {
-            path: path.into(),
-            detail: e.to_string(),
+                detail,
+            },
         })?;
         if resp.ok {
             Ok(resp.result.unwrap_or(Value::Null))
@@ -197,6 +178,37 @@ pub async fn send_async(path: &Path, req: &Value, timeout: Duration) -> Result<V
                 timeout,
             })
         })
+}
+
+/// Why one request/answer exchange on a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// One request line out, one answer line back, on any stream (the Unix control sockets, and
+/// lbd's TCP peer port).
+pub async fn exchange<S>(stream: &mut S, req: &Value) -> Result<Response, ExchangeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut line = serde_json::to_vec(req).map_err(|e| ExchangeError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut answer = String::new();
+    let n = BufReader::new(stream)
+        .take(MAX_LINE as u64)
+        .read_line(&mut answer)
+        .await?;
+    if n == 0 {
+        return Err(ExchangeError::Protocol(
+            "connection closed without an answer".into(),
+        ));
+    }
+    serde_json::from_str(&answer).map_err(|e| ExchangeError::Protocol(e.to_string()))
 }
 
 /// Blocking form of [`call_async`] for the CLI (runs a small runtime of its own).
@@ -279,7 +291,7 @@ pub async fn serve_on<R, F, Fut>(
                 };
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_conn(stream, handler).await {
+                    if let Err(e) = serve_stream(stream, handler).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
                 });
@@ -289,13 +301,16 @@ pub async fn serve_on<R, F, Fut>(
     let _ = std::fs::remove_file(path);
 }
 
-async fn handle_conn<R, F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
+/// Serve the requests of one connection (a control socket's, or a peer's over TCP) until it
+/// closes or stays silent for 30 s. A line that is no request gets an error answer.
+pub async fn serve_stream<S, R, F, Fut>(stream: S, handler: F) -> io::Result<()>
 where
+    S: AsyncRead + AsyncWrite,
     R: DeserializeOwned,
     F: Fn(R) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
     let mut line = String::new();
     loop {

@@ -27,5 +27,19 @@ pub mod tools;
 pub const DEFAULT_CONFIG: &str = "/etc/k3s-ha/cluster.toml";
 /// Default run directory holding the control sockets.
 pub const DEFAULT_RUN_DIR: &str = "/run/k3s-ha";
+/// What the daemons keep across restarts and reboots (lbd's admin states, vrrpd's
+/// maintenance): systemd's `StateDirectory=k3s-ha`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/k3s-ha";
+
+/// The state directory when none is given: [`DEFAULT_STATE_DIR`] for a daemon on the
+/// default run directory; with another run directory (a lab node, a test), that run
+/// directory, so such a daemon never writes the host's state.
+pub fn default_state_dir(run_dir: &std::path::Path) -> std::path::PathBuf {
+    if run_dir == std::path::Path::new(DEFAULT_RUN_DIR) {
+        DEFAULT_STATE_DIR.into()
+    } else {
+        run_dir.to_path_buf()
+    }
+}
 /// Group allowed on the control sockets (besides root).
 pub const CONTROL_GROUP: &str = "k3s-ha";

@@ -359,18 +359,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Drain { target } => {
-            ops::set_server(&run_dir, &target, AdminState::Drain)?;
+            let s = ops::set_server(&run_dir, &target, AdminState::Drain)?;
             outln!("{target}: DRAIN (no new connections; open ones continue)");
+            outln!("{}", ops::shared_line(&s));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Disable { target } => {
-            ops::set_server(&run_dir, &target, AdminState::Maint)?;
+            let s = ops::set_server(&run_dir, &target, AdminState::Maint)?;
             outln!("{target}: MAINT");
+            outln!("{}", ops::shared_line(&s));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Enable { target } => {
-            ops::set_server(&run_dir, &target, AdminState::Ready)?;
+            let s = ops::set_server(&run_dir, &target, AdminState::Ready)?;
             outln!("{target}: ready (UP once its checks pass)");
+            outln!("{}", ops::shared_line(&s));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload => {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use common::config::{Cluster, TrackEffect};
 use common::ctl::{self, CtlError};
-use common::proto::lbd::{self as lbd_proto, AdminState, Snapshot};
+use common::proto::block_on;
+use common::proto::lbd::{self as lbd_proto, AdminState, Shared, Snapshot};
 use common::proto::vrrpd::{self as vrrpd_proto, State as VrrpState, Status as VrrpStatus};
-use common::proto::{block_on, Done};
 use serde_json::{json, Value};
 
 /// How long lbctl waits for a daemon.
@@ -311,8 +311,9 @@ pub fn split_target(t: &str) -> Result<(&str, &str)> {
         })
 }
 
-/// Set a backend server's administrative state on this node's lbd.
-pub fn set_server(run_dir: &Path, target: &str, state: AdminState) -> Result<Done> {
+/// Set a backend server's administrative state, through this node's lbd, for the whole
+/// cluster (lbd shares it with the other servers' lbd and says who has it).
+pub fn set_server(run_dir: &Path, target: &str, state: AdminState) -> Result<Shared> {
     let (service, server) = split_target(target)?;
     let req = lbd_proto::SetServer {
         service: service.to_owned(),
@@ -324,6 +325,26 @@ pub fn set_server(run_dir: &Path, target: &str, state: AdminState) -> Result<Don
         req,
         CALL_TIMEOUT,
     ))?)
+}
+
+/// The line under an admin change: which servers have it.
+pub fn shared_line(s: &Shared) -> String {
+    if s.peers.is_empty() && s.pending.is_empty() {
+        return "  this server only (no other server's lbd to share with: a single server, or lbd.peer_port = 0)".into();
+    }
+    let mut line = String::from("  cluster-wide: here");
+    for p in &s.peers {
+        line.push_str(", ");
+        line.push_str(p);
+    }
+    for p in &s.pending {
+        let _ = write!(
+            line,
+            "\n  not yet on {} ({}): its lbd gets it when it answers",
+            p.peer, p.error
+        );
+    }
+    line
 }
 
 /// `lbctl maintenance on|off`, waiting (bounded) for the handover to be visible: with

@@ -1,27 +1,38 @@
 //! The control-socket commands (the requests and answers are typed in
 //! [`common::proto::lbd`]).
 
-use common::proto::lbd::{AdminState, Answer, Done, Reloaded, Request, Suspected};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::engine::{Admin, Engine};
+use common::proto::lbd::{Answer, Reloaded, Request, Shared, Suspected};
+
+use crate::engine::Engine;
+use crate::peers::Peers;
 
 /// Highest weight `set-weight` takes (HAProxy's range).
 pub const MAX_WEIGHT: u32 = 256;
 
+/// How long an admin change waits for the other servers to confirm it before answering
+/// (the ones that did not are retried in the background).
+const SHARE_WAIT: Duration = Duration::from_secs(1);
+
 /// Answer one request, or say why not.
-pub async fn handle(engine: &Engine, req: Request) -> Result<Answer, String> {
+pub async fn handle(
+    engine: &Engine,
+    peers: Option<&Arc<Peers>>,
+    req: Request,
+) -> Result<Answer, String> {
+    let share = async || match peers {
+        Some(p) => p.push_all(engine, SHARE_WAIT).await,
+        None => Shared::default(),
+    };
     match req {
         Request::Status => Ok(Answer::Status(Box::new(engine.snapshot()))),
         Request::SetServer(r) => {
-            let admin = match r.state {
-                AdminState::Ready => Admin::Ready,
-                AdminState::Drain => Admin::Drain,
-                AdminState::Maint => Admin::Maint,
-            };
             engine
-                .set_admin(&r.service, &r.server, admin)
+                .set_admin(&r.service, &r.server, r.state.into())
                 .map_err(|e| e.to_string())?;
-            Ok(Answer::Done(Done {}))
+            Ok(Answer::Shared(share().await))
         }
         Request::SetWeight(r) => {
             if r.weight > MAX_WEIGHT {
@@ -33,7 +44,7 @@ pub async fn handle(engine: &Engine, req: Request) -> Result<Answer, String> {
             engine
                 .set_weight(&r.service, &r.server, r.weight)
                 .map_err(|e| e.to_string())?;
-            Ok(Answer::Done(Done {}))
+            Ok(Answer::Shared(share().await))
         }
         Request::Suspect(r) => {
             let servers = engine.suspect(r.node.as_deref(), &r.addresses, &r.why);
@@ -41,6 +52,7 @@ pub async fn handle(engine: &Engine, req: Request) -> Result<Answer, String> {
                 servers: servers as u64,
             }))
         }
+        Request::Sync(_) => Err("`sync` is for the other servers' lbd, on the peer port".into()),
         Request::Reload => {
             engine.reload().await?;
             Ok(Answer::Reloaded(Reloaded {

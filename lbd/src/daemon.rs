@@ -6,6 +6,7 @@
 //!  shutdown (SIGTERM)  --> stop accepting --> drain (<= drain_timeout) --> stop servers
 //!  stats task   : stats::serve(cfg.stats.listen, Arc<dyn SnapshotSource = Engine>)
 //!  control task : common::ctl::serve(RUN_DIR/lbd.sock, control::handle)
+//!  admin states : STATE_DIR/admin.json <-> admin::Book <-> peers (TCP lbd.peer_port)
 //!  vrrp task    : every 2 s ask RUN_DIR/vrrpd.sock `status` -> Snapshot.vrrp
 //!  watchdog task: WATCHDOG=1 at half of WATCHDOG_USEC when systemd asks for it
 //! ```
@@ -36,6 +37,8 @@ pub struct Options {
     pub config: PathBuf,
     pub node: Option<String>,
     pub run_dir: PathBuf,
+    /// Where the cluster's admin states are kept across restarts (`admin.json`).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +94,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
     .map_err(RunError::Signal)?;
     let mut ignored = common::dump::DumpSignals::new(&[nix::libc::SIGTTOU, nix::libc::SIGTTIN])
         .map_err(RunError::Signal)?;
-    let engine = Engine::new(node, opts.config.clone(), &cluster);
+    let book = crate::admin::Book::load(&node, &opts.state_dir);
+    let peers = crate::peers::Peers::of(&cluster, &node);
+    let engine = Engine::with_book(node.clone(), opts.config.clone(), &cluster, book);
     engine.apply(cluster.clone())?;
+    if let Some(p) = &peers {
+        p.start(engine.clone(), cluster.lbd.peer_port).await;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -130,9 +138,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + Send) -> Re
         source,
     })?;
     let ctl_engine = engine.clone();
+    let ctl_peers = peers.clone();
     let handler = move |req: common::proto::lbd::Request| {
         let engine = ctl_engine.clone();
-        async move { common::ctl::Response::from_result(crate::control::handle(&engine, req).await) }
+        let peers = ctl_peers.clone();
+        async move {
+            common::ctl::Response::from_result(
+                crate::control::handle(&engine, peers.as_ref(), req).await,
+            )
+        }
     };
     let ctl_task = {
         let path = ctl_path.clone();

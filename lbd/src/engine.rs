@@ -30,6 +30,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::config::{Check, Cluster, ConnectTimeout, Service};
+use common::proto::lbd::AdminState;
+
+use crate::admin::Book;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -49,6 +52,26 @@ pub enum Admin {
     Ready = 0,
     Drain = 1,
     Maint = 2,
+}
+
+impl From<AdminState> for Admin {
+    fn from(s: AdminState) -> Admin {
+        match s {
+            AdminState::Ready => Admin::Ready,
+            AdminState::Drain => Admin::Drain,
+            AdminState::Maint => Admin::Maint,
+        }
+    }
+}
+
+impl From<Admin> for AdminState {
+    fn from(a: Admin) -> AdminState {
+        match a {
+            Admin::Ready => AdminState::Ready,
+            Admin::Drain => AdminState::Drain,
+            Admin::Maint => AdminState::Maint,
+        }
+    }
 }
 
 impl Admin {
@@ -184,6 +207,12 @@ impl Server {
     /// Feed one health observation (a check, or a client connection's failed connect)
     /// into the rise/fall state; log and act on a change. Returns whether the server is
     /// between states (so the checker should use the fast interval).
+    /// The weight set at run time, when it differs from the configured one.
+    fn weight_override(&self) -> Option<u32> {
+        let w = self.weight.load(Relaxed);
+        (w != self.cfg_weight.load(Relaxed)).then_some(w)
+    }
+
     /// The smoothed connect time, once there is one.
     fn srtt(&self) -> Option<Duration> {
         match self.srtt_us.load(Relaxed) {
@@ -387,6 +416,8 @@ struct Inner {
     reload_lock: tokio::sync::Mutex<()>,
     /// Some server changed state (see [`Server::changed`]).
     changed: Arc<Notify>,
+    /// The cluster's admin states (drain, maintenance, run-time weights).
+    book: Book,
 }
 
 /// A cheap handle to the engine.
@@ -448,7 +479,14 @@ pub fn bind_listener(addr: SocketAddr, freebind: bool) -> io::Result<std::net::T
 }
 
 impl Engine {
+    /// An engine whose admin states live in memory only.
     pub fn new(node: String, config_path: PathBuf, cluster: &Cluster) -> Engine {
+        let book = Book::in_memory(&node);
+        Engine::with_book(node, config_path, cluster, book)
+    }
+
+    /// An engine with the cluster's admin states from `book` (lbd's state directory).
+    pub fn with_book(node: String, config_path: PathBuf, cluster: &Cluster, book: Book) -> Engine {
         Engine(Arc::new(Inner {
             node,
             config_path,
@@ -472,7 +510,16 @@ impl Engine {
             stopping: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             changed: Arc::new(Notify::new()),
+            book,
         }))
+    }
+
+    pub fn book(&self) -> &Book {
+        &self.0.book
+    }
+
+    pub fn node(&self) -> &str {
+        &self.0.node
     }
 
     pub fn cluster(&self) -> Arc<Cluster> {
@@ -605,6 +652,8 @@ impl Engine {
                 f.stopped.store(true, Relaxed);
             }
         }
+        // The cluster's admin states, before any listener sees the new servers.
+        self.apply_admin_in(&frontends, &self.0.book.all());
         // 4. Point every listener at its frontend; stop the ones no service uses.
         {
             let mut held = lock(&self.0.listeners);
@@ -760,24 +809,44 @@ impl Engine {
     }
 
     fn find_server(&self, service: &str, server: &str) -> Result<Arc<Server>, AdminError> {
-        let fe = self
-            .frontends()
-            .into_iter()
-            .find(|f| f.name == service)
-            .ok_or_else(|| AdminError::NoService(service.to_owned()))?;
-        let cfg = fe.cfg();
-        cfg.servers
-            .iter()
-            .find(|s| s.name == server || s.addr.to_string() == server)
-            .cloned()
-            .ok_or_else(|| AdminError::NoServer {
-                service: service.to_owned(),
-                server: server.to_owned(),
-            })
+        find_server_in(&self.frontends(), service, server)
     }
 
+    /// An operator's change (`lbctl drain/disable/enable`): applied here and written into
+    /// the cluster's book (which the peers then get).
     pub fn set_admin(&self, service: &str, server: &str, admin: Admin) -> Result<(), AdminError> {
         let srv = self.find_server(service, server)?;
+        self.apply_admin_to(service, &srv, admin);
+        self.0
+            .book
+            .set(service, &srv.name, admin.into(), srv.weight_override());
+        Ok(())
+    }
+
+    /// Entries the book took from a peer (or loaded at start): applied to the servers
+    /// they name, if this configuration has them.
+    pub fn apply_admin(&self, entries: &[common::proto::lbd::AdminEntry]) {
+        self.apply_admin_in(&self.frontends(), entries);
+    }
+
+    fn apply_admin_in(
+        &self,
+        frontends: &[Arc<Frontend>],
+        entries: &[common::proto::lbd::AdminEntry],
+    ) {
+        for e in entries {
+            let Ok(srv) = find_server_in(frontends, &e.service, &e.server) else {
+                continue;
+            };
+            self.apply_admin_to(&e.service, &srv, e.state.into());
+            let w = e.weight.unwrap_or_else(|| srv.cfg_weight.load(Relaxed));
+            if srv.weight.swap(w, Relaxed) != w {
+                info!(service = %e.service, server = %srv.name, weight = w, by = %e.by, "weight changed");
+            }
+        }
+    }
+
+    fn apply_admin_to(&self, service: &str, srv: &Server, admin: Admin) {
         let old = Admin::from_u8(srv.admin.swap(admin as u8, Relaxed));
         if old != admin {
             // DRAIN / MAINT / back: a change of the server's state like UP and DOWN.
@@ -786,7 +855,6 @@ impl Engine {
             srv.wake.notify_one();
             self.0.changed.notify_one();
         }
-        Ok(())
     }
 
     /// vrrpd lost a node: check every server on it now (see [`Server::suspect`]). The
@@ -818,6 +886,12 @@ impl Engine {
         let srv = self.find_server(service, server)?;
         srv.weight.store(weight, Relaxed);
         info!(service, server = %srv.name, weight, "weight changed");
+        self.0.book.set(
+            service,
+            &srv.name,
+            srv.admin().into(),
+            srv.weight_override(),
+        );
         Ok(())
     }
 
@@ -1212,6 +1286,26 @@ impl Future for KillSwitch<'_> {
             None => Poll::Pending,
         }
     }
+}
+
+fn find_server_in(
+    frontends: &[Arc<Frontend>],
+    service: &str,
+    server: &str,
+) -> Result<Arc<Server>, AdminError> {
+    let fe = frontends
+        .iter()
+        .find(|f| f.name == service)
+        .ok_or_else(|| AdminError::NoService(service.to_owned()))?;
+    let cfg = fe.cfg();
+    cfg.servers
+        .iter()
+        .find(|s| s.name == server || s.addr.to_string() == server)
+        .cloned()
+        .ok_or_else(|| AdminError::NoServer {
+            service: service.to_owned(),
+            server: server.to_owned(),
+        })
 }
 
 /// How long a check of a suspect server may take: vrrpd has already heard nothing from

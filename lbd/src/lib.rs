@@ -5,9 +5,12 @@
 //! - [`copy`]: moving bytes (splice through a pipe, or a buffered fallback), timeouts.
 //! - [`engine`]: frontends, servers, listeners, checkers, caps, reload, snapshot.
 //! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]).
+//! - [`admin`]: the cluster's admin states (drain, maintenance, weights), kept on disk;
+//!   [`peers`]: shared with the other servers' lbd.
 //! - [`snapshot`] (`common::proto::lbd`): the one view of the proxy's state that the stats
 //!   page, the control socket and `lbctl` all read; [`stats`] renders it.
 
+pub mod admin;
 pub mod balance;
 pub mod control;
 pub mod copy;
@@ -15,6 +18,7 @@ pub mod counters;
 pub mod daemon;
 pub mod engine;
 pub mod health;
+pub mod peers;
 /// The snapshot types live with the control protocol they are part of.
 pub use common::proto::lbd as snapshot;
 pub mod stats;

@@ -1,4 +1,4 @@
-//! `lbd --config FILE [--node NAME] [--run-dir DIR]`: the L4 proxy daemon.
+//! `lbd --config FILE [--node NAME] [--run-dir DIR] [--state-dir DIR]`: the L4 proxy daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,11 @@ struct Args {
     /// Directory of the control sockets.
     #[arg(long, default_value = common::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// Where the cluster's admin states (drain, maintenance, weights) are kept across
+    /// restarts. Default: /var/lib/k3s-ha with the default run directory; with another
+    /// run directory (a lab node, a test), that run directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -42,10 +47,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| common::default_state_dir(&args.run_dir));
     let opts = lbd::Options {
         config: args.config,
         node: args.node,
         run_dir: args.run_dir,
+        state_dir,
     };
     let result = rt.block_on(async {
         let shutdown = async {

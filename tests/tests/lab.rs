@@ -6,7 +6,9 @@
 //! - link loss of the VIP holder: the VIP serves again within 3 x interval + skew + 200 ms
 //!   and every failed request was sent inside that window;
 //! - a stopped backend is out of rotation within interval x fall (+ one check timeout);
-//! - a recovered node gets traffic again.
+//! - a recovered node gets traffic again;
+//! - a drain made on the VIP holder holds on the next holder and across a restart of every
+//!   daemon (and so does the holder's maintenance).
 
 use e2e::LabGuard;
 use lbctl::lab::scenarios::{self, ScenarioReport};
@@ -177,4 +179,9 @@ fn lab_scenarios() {
         "traffic must come back to the recovered node: {:?}",
         r[0].notes
     );
+
+    // A drain is the cluster's: it follows the VIP and survives a restart of every daemon.
+    let r = scenarios::run_one(&mut lab.state, "drain-follows-vip").unwrap();
+    show(&r);
+    assert!(r[0].passed, "{:?} {:?}", r[0].notes, r[0].outcome);
 }

@@ -21,6 +21,11 @@ struct Args {
     /// Directory of the control sockets (vrrpd.sock; lbd.sock is read from here too).
     #[arg(long, default_value = common::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// Where `lbctl maintenance on` is kept across restarts and reboots. Default:
+    /// /var/lib/k3s-ha with the default run directory; with another run directory (a lab
+    /// node, a test), that run directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         };
         let opts = vrrpd::daemon::Options {
             node: args.node,
+            state_dir: args
+                .state_dir
+                .unwrap_or_else(|| common::default_state_dir(&args.run_dir)),
             run_dir: args.run_dir,
         };
         vrrpd::daemon::run(cluster, opts, shutdown).await

@@ -341,7 +341,13 @@ pub struct LbdSettings {
     /// How long SIGTERM waits for open connections before closing them.
     #[serde(with = "duration_ms")]
     pub drain_timeout: Duration,
+    /// TCP port on which every server's lbd shares the cluster's admin states (drain,
+    /// maintenance, weights) with the others; 0: each lbd keeps its own.
+    pub peer_port: u16,
 }
+
+/// lbd's default `lbd.peer_port`.
+pub const DEFAULT_PEER_PORT: u16 = 8405;
 
 impl Cluster {
     pub fn servers(&self) -> impl Iterator<Item = &Node> {

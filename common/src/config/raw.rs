@@ -239,6 +239,7 @@ pub(crate) struct RawStats {
 pub(crate) struct RawLbd {
     pub(crate) max_connections: Option<S<i64>>,
     pub(crate) drain_timeout: Option<S<String>>,
+    pub(crate) peer_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -268,7 +268,33 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
             Duration::ZERO,
             Duration::from_secs(3600),
         )?,
+        peer_port: u16::try_from(cx.int_in(
+            &raw.lbd.peer_port,
+            "lbd.peer_port",
+            i64::from(DEFAULT_PEER_PORT),
+            0,
+            65_535,
+        )?)
+        .unwrap_or(DEFAULT_PEER_PORT),
     };
+    if lbd.peer_port != 0 {
+        let taken = services
+            .iter()
+            .find(|s| s.listen == lbd.peer_port)
+            .map(|s| format!("service {:?}", s.name))
+            .or_else(|| {
+                (stats.listen.port() == lbd.peer_port).then(|| "the stats page".to_owned())
+            });
+        if let Some(by) = taken {
+            return Err(cx.err(
+                raw.lbd.peer_port.as_ref().map(Spanned::span),
+                "lbd.peer_port",
+                format!("port {} is taken by {by}", lbd.peer_port),
+                raw.lbd.peer_port.as_ref().map(|p| p.get_ref().to_string()),
+                "a port no service or stats page listens on, or 0 (no sharing)",
+            ));
+        }
+    }
 
     let k3s = validate_k3s(&cx, &raw.k3s)?;
 

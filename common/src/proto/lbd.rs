@@ -5,10 +5,16 @@
 //! | cmd          | args                                                      | answer       |
 //! |--------------|-----------------------------------------------------------|--------------|
 //! | `status`     | none                                                      | [`Snapshot`] |
-//! | `set-server` | [`SetServer`]: `{"service", "server", "state": "ready"/"drain"/"maint"}` | [`Done`] |
-//! | `set-weight` | [`SetWeight`]: `{"service", "server", "weight": 0..=256}` | [`Done`]     |
+//! | `set-server` | [`SetServer`]: `{"service", "server", "state": "ready"/"drain"/"maint"}` | [`Shared`] |
+//! | `set-weight` | [`SetWeight`]: `{"service", "server", "weight": 0..=256}` | [`Shared`]   |
 //! | `reload`     | none                                                      | [`Reloaded`] |
 //! | `suspect`    | [`Suspect`]: a node vrrpd lost (`{"node", "addresses", "why"}`) | [`Suspected`] |
+//! | `sync`       | [`Sync`]: lbd to lbd over the peer port, the admin states one knows | [`Synced`] |
+//!
+//! An admin state (`set-server`, `set-weight`) is the cluster's, not the node's: lbd keeps
+//! it in its state directory and shares it with every other server's lbd over TCP
+//! (`lbd.peer_port`, 8405), so `lbctl drain` on any server holds on whichever server holds
+//! the VIP, and across restarts. See [`AdminEntry`].
 //!
 //! `server` is the server's name as the snapshot shows it, or its `host:port`.
 //!
@@ -33,6 +39,62 @@ pub enum Request {
     SetWeight(SetWeight),
     Reload,
     Suspect(Suspect),
+    Sync(Sync),
+}
+
+/// One server's admin state as the cluster knows it: a last-writer-wins register. `stamp`
+/// is a hybrid logical clock (milliseconds since the epoch, moved past every stamp the
+/// writer had seen), so a change made after seeing another wins over it whatever the
+/// nodes' clocks say; `by` breaks ties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminEntry {
+    pub service: String,
+    /// The server's name (the same on every node: cluster.toml is).
+    pub server: String,
+    pub state: AdminState,
+    /// A weight set at run time; `None`: the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    pub stamp: u64,
+    /// The node whose operator made the change.
+    pub by: String,
+}
+
+impl AdminEntry {
+    /// Whether this entry wins over `other` (same service and server).
+    pub fn newer_than(&self, other: &AdminEntry) -> bool {
+        (self.stamp, &self.by) > (other.stamp, &other.by)
+    }
+}
+
+/// lbd to lbd: everything the sender knows; the receiver merges it and answers with
+/// everything it knows, so one exchange brings both up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    /// The sending node (must be the node whose address the connection comes from).
+    pub from: String,
+    pub entries: Vec<AdminEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub entries: Vec<AdminEntry>,
+}
+
+/// The answer to an admin change: applied here, and which other servers' lbd have it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shared {
+    /// Peers that confirmed the change.
+    pub peers: Vec<String>,
+    /// Peers that did not answer in time, with why; lbd keeps trying them.
+    pub pending: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub peer: String,
+    pub error: String,
 }
 
 /// vrrpd lost the master at these addresses (its adverts stopped, or it resigned): lbd
@@ -89,6 +151,8 @@ pub enum Answer {
     Done(Done),
     Reloaded(Reloaded),
     Suspected(Suspected),
+    Synced(Synced),
+    Shared(Shared),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,11 +165,19 @@ pub async fn status(path: &Path, timeout: Duration) -> Result<Snapshot, CtlError
     super::request(path, &Request::Status, timeout).await
 }
 
-pub async fn set_server(path: &Path, req: SetServer, timeout: Duration) -> Result<Done, CtlError> {
+pub async fn set_server(
+    path: &Path,
+    req: SetServer,
+    timeout: Duration,
+) -> Result<Shared, CtlError> {
     super::request(path, &Request::SetServer(req), timeout).await
 }
 
-pub async fn set_weight(path: &Path, req: SetWeight, timeout: Duration) -> Result<Done, CtlError> {
+pub async fn set_weight(
+    path: &Path,
+    req: SetWeight,
+    timeout: Duration,
+) -> Result<Shared, CtlError> {
     super::request(path, &Request::SetWeight(req), timeout).await
 }
 

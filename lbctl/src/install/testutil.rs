@@ -143,6 +143,7 @@ pub(crate) fn lab() -> Cluster {
         lbd: LbdSettings {
             max_connections: 10000,
             drain_timeout: Duration::from_secs(30),
+            peer_port: DEFAULT_PEER_PORT,
         },
         k3s: K3s {
             version: DEFAULT_K3S_VERSION.into(),

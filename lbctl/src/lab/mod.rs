@@ -617,7 +617,9 @@ pub fn wait_ready(st: &LabState, timeout: Duration) -> Result<()> {
                     }
                     if c.state == common::proto::vrrpd::State::Master {
                         masters.push((prio, n.name.clone()));
-                    } else if best_backup.as_ref().is_none_or(|(p, _)| prio > *p) {
+                    } else if !c.maintenance && best_backup.as_ref().is_none_or(|(p, _)| prio > *p)
+                    {
+                        // (A server in maintenance does not preempt: it is no contender.)
                         best_backup = Some((prio, n.name.clone()));
                     }
                 }

@@ -555,6 +555,148 @@ fn planned_maintenance(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     })
 }
 
+/// A drain is the cluster's: `lbctl drain` on the VIP holder, then the VIP moves (maintenance
+/// on the holder), then every daemon of every server restarts; through all of it no new
+/// request may reach the drained server, and the drain (and the maintenance) must still be
+/// there at the end.
+fn drain_follows_vip(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    // The last server: with three or more it is neither the holder nor the next one, so the
+    // next holder knows of the drain only from the cluster.
+    let victim =
+        c.st.servers()
+            .map(|n| n.name.clone())
+            .filter(|n| *n != m)
+            .last()
+            .ok_or_else(|| anyhow!("need two servers"))?;
+    let cluster = c.st.cluster()?;
+    let svc = cluster
+        .services
+        .iter()
+        .find(|s| s.listen == c.http_port)
+        .map(|s| s.name.clone())
+        .ok_or_else(|| anyhow!("no HTTP ingress service"))?;
+    let r = drain_follows_vip_on(c, &m, &svc, &victim);
+    // Whatever happened: maintenance off, the server back in rotation (both are kept
+    // across restarts now, so a failed run must not leave them behind).
+    if let Ok(n) = c.st.node(&m) {
+        let run = n.run_dir.clone();
+        let _ = crate::ops::set_maintenance(&run, false);
+        let _ = crate::ops::set_server(
+            &run,
+            &format!("{svc}/{victim}"),
+            common::proto::lbd::AdminState::Ready,
+        );
+    }
+    r
+}
+
+fn drain_follows_vip_on(
+    c: &mut Ctx<'_>,
+    m: &str,
+    svc: &str,
+    victim: &str,
+) -> Result<ScenarioReport> {
+    let (m, svc, victim) = (m.to_owned(), svc.to_owned(), victim.to_owned());
+    let target = format!("{svc}/{victim}");
+    let m_run = c.st.node(&m)?.run_dir.clone();
+    let servers: Vec<String> = c.st.servers().map(|n| n.name.clone()).collect();
+    let mut notes = Vec::new();
+
+    let shared = crate::ops::set_server(&m_run, &target, common::proto::lbd::AdminState::Drain)?;
+    notes.push(format!(
+        "drained {target} on {m}; confirmed by {} of {} other servers{}",
+        shared.peers.len(),
+        servers.len() - 1,
+        if shared.pending.is_empty() {
+            String::new()
+        } else {
+            format!(" (pending: {:?})", shared.pending)
+        }
+    ));
+    let everywhere = |st: &LabState| {
+        servers
+            .iter()
+            .all(|n| backend_status(st, n, &svc, &victim).as_deref() == Some("DRAIN"))
+    };
+    let st: &LabState = c.st;
+    let spread = wait_for(Duration::from_secs(5), || everywhere(st));
+
+    // The VIP moves.
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let event = probe.now_ms();
+    crate::ops::set_maintenance(&m_run, true)?;
+    let moved = wait_for(Duration::from_secs(20), || {
+        master(st).is_some_and(|x| x != m)
+    });
+    let new_master = master(st);
+    std::thread::sleep(Duration::from_secs(2));
+    let (out, samples) = finish(probe, event)?;
+    let reached = |samples: &[Sample]| {
+        samples
+            .iter()
+            .filter(|s| s.backend.as_deref().is_some_and(|b| b.contains(&victim)))
+            .count()
+    };
+    let after_move = reached(&samples);
+    notes.push(format!(
+        "maintenance on {m}: {} master; {after_move} of {} requests reached {victim}",
+        new_master.as_deref().unwrap_or("nobody"),
+        out.sent
+    ));
+
+    // Every daemon of every server restarts, one server at a time.
+    for n in &servers {
+        fail(c.st, n, FailHow::Stop)?;
+        recover(c.st, n)?;
+    }
+    super::wait_ready(c.st, Duration::from_secs(20))?;
+    let st: &LabState = c.st;
+    let kept = wait_for(Duration::from_secs(5), || everywhere(st));
+    let still_maint = vrrp_core(st, &m).is_some_and(|c| c.maintenance && c.state == State::Backup);
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (out2, samples2) = finish(probe, 0.0)?;
+    let after_restart = reached(&samples2);
+    notes.push(format!(
+        "restarted vrrpd and lbd on every server: drain kept on all {}: {}; {m} still in maintenance: {still_maint}; {after_restart} of {} requests reached {victim}",
+        servers.len(),
+        kept.is_some(),
+        out2.sent
+    ));
+
+    // Back as it was (the caller does it again whatever happened here).
+    let m_run = c.st.node(&m)?.run_dir.clone();
+    crate::ops::set_server(&m_run, &target, common::proto::lbd::AdminState::Ready)?;
+    crate::ops::set_maintenance(&m_run, false)?;
+    let st: &LabState = c.st;
+    let readied = wait_for(Duration::from_secs(5), || {
+        servers
+            .iter()
+            .all(|n| backend_status(st, n, &svc, &victim).as_deref() != Some("DRAIN"))
+    });
+    Ok(ScenarioReport {
+        name: "drain-follows-vip".into(),
+        what: format!("`lbctl drain {target}` on the VIP holder, then maintenance on it, then a restart of every daemon: no new request may reach {victim}, and the drain must hold everywhere"),
+        recovered_ms: spread.map(|d| d.as_secs_f64() * 1000.0),
+        bound_ms: None,
+        passed: spread.is_some()
+            && moved.is_some()
+            && after_move == 0
+            && kept.is_some()
+            && still_maint
+            && after_restart == 0
+            && out.failed == 0
+            && out2.failed == 0
+            && readied.is_some(),
+        notes,
+        outcome: out,
+        samples,
+        event_ms: Some(event),
+    })
+}
+
 /// Every service the other scenarios do not probe (a database on 5432, the HTTPS ingress,
 /// ...), through the VIP (both families), against the stand-ins: each must answer, from
 /// more than one server where it has several.
@@ -615,7 +757,7 @@ fn every_service(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
 }
 
 /// Every scenario, in the order `run_all` runs them.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "traffic-spread",
     "every-service",
     "vip-failover-link",
@@ -624,6 +766,7 @@ pub const SCENARIOS: [&str; 8] = [
     "app-node-failure",
     "backend-out-and-back",
     "planned-maintenance",
+    "drain-follows-vip",
 ];
 
 /// Run one scenario by name, then make the lab whole again (all nodes up, the
@@ -671,6 +814,7 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
         "app-node-failure" => node_failure(&mut c, false).map(|r| vec![r]),
         "backend-out-and-back" => backend_out_and_back(&mut c).map(|r| vec![r]),
         "planned-maintenance" => planned_maintenance(&mut c).map(|r| vec![r]),
+        "drain-follows-vip" => drain_follows_vip(&mut c).map(|r| vec![r]),
         other => Err(anyhow!(
             "unknown scenario {other:?}; scenarios are: {}",
             SCENARIOS.join(", ")

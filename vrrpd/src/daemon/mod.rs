@@ -55,6 +55,35 @@ pub struct Options {
     pub node: Option<String>,
     /// Holds `vrrpd.sock`; read `lbd.sock` from the same directory.
     pub run_dir: PathBuf,
+    /// Holds `maintenance` while `lbctl maintenance on` holds, across restarts.
+    pub state_dir: PathBuf,
+}
+
+/// The file whose presence keeps maintenance on across restarts and reboots.
+fn maintenance_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("maintenance")
+}
+
+/// Keep (or end) maintenance across restarts. A failure is said: maintenance holds now,
+/// but a restart would end it.
+fn persist_maintenance(state_dir: &std::path::Path, on: bool) {
+    let path = maintenance_file(state_dir);
+    let r = if on {
+        std::fs::create_dir_all(state_dir).and_then(|()| {
+            std::fs::write(
+                &path,
+                "lbctl maintenance on: this node stays backup until `lbctl maintenance off`\n",
+            )
+        })
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    };
+    if let Err(e) = r {
+        warn!(path = %path.display(), error = %e, on, "cannot record maintenance in the state directory: a restart of vrrpd would not keep it");
+    }
 }
 
 /// One VRRP instance (one address family) and its socket.
@@ -356,6 +385,15 @@ async fn run_inner(
     let now = Instant::now();
     let up = d.nl.link_up(d.iface.index).await.unwrap_or(d.iface.up);
     d.set_link(now, up).await;
+    // Maintenance set before a restart or a reboot still holds: the node starts as backup
+    // and does not preempt until `lbctl maintenance off`.
+    let kept = maintenance_file(&d.opts.state_dir);
+    if kept.exists() {
+        warn!(file = %kept.display(), "maintenance is on (set before this start): staying backup until `lbctl maintenance off`");
+        for i in 0..d.insts.len() {
+            d.insts[i].with(|c| c.set_maintenance(now, true));
+        }
+    }
     for i in 0..d.insts.len() {
         d.insts[i].with(|c| c.start(now));
         d.drain(i).await;
@@ -1027,6 +1065,7 @@ impl Daemon {
             Request::Maintenance(proto::SetMaintenance { on }) => {
                 let now = Instant::now();
                 info!(on, "maintenance switched");
+                persist_maintenance(&self.opts.state_dir, on);
                 for i in 0..self.insts.len() {
                     self.insts[i].with(|c| c.set_maintenance(now, on));
                     self.drain(i).await;
