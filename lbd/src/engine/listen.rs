@@ -1,0 +1,181 @@
+//! Listeners: binding, the descriptor cap, accepting and admitting connections.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// A listening socket with SO_REUSEADDR (and IP_FREEBIND for a specific address that may
+/// not be on this host yet, such as the VIP).
+pub fn bind_listener(addr: SocketAddr, freebind: bool) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        sock.set_only_v6(false)?;
+    }
+    if freebind {
+        if addr.is_ipv4() {
+            sock.set_freebind_v4(true)?;
+        } else {
+            sock.set_freebind_v6(true)?;
+        }
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+/// Releases a connection's slots when its task ends, however it ends.
+pub(super) struct ConnGuard {
+    pub(super) engine: Engine,
+    pub(super) fe: Arc<Frontend>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.fe.sessions.dec();
+        self.engine.0.conns.dec();
+        self.engine.0.slot_freed.notify_waiters();
+    }
+}
+
+/// Descriptors kept back from proxied connections: the control socket and its clients,
+/// the stats page's connections, the netlink / signal / epoll machinery, log files. With
+/// a small limit, at most a quarter of it.
+pub(super) const FD_RESERVE: u64 = 32 + crate::stats::MAX_CONNECTIONS as u64;
+
+/// The connections this process can proxy with its descriptor limit, as HAProxy derives
+/// maxconn from `ulimit -n`: two descriptors each (client and server), after one per
+/// listener and one per health check in flight.
+pub fn fd_cap(cluster: &Cluster) -> u64 {
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let listeners = cluster.services.len() as u64;
+    let checks: u64 = cluster
+        .services
+        .iter()
+        .map(|s| s.backends.len() as u64)
+        .sum();
+    let reserve = FD_RESERVE.min(nofile / 4) + listeners + checks;
+    (nofile.saturating_sub(reserve) / 2).max(1)
+}
+
+/// Raise the soft descriptor limit to the hard one (systemd's default soft limit, 1024, is
+/// far below what a proxy needs; the unit sets both). Returns the soft limit now.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// Accept errors that say nothing about the listener (the client went away first).
+pub(super) fn accept_error_is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::ECONNRESET | libc::EPROTO | libc::EPERM | libc::EINTR)
+    )
+}
+
+pub(super) async fn listen_loop(
+    engine: Engine,
+    listener: TcpListener,
+    mut rx: watch::Receiver<Option<Arc<Frontend>>>,
+) {
+    let mut last_warn: Option<Instant> = None;
+    let mut last_cap_warn: Option<Instant> = None;
+    loop {
+        let Some(fe) = rx.borrow_and_update().clone() else {
+            return;
+        };
+        // At the descriptor cap, do not accept: the client waits in the listen queue
+        // instead of being accepted and closed (or accepted and starved of a server
+        // socket). A freed slot or a config change wakes us.
+        let inner = &engine.0;
+        if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
+            let freed = inner.slot_freed.notified();
+            if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
+                inner.fd_cap_waits.fetch_add(1, Relaxed);
+                if last_cap_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!(
+                        service = %fe.name,
+                        open = inner.conns.get(),
+                        cap = inner.fd_cap.load(Relaxed),
+                        "at the connection cap RLIMIT_NOFILE allows: new connections wait in the listen queue"
+                    );
+                    last_cap_warn = Some(Instant::now());
+                }
+                tokio::select! {
+                    () = freed => {}
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            biased;
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => engine.admit(&fe, sock, peer),
+                Err(e) if accept_error_is_per_connection(&e) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM...: back off instead of spinning.
+                    if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        warn!(service = %fe.name, error = %e, "accept failed; backing off");
+                        last_warn = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Accept-path admission: caps, then a task for the connection.
+    pub(super) fn admit(&self, fe: &Arc<Frontend>, sock: TcpStream, peer: SocketAddr) {
+        let inner = &self.0;
+        // Over a cap the client is closed at once (dropping `sock`) and counted as denied.
+        let max = inner.max_conns.load(Relaxed);
+        if max > 0 && inner.conns.get() >= max {
+            fe.denied.fetch_add(1, Relaxed);
+            debug!(service = %fe.name, client = %peer, "denied: global connection cap");
+            return;
+        }
+        let cfg = fe.cfg();
+        let cap = u64::from(cfg.service.max_connections);
+        if cap > 0 && fe.sessions.get() >= cap {
+            fe.denied.fetch_add(1, Relaxed);
+            debug!(service = %fe.name, client = %peer, "denied: frontend connection cap");
+            return;
+        }
+        inner.conns.inc();
+        fe.sessions.inc();
+        fe.total.fetch_add(1, Relaxed);
+        fe.rate.hit();
+        let guard = ConnGuard {
+            engine: self.clone(),
+            fe: fe.clone(),
+        };
+        let id = inner.next_id.fetch_add(1, Relaxed);
+        let conn = connection(guard, cfg, sock, client_hash(peer.ip()));
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("conn", id, service = %fe.name, client = %peer);
+            tokio::spawn(conn.instrument(span));
+        } else {
+            // No span wrapper when nobody reads it: less memory per connection.
+            tokio::spawn(conn);
+        }
+    }
+}
