@@ -321,6 +321,10 @@ fn takeover(seed: u64) {
         );
         let (at, _, why) = about[0];
         assert_eq!(*why, PeerLoss::Silent, "seed {seed}");
+        assert_eq!(
+            r.lost_after_vip, 0,
+            "seed {seed}: router {i} told its proxy after it had taken the VIP"
+        );
         let late = *at - killed_elapsed;
         assert!(
             late <= bound + delay,

@@ -403,14 +403,17 @@ impl Instance {
                     let silent = (cause == Cause::MasterDown)
                         .then_some(self.master)
                         .flatten();
-                    if !self.maintenance && !self.stopping() {
-                        self.transition(now, State::Master, cause);
-                    }
+                    // Before the transition queues AddVips and the announcements: the
+                    // proxies must distrust the lost node before the first client
+                    // reaches this one.
                     if let Some(peer) = silent.filter(|p| *p != self.cfg.primary) {
                         self.actions.push_back(Action::PeerLost {
                             peer,
                             why: PeerLoss::Silent,
                         });
+                    }
+                    if !self.maintenance && !self.stopping() {
+                        self.transition(now, State::Master, cause);
                     }
                 }
             }

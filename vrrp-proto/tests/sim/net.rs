@@ -74,6 +74,9 @@ pub struct Router {
     pub vip_fails: bool,
     /// Every `PeerLost` the core emitted: when, about whom, why.
     pub peers_lost: Vec<(Duration, IpAddr, PeerLoss)>,
+    /// `PeerLost` executed while this router already held the VIP: its proxy heard of the
+    /// dead node after clients could reach it (the core must say it before `AddVips`).
+    pub lost_after_vip: usize,
 }
 
 impl Router {
@@ -234,6 +237,7 @@ impl Net {
                     handover_done: false,
                     vip_fails: false,
                     peers_lost: Vec::new(),
+                    lost_after_vip: 0,
                 }
             })
             .collect();
@@ -371,7 +375,11 @@ impl Net {
                     to,
                     cause,
                 }),
-                Action::PeerLost { peer, why } => self.routers[i].peers_lost.push((at, peer, why)),
+                Action::PeerLost { peer, why } => {
+                    let r = &mut self.routers[i];
+                    r.lost_after_vip += usize::from(r.holds_vip);
+                    r.peers_lost.push((at, peer, why));
+                }
                 Action::HandoverDone => {
                     // The process exits.
                     let r = &mut self.routers[i];
