@@ -208,6 +208,9 @@ fn find_interface(cluster: &Cluster, node: &Node) -> anyhow::Result<Interface> {
     }
 }
 
+/// vrrpd from its sockets to its exit, in named steps: open what it needs, clean up what a
+/// killed predecessor left, build one core per family, start them, run the event loop,
+/// and leave no VIP behind.
 async fn run_inner(
     cluster: Cluster,
     node: Node,
@@ -217,33 +220,100 @@ async fn run_inner(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let Early {
-        mut hup,
-        mut dumps,
+        hup,
+        dumps,
         ctl_listener,
     } = early;
     let plans = map::plan(&cluster, &node, &iface.name, iface.link_local())
         .context("building the VRRP configuration")?;
     let nl = Netlink::new().context("opening netlink")?;
     let announcer = Announcer::new(&iface.name).context("opening the announce socket")?;
-    let mut socks = Vec::new();
-    for p in &plans {
-        let s = if p.cfg.primary.is_ipv6() {
-            VrrpSocket::open_v6(&iface)
-        } else {
-            VrrpSocket::open_v4(&iface)
-        };
-        socks.push(s.context("opening the VRRP socket")?);
-    }
-    let mut link_events = match LinkEvents::subscribe(iface.index) {
+    let socks = open_sockets(&plans, &iface)?;
+    let link_events = match LinkEvents::subscribe(iface.index) {
         Ok(l) => Some(l),
         Err(e) => {
             warn!(error = %e, "no link notifications; polling link state every second");
             None
         }
     };
+    remove_stale_vips(&nl, &iface, &node, &plans).await;
+    let responder = open_responder(&cluster, &iface, &plans)?;
+    let mut base_sysctls = BaseSysctls::default();
+    let vmacs = create_vmacs(&nl, &iface, &cluster, &plans, &mut base_sysctls).await?;
+    let insts = build_instances(&cluster, &iface, plans, vmacs);
 
-    // After kill -9 the VIP may still be on the interface: we do not own it yet.
-    for p in &plans {
+    let (track_tx, track_rx) = mpsc::channel::<TrackUpdate>(64);
+    let (learn_tx, learn_rx) = mpsc::channel::<(usize, Learned)>(16);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>(16);
+    let mut d = Daemon {
+        cluster,
+        node,
+        opts,
+        iface,
+        nl,
+        announcer,
+        responder,
+        base_sysctls,
+        insts,
+        socks,
+        tracking: Tracking::default(),
+        trackers: Vec::new(),
+        track_tx,
+        shutdown_started: None,
+        reloads: 0,
+        last_reload_error: None,
+        learn_tx,
+        status_line: String::new(),
+    };
+    d.spawn_trackers();
+    d.learn_all();
+    let (ctl_stop_tx, ctl_task) = spawn_control(ctl_listener, &d.opts.run_dir, ctl_tx);
+
+    d.start_instances().await;
+    let _ = common::notify::notify(&[sd_notify::NotifyState::Ready]);
+    let inputs = Inputs {
+        link_events,
+        learn_rx,
+        track_rx,
+        ctl_rx,
+        hup,
+        dumps,
+    };
+    d.event_loop(inputs, shutdown).await;
+    d.finish().await;
+    let _ = ctl_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
+    Ok(())
+}
+
+/// Everything the event loop waits on besides the sockets and the core's deadline.
+struct Inputs {
+    link_events: Option<LinkEvents>,
+    learn_rx: mpsc::Receiver<(usize, Learned)>,
+    track_rx: mpsc::Receiver<TrackUpdate>,
+    ctl_rx: mpsc::Receiver<CtlMsg>,
+    hup: tokio::signal::unix::Signal,
+    dumps: common::dump::DumpSignals,
+}
+
+/// One VRRP socket per family planned.
+fn open_sockets(plans: &[InstancePlan], iface: &Interface) -> anyhow::Result<Vec<VrrpSocket>> {
+    plans
+        .iter()
+        .map(|p| {
+            if p.cfg.primary.is_ipv6() {
+                VrrpSocket::open_v6(iface)
+            } else {
+                VrrpSocket::open_v4(iface)
+            }
+            .context("opening the VRRP socket")
+        })
+        .collect()
+}
+
+/// After kill -9 the VIP may still be on the interface: we do not own it yet.
+async fn remove_stale_vips(nl: &Netlink, iface: &Interface, node: &Node, plans: &[InstancePlan]) {
+    for p in plans {
         for vip in &p.cfg.vips {
             if *vip == node.address || Some(*vip) == node.address6.map(IpAddr::V6) {
                 continue; // address owner: the VIP is this node's own address
@@ -257,43 +327,61 @@ async fn run_inner(
             }
         }
     }
+}
 
-    let responder = if cluster.vrrp.accept_mode {
-        None
-    } else {
-        let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
-        let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
-        // With a virtual MAC too, answer with it (the VIP is still not added anywhere).
-        let vmac_macs = [false, true].map(|v6| {
-            cluster
-                .vrrp
-                .virtual_mac
-                .then(|| vmac::virtual_mac(cluster.vrrp.vrid, v6))
-        });
-        info!("accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them");
-        if !cluster.services.is_empty() {
-            warn!(
+/// `accept_mode = false`: the ARP / ND responder that answers for the VIPs instead of
+/// adding them.
+fn open_responder(
+    cluster: &Cluster,
+    iface: &Interface,
+    plans: &[InstancePlan],
+) -> anyhow::Result<Option<Responder>> {
+    if cluster.vrrp.accept_mode {
+        return Ok(None);
+    }
+    let v4 = plans.iter().any(|p| p.cfg.primary.is_ipv4());
+    let v6 = plans.iter().any(|p| p.cfg.primary.is_ipv6());
+    // With a virtual MAC too, answer with it (the VIP is still not added anywhere).
+    let vmac_macs = [false, true].map(|v6| {
+        cluster
+            .vrrp
+            .virtual_mac
+            .then(|| vmac::virtual_mac(cluster.vrrp.vrid, v6))
+    });
+    info!(
+        "accept_mode = false: as master, vrrpd answers ARP / ND for the VIPs and does not add them"
+    );
+    if !cluster.services.is_empty() {
+        warn!(
                 services = cluster.services.len(),
                 "accept_mode = false: traffic to the VIP reaches nothing on this node, lbd's services included"
             );
-        }
-        Some(
-            Responder::spawn(&iface.name, iface.index, v4, v6, vmac_macs)
-                .context("opening the ARP / ND responder")?,
-        )
-    };
-    let mut base_sysctls = BaseSysctls::default();
+    }
+    Ok(Some(
+        Responder::spawn(&iface.name, iface.index, v4, v6, vmac_macs)
+            .context("opening the ARP / ND responder")?,
+    ))
+}
+
+/// `virtual_mac = true`: one macvlan per family (all undone if one fails).
+async fn create_vmacs(
+    nl: &Netlink,
+    iface: &Interface,
+    cluster: &Cluster,
+    plans: &[InstancePlan],
+    base_sysctls: &mut BaseSysctls,
+) -> anyhow::Result<Vec<Option<Vmac>>> {
     let mut vmacs = Vec::new();
-    for p in &plans {
+    for p in plans {
         if cluster.vrrp.virtual_mac {
             let v6 = p.cfg.primary.is_ipv6();
-            match Vmac::create(&nl, &iface, cluster.vrrp.vrid, v6, &mut base_sysctls).await {
+            match Vmac::create(nl, iface, cluster.vrrp.vrid, v6, base_sysctls).await {
                 Ok(v) => vmacs.push(Some(v)),
                 Err(e) => {
                     for v in vmacs.into_iter().flatten() {
-                        v.destroy(&nl).await;
+                        v.destroy(nl).await;
                     }
-                    vmac::restore_base(&nl, &mut base_sysctls).await;
+                    vmac::restore_base(nl, base_sysctls).await;
                     return Err(e).context("creating the virtual MAC interface");
                 }
             }
@@ -301,9 +389,18 @@ async fn run_inner(
             vmacs.push(None);
         }
     }
+    Ok(vmacs)
+}
 
+/// One core per planned family, each with its socket's learner and virtual MAC.
+fn build_instances(
+    cluster: &Cluster,
+    iface: &Interface,
+    plans: Vec<InstancePlan>,
+    vmacs: Vec<Option<Vmac>>,
+) -> Vec<Inst> {
     let now = Instant::now();
-    let insts = plans
+    plans
         .into_iter()
         .zip(vmacs)
         .map(|(plan, vmac)| {
@@ -330,216 +427,217 @@ async fn run_inner(
                 done: false,
             }
         })
-        .collect();
-    let (track_tx, mut track_rx) = mpsc::channel::<TrackUpdate>(64);
-    let (learn_tx, mut learn_rx) = mpsc::channel::<(usize, Learned)>(16);
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<CtlMsg>(16);
-    let mut d = Daemon {
-        cluster,
-        node,
-        opts,
-        iface,
-        nl,
-        announcer,
-        responder,
-        base_sysctls,
-        insts,
-        socks,
-        tracking: Tracking::default(),
-        trackers: Vec::new(),
-        track_tx,
-        shutdown_started: None,
-        reloads: 0,
-        last_reload_error: None,
-        learn_tx,
-        status_line: String::new(),
-    };
-    d.spawn_trackers();
-    d.learn_all();
+        .collect()
+}
 
-    // Control socket.
-    let sock_path = common::ctl::socket_path(&d.opts.run_dir, "vrrpd");
+/// The control socket's task: requests go to the event loop, which answers them in turn.
+fn spawn_control(
+    ctl_listener: tokio::net::UnixListener,
+    run_dir: &std::path::Path,
+    ctl_tx: mpsc::Sender<CtlMsg>,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let path = common::ctl::socket_path(run_dir, "vrrpd");
     let (ctl_stop_tx, ctl_stop_rx) = oneshot::channel::<()>();
-    let ctl_task = {
-        let path = sock_path.clone();
-        let handler = move |req: Request| {
-            let tx = ctl_tx.clone();
-            async move {
-                let (atx, arx) = oneshot::channel();
-                if tx.send((req, atx)).await.is_err() {
-                    return Response::err("vrrpd is stopping");
-                }
-                arx.await
-                    .unwrap_or_else(|_| Response::err("vrrpd is stopping"))
+    let handler = move |req: Request| {
+        let tx = ctl_tx.clone();
+        async move {
+            let (atx, arx) = oneshot::channel();
+            if tx.send((req, atx)).await.is_err() {
+                return Response::err("vrrpd is stopping");
             }
-        };
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = ctl_stop_rx.await;
-            };
-            common::ctl::serve_on(ctl_listener, &path, handler, stop).await;
-        })
+            arx.await
+                .unwrap_or_else(|_| Response::err("vrrpd is stopping"))
+        }
     };
-
-    // Initial link state, then start.
-    let now = Instant::now();
-    let up = d.nl.link_up(d.iface.index).await.unwrap_or(d.iface.up);
-    d.set_link(now, up).await;
-    // Maintenance set before a restart or a reboot still holds: the node starts as backup
-    // and does not preempt until `lbctl maintenance off`.
-    let kept = maintenance_file(&d.opts.state_dir);
-    if kept.exists() {
-        warn!(file = %kept.display(), "maintenance is on (set before this start): staying backup until `lbctl maintenance off`");
-        for i in 0..d.insts.len() {
-            d.insts[i].with(|c| c.set_maintenance(now, true));
-        }
-    }
-    for i in 0..d.insts.len() {
-        d.insts[i].with(|c| c.start(now));
-        d.drain(i).await;
-    }
-    let _ = common::notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = watchdog_interval();
-    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut link_poll = tokio::time::interval(if link_events.is_some() {
-        LINK_POLL
-    } else {
-        LINK_POLL_FALLBACK
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = ctl_stop_rx.await;
+        };
+        common::ctl::serve_on(ctl_listener, &path, handler, stop).await;
     });
+    (ctl_stop_tx, task)
+}
 
-    tokio::pin!(shutdown);
-    let mut shutdown_seen = false;
-    let mut buf0 = vec![0u8; 65536];
-    let mut buf1 = vec![0u8; 65536];
-    let mut vbuf0 = vec![0u8; 65536];
-    let mut vbuf1 = vec![0u8; 65536];
-    let timer = crate::io::DeadlineTimer::new();
-    loop {
-        if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done) {
-            info!("handover done, exiting");
-            break;
-        }
-        let deadline = d.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(t) => timer.sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let (s0, s1) = (d.socks.first(), d.socks.get(1));
-        let rx0 = async {
-            match s0 {
-                Some(s) => s.recv(&mut buf0).await,
-                None => std::future::pending().await,
-            }
-        };
-        let rx1 = async {
-            match s1 {
-                Some(s) => s.recv(&mut buf1).await,
-                None => std::future::pending().await,
-            }
-        };
-        // Virtual MAC sockets: adverts from other nodes' identical virtual MAC.
-        let vsock = |i: usize| {
-            d.insts
-                .get(i)
-                .and_then(|x| x.vmac.as_ref())
-                .map(|v| &v.sock)
-        };
-        let (v0, v1) = (vsock(0), vsock(1));
-        let vrx0 = async {
-            match v0 {
-                Some(s) => s.recv(&mut vbuf0).await,
-                None => std::future::pending().await,
-            }
-        };
-        let vrx1 = async {
-            match v1 {
-                Some(s) => s.recv(&mut vbuf1).await,
-                None => std::future::pending().await,
-            }
-        };
-        let link_ev = async {
-            match link_events.as_mut() {
-                Some(l) => l.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = sleep => {
-                let now = Instant::now();
-                for i in 0..d.insts.len() {
-                    d.insts[i].with(|c| c.handle_timeout(now));
-                    d.drain(i).await;
-                }
-            }
-            r = rx0 => d.on_rx(0, r).await,
-            r = rx1 => d.on_rx(1, r).await,
-            r = vrx0 => d.on_rx(0, r).await,
-            r = vrx1 => d.on_rx(1, r).await,
-            ev = link_ev => match ev {
-                Some(up) => d.set_link(Instant::now(), up).await,
-                None => {
-                    warn!("link notifications ended; polling link state every second");
-                    link_events = None;
-                    link_poll = tokio::time::interval(LINK_POLL_FALLBACK);
-                }
-            },
-            Some((i, l)) = learn_rx.recv() => d.on_learned(i, l).await,
-            _ = link_poll.tick() => {
-                d.learn_all();
-                match d.nl.link_up(d.iface.index).await {
-                    Ok(up) => d.set_link(Instant::now(), up).await,
-                    Err(e) => debug!(error = %e, "link poll failed"),
-                }
-            }
-            Some(u) = track_rx.recv() => d.on_track(u).await,
-            Some((req, answer)) = ctl_rx.recv() => {
-                let resp = d.on_ctl(req).await;
-                let _ = answer.send(resp);
-            }
-            _ = hup.recv() => {
-                if let Err(e) = d.reload().await {
-                    error!(error = %e, "reload refused; the old configuration keeps running");
-                }
-            }
-            signo = dumps.recv() => d.dump(signo).await,
-            () = &mut shutdown, if !shutdown_seen => {
-                shutdown_seen = true;
-                d.begin_shutdown().await;
-            }
-            _ = wd_tick.tick(), if watchdog.is_some() => {
-                let _ = common::notify::notify(&[sd_notify::NotifyState::Watchdog]);
+impl Daemon {
+    /// The link's state, maintenance kept from before a restart, then every core starts.
+    async fn start_instances(&mut self) {
+        let now = Instant::now();
+        let up = self
+            .nl
+            .link_up(self.iface.index)
+            .await
+            .unwrap_or(self.iface.up);
+        self.set_link(now, up).await;
+        // Maintenance set before a restart or a reboot still holds: the node starts as
+        // backup and does not preempt until `lbctl maintenance off`.
+        let kept = maintenance_file(&self.opts.state_dir);
+        if kept.exists() {
+            warn!(file = %kept.display(), "maintenance is on (set before this start): staying backup until `lbctl maintenance off`");
+            for i in 0..self.insts.len() {
+                self.insts[i].with(|c| c.set_maintenance(now, true));
             }
         }
-        if let Some(t0) = d.shutdown_started {
-            let bound = d.cluster.vrrp.handover_timeout + Duration::from_secs(2);
-            if t0.elapsed() > bound {
-                warn!(
-                    waited_ms = t0.elapsed().as_millis() as u64,
-                    "handover did not finish in time; exiting anyway"
-                );
+        for i in 0..self.insts.len() {
+            self.insts[i].with(|c| c.start(now));
+            self.drain(i).await;
+        }
+    }
+
+    /// Until the handover after `shutdown` is done (or its bound passed): the cores'
+    /// deadlines, packets, link changes, trackers, the control socket and signals.
+    async fn event_loop(&mut self, inputs: Inputs, shutdown: impl Future<Output = ()>) {
+        let Inputs {
+            mut link_events,
+            mut learn_rx,
+            mut track_rx,
+            mut ctl_rx,
+            mut hup,
+            mut dumps,
+        } = inputs;
+        let d = self;
+        let watchdog = watchdog_interval();
+        let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut link_poll = tokio::time::interval(if link_events.is_some() {
+            LINK_POLL
+        } else {
+            LINK_POLL_FALLBACK
+        });
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        let mut buf0 = vec![0u8; 65536];
+        let mut buf1 = vec![0u8; 65536];
+        let mut vbuf0 = vec![0u8; 65536];
+        let mut vbuf1 = vec![0u8; 65536];
+        let timer = crate::io::DeadlineTimer::new();
+        loop {
+            if d.shutdown_started.is_some() && d.insts.iter().all(|i| i.done) {
+                info!("handover done, exiting");
                 break;
             }
+            let deadline = d.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(t) => timer.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (s0, s1) = (d.socks.first(), d.socks.get(1));
+            let rx0 = async {
+                match s0 {
+                    Some(s) => s.recv(&mut buf0).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let rx1 = async {
+                match s1 {
+                    Some(s) => s.recv(&mut buf1).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Virtual MAC sockets: adverts from other nodes' identical virtual MAC.
+            let vsock = |i: usize| {
+                d.insts
+                    .get(i)
+                    .and_then(|x| x.vmac.as_ref())
+                    .map(|v| &v.sock)
+            };
+            let (v0, v1) = (vsock(0), vsock(1));
+            let vrx0 = async {
+                match v0 {
+                    Some(s) => s.recv(&mut vbuf0).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let vrx1 = async {
+                match v1 {
+                    Some(s) => s.recv(&mut vbuf1).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let link_ev = async {
+                match link_events.as_mut() {
+                    Some(l) => l.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {
+                    let now = Instant::now();
+                    for i in 0..d.insts.len() {
+                        d.insts[i].with(|c| c.handle_timeout(now));
+                        d.drain(i).await;
+                    }
+                }
+                r = rx0 => d.on_rx(0, r).await,
+                r = rx1 => d.on_rx(1, r).await,
+                r = vrx0 => d.on_rx(0, r).await,
+                r = vrx1 => d.on_rx(1, r).await,
+                ev = link_ev => match ev {
+                    Some(up) => d.set_link(Instant::now(), up).await,
+                    None => {
+                        warn!("link notifications ended; polling link state every second");
+                        link_events = None;
+                        link_poll = tokio::time::interval(LINK_POLL_FALLBACK);
+                    }
+                },
+                Some((i, l)) = learn_rx.recv() => d.on_learned(i, l).await,
+                _ = link_poll.tick() => {
+                    d.learn_all();
+                    match d.nl.link_up(d.iface.index).await {
+                        Ok(up) => d.set_link(Instant::now(), up).await,
+                        Err(e) => debug!(error = %e, "link poll failed"),
+                    }
+                }
+                Some(u) = track_rx.recv() => d.on_track(u).await,
+                Some((req, answer)) = ctl_rx.recv() => {
+                    let resp = d.on_ctl(req).await;
+                    let _ = answer.send(resp);
+                }
+                _ = hup.recv() => {
+                    if let Err(e) = d.reload().await {
+                        error!(error = %e, "reload refused; the old configuration keeps running");
+                    }
+                }
+                signo = dumps.recv() => d.dump(signo).await,
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    d.begin_shutdown().await;
+                }
+                _ = wd_tick.tick(), if watchdog.is_some() => {
+                    let _ = common::notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+            if let Some(t0) = d.shutdown_started {
+                let bound = d.cluster.vrrp.handover_timeout + Duration::from_secs(2);
+                if t0.elapsed() > bound {
+                    warn!(
+                        waited_ms = t0.elapsed().as_millis() as u64,
+                        "handover did not finish in time; exiting anyway"
+                    );
+                    break;
+                }
+            }
         }
     }
-    let _ = common::notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Whatever happened, leave no VIP behind.
-    for i in 0..d.insts.len() {
-        d.remove_vips(i).await;
-    }
-    for i in 0..d.insts.len() {
-        if let Some(v) = d.insts[i].vmac.take() {
-            v.destroy(&d.nl).await;
+
+    /// Whatever happened, leave no VIP, virtual MAC or tracker behind.
+    async fn finish(&mut self) {
+        let d = self;
+        let _ = common::notify::notify(&[sd_notify::NotifyState::Stopping]);
+        // Whatever happened, leave no VIP behind.
+        for i in 0..d.insts.len() {
+            d.remove_vips(i).await;
+        }
+        for i in 0..d.insts.len() {
+            if let Some(v) = d.insts[i].vmac.take() {
+                v.destroy(&d.nl).await;
+            }
+        }
+        vmac::restore_base(&d.nl, &mut d.base_sysctls).await;
+        for t in d.trackers.drain(..) {
+            t.abort();
         }
     }
-    vmac::restore_base(&d.nl, &mut d.base_sysctls).await;
-    for t in d.trackers.drain(..) {
-        t.abort();
-    }
-    let _ = ctl_stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
-    Ok(())
 }
 
 /// The signals that dump the status instead of ending the process (keepalived's DATA,
