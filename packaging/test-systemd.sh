@@ -198,7 +198,7 @@ check "lbctl maintenance on wrote /var/lib/k3s-ha/maintenance" in_ct test -e /va
 check "owned by k3s-ha" bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- stat -c %U /var/lib/k3s-ha/admin.json)\" = k3s-ha ]"
 in_ct systemctl restart lbd vrrpd
 check "lbd.service is active again" wait_for 10 active lbd
-drained() { in_ct lbctl status 2>/dev/null | grep -Eq '^web .* DRAIN '; }
+drained() { in_ct lbctl status 2>/dev/null | grep -Eq '^web .*DRAIN'; }
 check "the drain holds after restarting lbd" wait_for 10 drained
 in_maint() { in_ct lbctl status 2>/dev/null | grep -q 'MAINTENANCE on'; }
 check "maintenance holds after restarting vrrpd" wait_for 10 in_maint

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use common::config::{Cluster, TrackEffect};
 use common::ctl::{self, CtlError};
 use common::proto::block_on;
-use common::proto::lbd::{self as lbd_proto, AdminState, Shared, Snapshot};
+use common::proto::lbd::{self as lbd_proto, AdminState, ServerStatus, Shared, Snapshot};
 use common::proto::vrrpd::{self as vrrpd_proto, State as VrrpState, Status as VrrpStatus};
 use serde_json::{json, Value};
 
@@ -272,8 +272,20 @@ pub fn render_node_status(s: &NodeStatus) -> String {
                         sv.name.clone(),
                         sv.addr.to_string(),
                         format!(
-                            "{}{}",
+                            "{}{}{}",
                             sv.status.as_str(),
+                            // A drained or disabled server that is DOWN still says so.
+                            match (sv.status, sv.admin) {
+                                (
+                                    ServerStatus::Down | ServerStatus::Checking,
+                                    AdminState::Drain,
+                                ) => "/DRAIN",
+                                (
+                                    ServerStatus::Down | ServerStatus::Checking,
+                                    AdminState::Maint,
+                                ) => "/MAINT",
+                                _ => "",
+                            },
                             sv.transition
                                 .as_ref()
                                 .map_or(String::new(), |t| format!(" ({t})"))

@@ -48,8 +48,15 @@ fn units_have_the_required_settings() {
         assert_eq!(one(&u, "Restart"), "on-failure", "{name}");
         assert_eq!(
             one(&u, "ExecStart"),
-            format!("/usr/sbin/{bin} --config /etc/k3s-ha/cluster.toml --run-dir /run/k3s-ha")
+            format!(
+                "/usr/sbin/{bin} --config /etc/k3s-ha/cluster.toml --run-dir /run/k3s-ha \
+                 --state-dir /var/lib/k3s-ha"
+            )
         );
+        // What must survive a restart (lbd's admin states, vrrpd's maintenance) is written
+        // under ProtectSystem=strict only because systemd makes this directory writable.
+        assert_eq!(one(&u, "StateDirectory"), "k3s-ha", "{name}");
+        assert_eq!(one(&u, "StateDirectoryMode"), "0750", "{name}");
         assert_eq!(
             u["ExecReload"],
             [

@@ -108,6 +108,7 @@ fn initial(backend: SocketAddr) -> Snapshot {
         name: "backend-a".to_owned(),
         addr: backend,
         status: ServerStatus::Down,
+        admin: common::proto::lbd::AdminState::Ready,
         transition: None,
         weight: 1,
         backup: false,

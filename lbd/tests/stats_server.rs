@@ -42,6 +42,7 @@ fn server(name: &str, port: u16, status: ServerStatus) -> ServerStats {
         name: name.to_owned(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         status,
+        admin: common::proto::lbd::AdminState::Ready,
         transition: None,
         weight: 1,
         backup: false,

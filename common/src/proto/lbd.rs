@@ -131,6 +131,10 @@ pub struct SetWeight {
     pub weight: u32,
 }
 
+fn ready() -> AdminState {
+    AdminState::Ready
+}
+
 /// The administrative state an operator sets (`lbctl drain/enable/disable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -322,6 +326,10 @@ pub struct ServerStats {
     pub name: String,
     pub addr: SocketAddr,
     pub status: ServerStatus,
+    /// The operator's state (the cluster's: see [`AdminEntry`]), shown even where `status`
+    /// is the health's (a drained server that is DOWN is `DOWN` with `admin: drain`).
+    #[serde(default = "ready")]
+    pub admin: AdminState,
     /// Health going the other way: e.g. `Some("2/3 down")` while failing checks of an UP
     /// server; `None` when stable.
     pub transition: Option<String>,
@@ -404,6 +412,7 @@ impl ServerStats {
             name: name.to_owned(),
             addr,
             status,
+            admin: AdminState::Ready,
             transition: None,
             weight: 1,
             backup: false,

@@ -272,6 +272,7 @@ impl Server {
             name: self.name.clone(),
             addr: self.addr,
             status,
+            admin: self.admin().into(),
             transition,
             weight: self.weight.load(Relaxed),
             backup: self.backup.load(Relaxed),

@@ -7,6 +7,7 @@ pub(crate) fn server(name: &str, addr: &str, status: ServerStatus) -> ServerStat
         name: name.to_owned(),
         addr: addr.parse().unwrap(),
         status,
+        admin: common::proto::lbd::AdminState::Ready,
         transition: None,
         weight: 1,
         backup: false,
