@@ -248,5 +248,7 @@ mod tests {
     }
 }
 
+/// tcpdump of VRRP adverts in a namespace.
+pub mod capture;
 /// Helpers for the vrrpd vs keepalived benchmark.
 pub mod vrrp;
