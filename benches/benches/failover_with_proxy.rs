@@ -46,7 +46,8 @@
 //! Knobs (environment): `FAILOVER_BENCH_RUNS` (runs per stack and interval; default 5 at
 //! 1 s, 10 below), `FAILOVER_BENCH_INTERVALS` (ms, default `1000,200,100`),
 //! `FAILOVER_BENCH_CHECK` (`INTERVAL_MS,FAST_MS,RISE,FALL`, default `1000,250,2,2`),
-//! `FAILOVER_BENCH_DUMP=DIR` (every probe of every run as CSV, for a closer look).
+//! `FAILOVER_BENCH_DUMP=DIR` (every probe of every run as CSV, for a closer look; a
+//! relative DIR is taken from the workspace root).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -607,7 +608,9 @@ fn dump(stack: Stack, interval: Duration, k: usize, ev: Instant, probes: &[bench
             x.answer.map_or_else(|| "-".to_owned(), |a| format!("n{a}"))
         );
     }
-    let dir = PathBuf::from(dir);
+    // Relative to the workspace root, where the command was most likely typed (cargo
+    // runs benches in the package's directory).
+    let dir = workspace_root().join(dir);
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!(
         "{}-{}ms-run{k}.csv",
