@@ -248,5 +248,9 @@ mod tests {
     }
 }
 
+/// tcpdump of VRRP adverts in a namespace.
+pub mod capture;
+/// Helpers for the failover-through-the-proxy benchmark.
+pub mod failover;
 /// Helpers for the vrrpd vs keepalived benchmark.
 pub mod vrrp;

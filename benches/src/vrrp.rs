@@ -1,6 +1,7 @@
-//! Helpers for the vrrpd vs keepalived benchmark (`benches/vrrpd_vs_keepalived.rs`): the
-//! probe record and its analysis around one event, summaries, and per-process-tree memory
-//! and CPU from /proc. Pure functions are unit-tested below; the namespaces, daemons and
+//! Helpers for the vrrpd vs keepalived benchmark (`benches/vrrpd_vs_keepalived.rs`), some
+//! also used by `benches/failover_with_proxy.rs`: the probe record and its analysis around
+//! one event, summaries, the RFC timers, the phase of each run, the keepalived config, and
+//! per-process-tree memory and CPU from /proc. Pure functions are unit-tested below; the namespaces, daemons and
 //! probing live in the bench itself.
 
 use std::collections::BTreeMap;
@@ -236,6 +237,15 @@ pub fn master_down(interval: Duration, priority: u8) -> Duration {
     interval * 3 + skew(interval, priority)
 }
 
+/// Offset into the advertisement interval for run `k` (golden-ratio sequence: every run
+/// at a different phase, spread evenly over the interval, the same sequence for every
+/// implementation).
+pub fn phase(interval: Duration, k: usize) -> Duration {
+    #[expect(clippy::cast_precision_loss, reason = "a run number")]
+    let frac = (k as f64 * 0.618_033_988_75).fract();
+    interval.mul_f64(frac)
+}
+
 /// The bench's subnet (10.88.0.0/24): nodes .11-.13, client .200, VIP .100.
 pub const NET: &str = "10.88.0";
 pub const VRID: u8 = 88;
@@ -264,11 +274,17 @@ pub fn vrrpd_config(interval: Duration) -> String {
 /// keepalived's equivalent: VRRPv3, same VRID, interval and priorities, preempt on (the
 /// default), every node starting as BACKUP, keepalived's own GARP defaults.
 pub fn keepalived_config(interval: Duration, i: usize) -> String {
+    keepalived_config_on(NET, VRID, interval, i)
+}
+
+/// [`keepalived_config`] on another bench's subnet (`net` = the first three octets; the
+/// VIP is `.100/24`) and VRID: node `i` (0-based) gets `PRIORITIES[i]`.
+pub fn keepalived_config_on(net: &str, vrid: u8, interval: Duration, i: usize) -> String {
     let secs = interval.as_secs_f64();
     format!(
         "global_defs {{\n    router_id n{k}\n    vrrp_version 3\n}}\n\
-         vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n    \
-         priority {p}\n    advert_int {secs}\n    virtual_ipaddress {{\n        {NET}.100/24 dev eth0\n    }}\n}}\n",
+         vrrp_instance VI {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    \
+         priority {p}\n    advert_int {secs}\n    virtual_ipaddress {{\n        {net}.100/24 dev eth0\n    }}\n}}\n",
         k = i + 1,
         p = PRIORITIES[i],
     )
@@ -307,6 +323,16 @@ impl Clock {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         Clock { inst, unix }
+    }
+
+    /// The `Instant` of Unix time `t` (the inverse of [`Clock::unix`]).
+    pub fn instant(&self, t: f64) -> Instant {
+        let d = Duration::from_secs_f64((t - self.unix).abs());
+        if t >= self.unix {
+            self.inst + d
+        } else {
+            self.inst.checked_sub(d).unwrap_or(self.inst)
+        }
     }
 
     pub fn unix(&self, i: Instant) -> f64 {
@@ -451,6 +477,19 @@ mod tests {
     }
 
     #[test]
+    fn phases_are_spread_over_the_interval() {
+        let i = ms(100);
+        assert_eq!(phase(i, 0), Duration::ZERO);
+        let mut p: Vec<Duration> = (0..10).map(|k| phase(i, k)).collect();
+        assert!(p.iter().all(|x| *x < i));
+        p.sort();
+        // Ten runs: no two phases within 3 ms, none of the gaps over 20 ms.
+        assert!(p
+            .windows(2)
+            .all(|w| w[1] - w[0] > ms(3) && w[1] - w[0] < ms(20)));
+    }
+
+    #[test]
     fn clock_maps_instants_both_ways() {
         let c = Clock::now();
         let later = c.inst + Duration::from_millis(1500);
@@ -458,6 +497,9 @@ mod tests {
         if let Some(earlier) = c.inst.checked_sub(Duration::from_millis(500)) {
             assert!((c.unix - c.unix(earlier) - 0.5).abs() < 1e-6);
         }
+        let back = c.instant(c.unix + 0.25);
+        let d = back.duration_since(c.inst).as_secs_f64();
+        assert!((d - 0.25).abs() < 1e-6, "{d}");
     }
 
     #[test]
@@ -470,5 +512,8 @@ mod tests {
         assert!(k.contains("virtual_router_id 88") && k.contains("priority 190"));
         assert!(!k.contains("nopreempt"));
         assert!(keepalived_config(Duration::from_secs(1), 0).contains("advert_int 1\n"));
+        let o = keepalived_config_on("10.91.0", 91, Duration::from_millis(200), 2);
+        assert!(o.contains("virtual_router_id 91") && o.contains("10.91.0.100/24 dev eth0"));
+        assert!(o.contains("priority 180") && o.contains("advert_int 0.2"));
     }
 }
