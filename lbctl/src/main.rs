@@ -1,6 +1,6 @@
 //! lbctl: the operator CLI. Thin: parse flags, call the library, print errors plainly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -249,9 +249,9 @@ fn parse_serve(s: &str) -> std::result::Result<(u16, lbctl::lab::backend::StandI
     Ok((port, kind.parse()?))
 }
 
-fn load(cli_config: &Option<PathBuf>) -> Result<common::config::Cluster> {
+fn load(cli_config: Option<&PathBuf>) -> Result<common::config::Cluster> {
     let path = cli_config
-        .clone()
+        .cloned()
         .unwrap_or_else(|| PathBuf::from(common::DEFAULT_CONFIG));
     Ok(common::config::load(&path)?)
 }
@@ -273,109 +273,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Config {
             cmd: ConfigCmd::Check { file, json },
-        } => {
-            let file = file
-                .or(cli.config)
-                .unwrap_or_else(|| PathBuf::from(common::DEFAULT_CONFIG));
-            match common::config::load(&file) {
-                Ok(cluster) => {
-                    if json {
-                        outln!("{:#}", check::render_json(&cluster));
-                    } else {
-                        out!("{}", check::render_text(&cluster));
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    if json {
-                        outln!(
-                            "{:#}",
-                            serde_json::json!({ "valid": false, "error": e.to_string(), "file": e.file,
-                                "line": e.line, "column": e.column, "key": e.key })
-                        );
-                    } else {
-                        eprintln!("error: {e}");
-                    }
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        } => config_check(file.or(cli.config), json),
         Cmd::Status {
             json,
             watch,
             cluster,
-        } => {
-            loop {
-                let (text, ok) = if cluster {
-                    let c = load(&cli.config)?;
-                    let (views, text) = ops::cluster_status(&c);
-                    // 0 only when every server's lbd and vrrpd answered: a script must see
-                    // a node that does not.
-                    let all_ok = views
-                        .iter()
-                        .all(|(_, v)| v.as_ref().is_ok_and(|s| s.vrrp.is_some()));
-                    if json {
-                        let v: serde_json::Map<String, serde_json::Value> = views
-                            .into_iter()
-                            .map(|(n, v)| {
-                                let v = v.map_or_else(
-                                    |e| serde_json::json!({ "error": e }),
-                                    |s| serde_json::to_value(s).unwrap_or_default(),
-                                );
-                                (n, v)
-                            })
-                            .collect();
-                        (format!("{:#}\n", serde_json::Value::Object(v)), all_ok)
-                    } else {
-                        (text, all_ok)
-                    }
-                } else {
-                    let s = ops::node_status(&run_dir);
-                    let ok = s.vrrp.is_ok() || s.lbd.is_ok();
-                    if json {
-                        (format!("{:#}\n", ops::node_status_json(&s)), ok)
-                    } else {
-                        (ops::render_node_status(&s), ok)
-                    }
-                };
-                if watch {
-                    // Clear the screen and home the cursor, then redraw under a timestamp.
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    out!(
-                        "\x1b[2J\x1b[H{} (every 1 s; Ctrl-C to stop)\n{text}",
-                        lbctl::ops::utc_timestamp(now)
-                    );
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-                out!("{text}");
-                return Ok(if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-        }
-        Cmd::Drain { target } => {
-            let s = ops::set_server(&run_dir, &target, AdminState::Drain)?;
-            outln!("{target}: DRAIN (no new connections; open ones continue)");
-            outln!("{}", ops::shared_line(&s));
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Disable { target } => {
-            let s = ops::set_server(&run_dir, &target, AdminState::Maint)?;
-            outln!("{target}: MAINT");
-            outln!("{}", ops::shared_line(&s));
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Enable { target } => {
-            let s = ops::set_server(&run_dir, &target, AdminState::Ready)?;
-            outln!("{target}: ready (UP once its checks pass)");
-            outln!("{}", ops::shared_line(&s));
-            Ok(ExitCode::SUCCESS)
-        }
+        } => status(cli.config.as_ref(), &run_dir, json, watch, cluster),
+        Cmd::Drain { target } => admin(
+            &run_dir,
+            &target,
+            AdminState::Drain,
+            "DRAIN (no new connections; open ones continue)",
+        ),
+        Cmd::Disable { target } => admin(&run_dir, &target, AdminState::Maint, "MAINT"),
+        Cmd::Enable { target } => admin(
+            &run_dir,
+            &target,
+            AdminState::Ready,
+            "ready (UP once its checks pass)",
+        ),
         Cmd::Reload => {
             out!("{}", ops::reload(&run_dir)?);
             Ok(ExitCode::SUCCESS)
@@ -392,25 +308,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             render,
             node,
-        } => {
-            let c = load(&cli.config).context("install reads the cluster file")?;
-            let target = match what {
-                InstallWhat::K3s => install::Target::K3s,
-                InstallWhat::Dns => install::Target::Dns,
-                InstallWhat::Ingress => install::Target::Ingress,
-                InstallWhat::DemoApp => install::Target::DemoApp,
-            };
-            install::run(
-                &c,
-                target,
-                &install::InstallOpts {
-                    dry_run,
-                    render_dir: render,
-                    node,
-                },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => install_cmd(cli.config.as_ref(), what, dry_run, render, node),
         Cmd::Import {
             keepalived,
             haproxy,
@@ -418,47 +316,188 @@ fn run(cli: Cli) -> Result<ExitCode> {
             force,
             name,
             domain,
-        } => {
-            let read = |p: &PathBuf| -> Result<lbctl::import::Source> {
-                Ok(lbctl::import::Source {
-                    label: p.display().to_string(),
-                    text: std::fs::read_to_string(p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                })
-            };
-            let opts = lbctl::import::ImportOptions {
-                keepalived: keepalived.iter().map(read).collect::<Result<_>>()?,
-                haproxy: haproxy.as_ref().map(read).transpose()?,
-                name,
-                domain,
-            };
-            let imported = match lbctl::import::import(&opts) {
-                Ok(i) => i,
-                Err(lbctl::import::ImportError::Invalid { error, toml, notes }) => {
-                    eprint!("{}", lbctl::import::render_notes(&notes));
-                    anyhow::bail!("the converted cluster.toml does not validate: {error}\n--- converted text ---\n{toml}");
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match &output {
-                Some(path) => {
-                    if path.exists() && !force {
-                        anyhow::bail!(
-                            "{} exists: not overwritten (--force to replace it)",
-                            path.display()
-                        );
-                    }
-                    std::fs::write(path, &imported.toml)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
-                }
-                None => out!("{}", imported.toml),
-            }
-            eprint!("{}", lbctl::import::render_notes(&imported.notes));
-            Ok(ExitCode::SUCCESS)
-        }
+        } => import_cmd(
+            &keepalived,
+            haproxy.as_ref(),
+            output.as_ref(),
+            force,
+            name,
+            domain,
+        ),
         Cmd::Lab { state_dir, cmd } => lab_cmd(cli.config, state_dir, cmd),
     }
+}
+
+/// `lbctl config check [FILE] [--json]`.
+fn config_check(file: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let file = file.unwrap_or_else(|| PathBuf::from(common::DEFAULT_CONFIG));
+    match common::config::load(&file) {
+        Ok(cluster) => {
+            if json {
+                outln!("{:#}", check::render_json(&cluster));
+            } else {
+                out!("{}", check::render_text(&cluster));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                outln!(
+                    "{:#}",
+                    serde_json::json!({ "valid": false, "error": e.to_string(), "file": e.file,
+                        "line": e.line, "column": e.column, "key": e.key })
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `lbctl status [--json] [--watch] [--cluster]`: 0 only when what was asked answered.
+fn status(
+    config: Option<&PathBuf>,
+    run_dir: &Path,
+    json: bool,
+    watch: bool,
+    cluster: bool,
+) -> Result<ExitCode> {
+    loop {
+        let (text, ok) = if cluster {
+            let c = load(config)?;
+            let (views, text) = ops::cluster_status(&c);
+            // 0 only when every server's lbd and vrrpd answered: a script must see
+            // a node that does not.
+            let all_ok = views
+                .iter()
+                .all(|(_, v)| v.as_ref().is_ok_and(|s| s.vrrp.is_some()));
+            if json {
+                let v: serde_json::Map<String, serde_json::Value> = views
+                    .into_iter()
+                    .map(|(n, v)| {
+                        let v = v.map_or_else(
+                            |e| serde_json::json!({ "error": e }),
+                            |s| serde_json::to_value(s).unwrap_or_default(),
+                        );
+                        (n, v)
+                    })
+                    .collect();
+                (format!("{:#}\n", serde_json::Value::Object(v)), all_ok)
+            } else {
+                (text, all_ok)
+            }
+        } else {
+            let s = ops::node_status(run_dir);
+            let ok = s.vrrp.is_ok() || s.lbd.is_ok();
+            if json {
+                (format!("{:#}\n", ops::node_status_json(&s)), ok)
+            } else {
+                (ops::render_node_status(&s), ok)
+            }
+        };
+        if watch {
+            // Clear the screen and home the cursor, then redraw under a timestamp.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            out!(
+                "\x1b[2J\x1b[H{} (every 1 s; Ctrl-C to stop)\n{text}",
+                lbctl::ops::utc_timestamp(now)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        out!("{text}");
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+}
+
+/// `lbctl drain|disable|enable SERVICE/SERVER`: the cluster's admin state, and who has it.
+fn admin(run_dir: &Path, target: &str, state: AdminState, what: &str) -> Result<ExitCode> {
+    let s = ops::set_server(run_dir, target, state)?;
+    outln!("{target}: {what}");
+    outln!("{}", ops::shared_line(&s));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lbctl install k3s|dns|ingress|demo-app`.
+fn install_cmd(
+    config: Option<&PathBuf>,
+    what: InstallWhat,
+    dry_run: bool,
+    render: Option<PathBuf>,
+    node: Option<String>,
+) -> Result<ExitCode> {
+    let c = load(config).context("install reads the cluster file")?;
+    let target = match what {
+        InstallWhat::K3s => install::Target::K3s,
+        InstallWhat::Dns => install::Target::Dns,
+        InstallWhat::Ingress => install::Target::Ingress,
+        InstallWhat::DemoApp => install::Target::DemoApp,
+    };
+    install::run(
+        &c,
+        target,
+        &install::InstallOpts {
+            dry_run,
+            render_dir: render,
+            node,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lbctl import --keepalived F... [--haproxy F] [-o OUT]`: the converted cluster.toml and
+/// what did not map.
+fn import_cmd(
+    keepalived: &[PathBuf],
+    haproxy: Option<&PathBuf>,
+    output: Option<&PathBuf>,
+    force: bool,
+    name: Option<String>,
+    domain: Option<String>,
+) -> Result<ExitCode> {
+    let read = |p: &PathBuf| -> Result<lbctl::import::Source> {
+        Ok(lbctl::import::Source {
+            label: p.display().to_string(),
+            text: std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        })
+    };
+    let opts = lbctl::import::ImportOptions {
+        keepalived: keepalived.iter().map(read).collect::<Result<_>>()?,
+        haproxy: haproxy.map(read).transpose()?,
+        name,
+        domain,
+    };
+    let imported = match lbctl::import::import(&opts) {
+        Ok(i) => i,
+        Err(lbctl::import::ImportError::Invalid { error, toml, notes }) => {
+            eprint!("{}", lbctl::import::render_notes(&notes));
+            anyhow::bail!("the converted cluster.toml does not validate: {error}\n--- converted text ---\n{toml}");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match &output {
+        Some(path) => {
+            if path.exists() && !force {
+                anyhow::bail!(
+                    "{} exists: not overwritten (--force to replace it)",
+                    path.display()
+                );
+            }
+            std::fs::write(path, &imported.toml)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => out!("{}", imported.toml),
+    }
+    eprint!("{}", lbctl::import::render_notes(&imported.notes));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<ExitCode> {
