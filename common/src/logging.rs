@@ -47,8 +47,19 @@ pub fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+/// `netlink_proto` warns at length (a whole link dump) about multicast messages that arrive
+/// on a request socket, and about a closed channel when vrrpd drops its connection at exit:
+/// noise for an operator, not a problem. Its real failures reach us as errors of the calls.
+const QUIET: &str = "netlink_proto=error";
+
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    let base = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Unless RUST_LOG asks for that crate by name.
+    let asked = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("netlink_proto"));
+    match QUIET.parse() {
+        Ok(d) if !asked => base.add_directive(d),
+        _ => base,
+    }
 }
 
 /// Set up logging for daemon `name` (the journal's `SYSLOG_IDENTIFIER`); returns where the
