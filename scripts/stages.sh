@@ -1,5 +1,5 @@
 # Stages that all run, then one summary: sourced by scripts/test.sh (and its test,
-# common/tests/stages.rs). A failing stage is recorded and the next one runs anyway; the
+# support/tests/stages.rs). A failing stage is recorded and the next one runs anyway; the
 # summary lists every stage, sums the cargo test results and returns non-zero if any stage
 # failed.
 

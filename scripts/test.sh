@@ -91,7 +91,7 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "WARNING: not root: network-namespace tests will fail. CI runs this as root." >&2
 fi
-# The tests find the PyPI tools through PATH too (common::tools also looks in $VENV/bin).
+# The tests find the PyPI tools through PATH too (k3sha_support::tools also looks in $VENV/bin).
 export PATH="$PATH:$VENV/bin"
 
 log=$(mktemp)

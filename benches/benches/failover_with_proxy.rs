@@ -63,7 +63,7 @@ use benches::failover::{
 };
 use benches::vrrp::{keepalived_config_on, phase, skew, summarize, Clock, Summary, PRIORITIES};
 use benches::{tail, workspace_root, write_file};
-use common::netns::{Lab, NsChild};
+use k3sha_support::netns::{Lab, NsChild};
 
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const HAPROXY: &str = "/usr/sbin/haproxy";
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if !common::netns::require_root("failover_with_proxy benchmark") {
+    if !k3sha_support::netns::require_root("failover_with_proxy benchmark") {
         return ExitCode::SUCCESS;
     }
     for (tool, pkg) in [(KEEPALIVED, "keepalived"), (HAPROXY, "haproxy")] {
@@ -175,7 +175,7 @@ fn run() -> Result<()> {
         lbctl: benches::release_binary("lbctl", "LBCTL_BIN")?,
     };
     // Leftovers of a crashed earlier run.
-    let _ = common::netns::delete_with_prefix(&format!("{NS_PREFIX}-"));
+    let _ = k3sha_support::netns::delete_with_prefix(&format!("{NS_PREFIX}-"));
 
     let started = Instant::now();
     let load_before = loadavg();

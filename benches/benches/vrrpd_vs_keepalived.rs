@@ -55,7 +55,7 @@ use benches::vrrp::{
     EventOutcome, Probe, TreeSample, NET, PRIORITIES,
 };
 use benches::{tail, workspace_root, write_file};
-use common::netns::{Lab, NsChild};
+use k3sha_support::netns::{Lab, NsChild};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt as _;
 
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if !common::netns::require_root("vrrpd_vs_keepalived benchmark") {
+    if !k3sha_support::netns::require_root("vrrpd_vs_keepalived benchmark") {
         return ExitCode::SUCCESS;
     }
     if !Path::new(KEEPALIVED).exists() {
@@ -166,7 +166,7 @@ fn run() -> Result<()> {
         .unwrap_or(20);
     let bin = vrrpd_binary()?;
     // Leftovers of a crashed earlier run.
-    let _ = common::netns::delete_with_prefix(&format!("{NS_PREFIX}-"));
+    let _ = k3sha_support::netns::delete_with_prefix(&format!("{NS_PREFIX}-"));
 
     let started = Instant::now();
     let load_before = loadavg();
@@ -377,7 +377,7 @@ impl Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let probes = Arc::new(Mutex::new(Vec::new()));
         let (s2, p2) = (stop.clone(), probes.clone());
-        let path = Path::new(common::netns::NETNS_DIR).join(ns_name);
+        let path = Path::new(k3sha_support::netns::NETNS_DIR).join(ns_name);
         let handle = std::thread::Builder::new()
             .name("prober".into())
             .spawn(move || -> Result<()> {

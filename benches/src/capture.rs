@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use common::netns::NsChild;
+use k3sha_support::netns::NsChild;
 
 use crate::vrrp::parse_tcpdump_advert;
 
@@ -22,7 +22,7 @@ pub struct AdvertCapture {
 }
 
 impl AdvertCapture {
-    pub fn start(ns: &common::netns::NetNs) -> Result<AdvertCapture> {
+    pub fn start(ns: &k3sha_support::netns::NetNs) -> Result<AdvertCapture> {
         let mut cmd = ns.command("tcpdump");
         cmd.args([
             "-i",

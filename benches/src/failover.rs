@@ -223,7 +223,7 @@ pub fn in_namespace<T: Send + 'static>(
 }
 
 fn netns_path(ns_name: &str) -> PathBuf {
-    Path::new(common::netns::NETNS_DIR).join(ns_name)
+    Path::new(k3sha_support::netns::NETNS_DIR).join(ns_name)
 }
 
 fn enter(path: &Path) -> Result<()> {

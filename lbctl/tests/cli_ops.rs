@@ -124,7 +124,8 @@ fn status_renders_a_daemon_that_answers() {
 #[test]
 fn a_user_outside_root_and_k3s_ha_gets_a_permission_error() {
     // Needs root to switch to user nobody.
-    if !common::netns::require_root("a_user_outside_root_and_k3s_ha_gets_a_permission_error") {
+    if !k3sha_support::netns::require_root("a_user_outside_root_and_k3s_ha_gets_a_permission_error")
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@
 //! rules without a `send` under an inherited `option httpchk`): those are run too, HAProxy
 //! must call every server DOWN, and the import must ask for a review.
 //!
-//! haproxy is required (`common::tools`): the test fails, naming the package, when it is
+//! haproxy is required (`k3sha_support::tools`): the test fails, naming the package, when it is
 //! missing. Checks run every 200 ms with rise 1 / fall 1, so each side settles in a second
 //! or two; every wait is bounded.
 //!
@@ -415,7 +415,7 @@ impl Drop for Haproxy {
 
 /// `haproxy -c`: must pass; returns its warnings.
 fn haproxy_check(cfg: &Path) -> String {
-    let out = common::tools::command("haproxy")
+    let out = k3sha_support::tools::command("haproxy")
         .arg("-c")
         .arg("-f")
         .arg(cfg)
@@ -643,7 +643,7 @@ fn letters(m: &BTreeMap<(String, &'static str), bool>, case: &str) -> String {
 
 #[test]
 fn every_check_mapping_agrees_with_haproxy() {
-    common::tools::require("haproxy");
+    k3sha_support::tools::require("haproxy");
     let dir = tempfile::tempdir().unwrap();
     let stand = start_stand_ins();
     let sock = dir.path().join("haproxy.sock");
@@ -657,7 +657,7 @@ fn every_check_mapping_agrees_with_haproxy() {
     let by_name = |s: &str| ROLES.iter().find(|r| **r == s).copied();
     let hap = {
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = common::tools::command("haproxy")
+        let child = k3sha_support::tools::command("haproxy")
             .arg("-db")
             .arg("-f")
             .arg(&cfg)
@@ -754,7 +754,7 @@ fn every_check_mapping_agrees_with_haproxy() {
 
 #[test]
 fn protocol_checks_pass_haproxy_c_and_are_listed() {
-    common::tools::require("haproxy");
+    k3sha_support::tools::require("haproxy");
     let dir = tempfile::tempdir().unwrap();
     let options: &[(&str, &[&str])] = &[
         ("mysql-check", &["option mysql-check user haproxy"]),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::netns::{Lab, NsChild};
+use k3sha_support::netns::{Lab, NsChild};
 use lbctl::import::{import, ImportOptions, Source};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -32,7 +32,7 @@ fn vrrpd_bin() -> PathBuf {
 }
 
 fn skip() -> bool {
-    if !common::netns::require_root("imported_config_joins_keepalived_node_by_node") {
+    if !k3sha_support::netns::require_root("imported_config_joins_keepalived_node_by_node") {
         return true;
     }
     for (what, path) in [
@@ -79,7 +79,7 @@ struct Mig {
 }
 
 impl Mig {
-    fn ns(&self, k: usize) -> &common::netns::NetNs {
+    fn ns(&self, k: usize) -> &k3sha_support::netns::NetNs {
         self.lab.ns(&format!("n{k}")).unwrap()
     }
     fn log(&self, k: usize) -> PathBuf {

@@ -117,7 +117,7 @@ fn units_grant_exactly_the_capabilities_and_families_each_needs() {
 
 #[test]
 fn units_rate_3_or_lower_offline() {
-    common::tools::require("systemd-analyze");
+    k3sha_support::tools::require("systemd-analyze");
     for name in ["vrrpd.service", "lbd.service"] {
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes"])

@@ -1331,7 +1331,7 @@ fn log_lines_carry_their_journal_priority_and_no_colours() {
     let stats = free_port();
     let s = svc("prio", &plain(&[&b]), FAST_CHECK);
     let script = "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" \"$@\"";
-    let stat = common::tools::require("stat");
+    let stat = k3sha_support::tools::require("stat");
     assert!(stat.is_absolute());
     let mut lbd = Lbd::start_wrapped(&config(stats, &[s], ""), stats, &["sh", "-c", script]);
     lbd.wait_checked();
@@ -1364,7 +1364,7 @@ fn tcp_checks_leave_no_client_in_the_backend() {
     let iperf_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let iperf_log = dir.path().join("iperf3.log");
-    let mut iperf = common::tools::command("iperf3")
+    let mut iperf = k3sha_support::tools::command("iperf3")
         .args([
             "-s",
             "-B",
@@ -1559,7 +1559,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn at_the_descriptor_cap_lbd_waits_without_spinning_and_recovers() {
-    common::tools::require("prlimit");
+    k3sha_support::tools::require("prlimit");
     let b = Backend::start("127.0.0.1", "b", Mode::Echo);
     let stats = free_port();
     let s = svc("fd", &plain(&[&b]), FAST_CHECK);
@@ -1625,7 +1625,7 @@ fn at_the_descriptor_cap_lbd_waits_without_spinning_and_recovers() {
 /// what it can proxy: every client is served, in turn.
 #[test]
 fn descriptor_shortage_is_never_a_backend_failure() {
-    common::tools::require("prlimit");
+    k3sha_support::tools::require("prlimit");
     // This test's own 1000 clients and the backends' sockets need descriptors too.
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();

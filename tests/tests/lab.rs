@@ -76,7 +76,7 @@ fn show(r: &[ScenarioReport]) {
 
 #[test]
 fn lab_scenarios() {
-    if !common::netns::require_root("e2e lab scenarios") {
+    if !k3sha_support::netns::require_root("e2e lab scenarios") {
         return;
     }
     // A descriptor of the caller that is not close-on-exec (as a shell's lock or socket):

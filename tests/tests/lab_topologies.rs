@@ -69,7 +69,7 @@ fn show(r: &[ScenarioReport]) {
 
 #[test]
 fn dual_stack_100ms_defaults() {
-    if !common::netns::require_root("e2e lab on a dual-stack 100 ms topology") {
+    if !k3sha_support::netns::require_root("e2e lab on a dual-stack 100 ms topology") {
         return;
     }
     let mut lab = LabGuard::up("t", CONFIG).expect("lab up");

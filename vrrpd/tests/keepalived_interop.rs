@@ -38,7 +38,7 @@ use support::{keepalived_errors, ms, require_keepalived, serial, Prober, Setting
 const MARGIN: Duration = Duration::from_millis(200);
 
 fn skip(what: &str) -> bool {
-    !common::netns::require_root(what) || !require_keepalived(what)
+    !k3sha_support::netns::require_root(what) || !require_keepalived(what)
 }
 
 /// keepalived on n1, vrrpd on n2 and n3, both vrrpd answering on their control sockets.

@@ -58,7 +58,9 @@ fn replies(st: &Value) -> (u64, u64) {
 
 #[test]
 fn master_answers_arp_and_nd_but_accepts_nothing() {
-    if !common::netns::require_root("vrrpd netns master_answers_arp_and_nd_but_accepts_nothing") {
+    if !k3sha_support::netns::require_root(
+        "vrrpd netns master_answers_arp_and_nd_but_accepts_nothing",
+    ) {
         return;
     }
     let _g = serial();

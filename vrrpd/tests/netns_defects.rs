@@ -29,7 +29,7 @@ fn drops(st: &Value, reason: &str) -> u64 {
 
 #[test]
 fn a_vip_that_cannot_be_added_is_a_fault() {
-    if !common::netns::require_root("vrrpd netns a_vip_that_cannot_be_added_is_a_fault") {
+    if !k3sha_support::netns::require_root("vrrpd netns a_vip_that_cannot_be_added_is_a_fault") {
         return;
     }
     let _g = serial();
@@ -37,7 +37,7 @@ fn a_vip_that_cannot_be_added_is_a_fault() {
     let mut c = TestCluster::new("81", s);
     // n1 (priority 200) runs without CAP_NET_ADMIN, as under a unit drop-in that takes it
     // away: netlink refuses the VIP.
-    let setpriv = common::tools::require("setpriv");
+    let setpriv = k3sha_support::tools::require("setpriv");
     c.servers[0].wrapper = vec![
         setpriv.display().to_string(),
         "--inh-caps=-net_admin".into(),
@@ -85,7 +85,8 @@ fn a_vip_that_cannot_be_added_is_a_fault() {
 
 #[test]
 fn strangers_on_the_link_cannot_take_the_vip() {
-    if !common::netns::require_root("vrrpd netns strangers_on_the_link_cannot_take_the_vip") {
+    if !k3sha_support::netns::require_root("vrrpd netns strangers_on_the_link_cannot_take_the_vip")
+    {
         return;
     }
     let _g = serial();
@@ -194,7 +195,7 @@ fn ms_(n: u64) -> Duration {
 
 #[test]
 fn split_brain_heal_moves_clients_back_within_an_interval() {
-    if !common::netns::require_root(
+    if !k3sha_support::netns::require_root(
         "vrrpd netns split_brain_heal_moves_clients_back_within_an_interval",
     ) {
         return;
@@ -296,7 +297,9 @@ fn split_brain_heal_moves_clients_back_within_an_interval() {
 /// `RUN_DIR/vrrpd.status.json`; the VIP stays where it is (10.84).
 #[test]
 fn dump_signals_write_the_status_and_keep_the_vip() {
-    if !common::netns::require_root("vrrpd netns dump_signals_write_the_status_and_keep_the_vip") {
+    if !k3sha_support::netns::require_root(
+        "vrrpd netns dump_signals_write_the_status_and_keep_the_vip",
+    ) {
         return;
     }
     let _g = serial();
@@ -315,7 +318,7 @@ fn dump_signals_write_the_status_and_keep_the_vip() {
     ] {
         let _ = std::fs::remove_file(&file);
         // kill(1) with a raw number: real-time signals have no nix name.
-        let rc = common::tools::command("kill")
+        let rc = k3sha_support::tools::command("kill")
             .arg(format!("-{signo}"))
             .arg(pid.to_string())
             .status()

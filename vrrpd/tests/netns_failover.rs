@@ -50,7 +50,7 @@ fn converge_initial(c: &mut TestCluster) {
 
 #[test]
 fn link_loss_moves_the_vip_and_preemption_brings_it_back() {
-    if !common::netns::require_root(
+    if !k3sha_support::netns::require_root(
         "vrrpd netns link_loss_moves_the_vip_and_preemption_brings_it_back",
     ) {
         return;
@@ -178,7 +178,7 @@ fn link_loss_moves_the_vip_and_preemption_brings_it_back() {
 
 #[test]
 fn sigterm_hands_over_without_a_gap() {
-    if !common::netns::require_root("vrrpd netns sigterm_hands_over_without_a_gap") {
+    if !k3sha_support::netns::require_root("vrrpd netns sigterm_hands_over_without_a_gap") {
         return;
     }
     let _g = serial();
@@ -237,7 +237,7 @@ fn sigterm_hands_over_without_a_gap() {
 
 #[test]
 fn kill9_then_restart_leaves_one_vip() {
-    if !common::netns::require_root("vrrpd netns kill9_then_restart_leaves_one_vip") {
+    if !k3sha_support::netns::require_root("vrrpd netns kill9_then_restart_leaves_one_vip") {
         return;
     }
     let _g = serial();
@@ -283,7 +283,8 @@ fn kill9_then_restart_leaves_one_vip() {
 
 #[test]
 fn maintenance_resigns_and_reload_keeps_state() {
-    if !common::netns::require_root("vrrpd netns maintenance_resigns_and_reload_keeps_state") {
+    if !k3sha_support::netns::require_root("vrrpd netns maintenance_resigns_and_reload_keeps_state")
+    {
         return;
     }
     let _g = serial();
@@ -353,7 +354,7 @@ fn maintenance_resigns_and_reload_keeps_state() {
 
 #[test]
 fn rfc9568_checksum_between_vrrpd_nodes() {
-    if !common::netns::require_root("vrrpd netns rfc9568_checksum_between_vrrpd_nodes") {
+    if !k3sha_support::netns::require_root("vrrpd netns rfc9568_checksum_between_vrrpd_nodes") {
         return;
     }
     let _g = serial();
@@ -383,7 +384,7 @@ fn rfc9568_checksum_between_vrrpd_nodes() {
 
 #[test]
 fn unicast_peers_elect_and_fail_over() {
-    if !common::netns::require_root("vrrpd netns unicast_peers_elect_and_fail_over") {
+    if !k3sha_support::netns::require_root("vrrpd netns unicast_peers_elect_and_fail_over") {
         return;
     }
     let _g = serial();
@@ -431,7 +432,8 @@ fn unicast_peers_elect_and_fail_over() {
 
 #[test]
 fn ipv6_only_cluster_hands_over_without_a_gap() {
-    if !common::netns::require_root("vrrpd netns ipv6_only_cluster_hands_over_without_a_gap") {
+    if !k3sha_support::netns::require_root("vrrpd netns ipv6_only_cluster_hands_over_without_a_gap")
+    {
         return;
     }
     let _g = serial();

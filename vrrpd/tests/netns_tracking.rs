@@ -125,7 +125,7 @@ fn lines(p: &Path) -> Vec<String> {
 
 #[test]
 fn scripts_lbd_and_notify() {
-    if !common::netns::require_root("vrrpd netns scripts_lbd_and_notify") {
+    if !k3sha_support::netns::require_root("vrrpd netns scripts_lbd_and_notify") {
         return;
     }
     let _g = serial();
@@ -213,7 +213,7 @@ fn scripts_lbd_and_notify() {
 
 #[test]
 fn systemd_ready_watchdog_and_stopping() {
-    if !common::netns::require_root("vrrpd netns systemd_ready_watchdog_and_stopping") {
+    if !k3sha_support::netns::require_root("vrrpd netns systemd_ready_watchdog_and_stopping") {
         return;
     }
     let _g = serial();

@@ -39,7 +39,7 @@ fn wait_vholder(c: &TestCluster, vip: IpAddr, want: usize, timeout: Duration) ->
 
 #[test]
 fn virtual_mac_moves_with_the_vip() {
-    if !common::netns::require_root("vrrpd netns virtual_mac_moves_with_the_vip") {
+    if !k3sha_support::netns::require_root("vrrpd netns virtual_mac_moves_with_the_vip") {
         return;
     }
     let _g = serial();
@@ -86,7 +86,7 @@ fn virtual_mac_moves_with_the_vip() {
 
     // The master's adverts leave from the virtual MAC.
     // tcpdump must be there: a missing one would be an empty capture, not an error.
-    let tcpdump = common::tools::require("tcpdump");
+    let tcpdump = k3sha_support::tools::require("tcpdump");
     let dump = c
         .client()
         .exec(

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use common::config::{Cluster, Role};
-use common::netns::{self, NetNs};
+use k3sha_support::netns::{self, NetNs};
 use serde::{Deserialize, Serialize};
 
 /// Default state directory of `lbctl lab`.

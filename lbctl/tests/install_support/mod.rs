@@ -71,12 +71,12 @@ pub fn golden_state(cluster: &Cluster) -> InstallState {
 /// Panic with an actionable message when a tool the tests need is missing (never skip):
 /// the program must be in scripts/test-tools.txt, which scripts/test.sh installs.
 pub fn require_tool(program: &str) {
-    common::tools::require(program);
+    k3sha_support::tools::require(program);
 }
 
 /// Run a command, returning (success, stdout + stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = common::tools::command(program)
+    let out = k3sha_support::tools::command(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));

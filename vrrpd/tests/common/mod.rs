@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::{Lab, NetNs, NsChild};
+use k3sha_support::netns::{Lab, NetNs, NsChild};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -653,7 +653,7 @@ pub fn inject_adverts(
     every: Duration,
 ) {
     use std::os::fd::AsFd;
-    let path = format!("{}/{}", common::netns::NETNS_DIR, ns.name());
+    let path = format!("{}/{}", k3sha_support::netns::NETNS_DIR, ns.name());
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).expect("namespace file");
         nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");

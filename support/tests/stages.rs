@@ -11,7 +11,7 @@ use std::path::Path;
 
 fn run(script: &str) -> (i32, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = common::tools::command("bash")
+    let out = k3sha_support::tools::command("bash")
         .current_dir(root)
         .arg("-c")
         .arg(format!(". scripts/stages.sh; {script}"))

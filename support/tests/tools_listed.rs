@@ -17,7 +17,7 @@ const TREES: &[&str] = &[
     "lbctl/tests",
     "tests",
     "benches",
-    "common/src/netns.rs",
+    "support/src",
     "lbctl/src/lab",
 ];
 
@@ -113,7 +113,7 @@ fn every_program_the_tests_run_is_listed() {
                 continue;
             }
             seen += 1;
-            if common::tools::source(&base).is_none() {
+            if k3sha_support::tools::source(&base).is_none() {
                 let rel = f.strip_prefix(&root).unwrap().display().to_string();
                 unlisted.push(format!("{rel}:{line}: `{prog}`"));
             }
@@ -136,7 +136,7 @@ fn the_scan_sees_every_call_shape() {
         ns.exec("gamma", &[]);
         const K: &str = "/usr/sbin/delta";
         // Command::new("commented-out")
-        let b = common::tools::require("epsilon");
+        let b = k3sha_support::tools::require("epsilon");
     "#;
     let names: Vec<String> = programs(text).into_iter().map(|(_, p)| p).collect();
     assert_eq!(

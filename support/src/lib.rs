@@ -1,0 +1,11 @@
+//! Test and lab support of k3s-ha: what the tests, the lab (`lbctl lab`), the end-to-end
+//! tests and the benchmarks build on, and the daemons never link (`cargo tree -p vrrpd -e
+//! normal` and `-p lbd` do not show this crate).
+//!
+//! - [`netns`]: network namespaces, veths and a bridge, with guards that clean up
+//!   ([`netns::NetNs`], [`netns::NsChild`], [`netns::Lab`]), and [`netns::require_root`]
+//!   for the tests that need root.
+//! - [`tools`]: the external programs tests and the lab run, from `scripts/test-tools.txt`.
+
+pub mod netns;
+pub mod tools;
