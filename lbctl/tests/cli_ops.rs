@@ -1,78 +1,49 @@
 //! `lbctl status` and friends against real control sockets (served in-process by
-//! `common::ctl`): a daemon that does not answer, a permission error for a user outside
-//! root and the k3s-ha group, and the answer rendered for one that does answer.
+//! `k3sha_support::standin` over `common::ctl`): a daemon that does not answer, a
+//! permission error for a user outside root and the k3s-ha group, and the answer rendered
+//! for one that does answer.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use common::ctl::{self, Response};
+use common::ctl::Response;
 use common::proto::vrrpd;
+use k3sha_support::standin::StandIn;
 
 fn lbctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lbctl"))
 }
 
-/// Serve a fake vrrpd on `dir/vrrpd.sock` on a background thread until the returned
-/// sender is dropped.
-fn fake_vrrpd(dir: &Path) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let path = ctl::socket_path(dir, "vrrpd");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let stop = async {
-                while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-            ctl::serve(
-                &path,
-                |req: vrrpd::Request| async move {
-                    match req {
-                        // vrrpd's answer as it goes over the wire (the parts a reader
-                        // may not do without).
-                        vrrpd::Request::Status => Response::ok(serde_json::json!({
-                            "node": "s1", "interface": "eth0", "vrid": 51, "version": 3,
-                            "accept_mode": true, "config": null, "reloads": 0,
-                            "last_reload_error": null, "stopping": false,
-                            "state": "master", "base_priority": 200,
-                            "effective_priority": 200, "master": "10.0.0.1",
-                            "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
-                            "maintenance": false, "fault": false, "holding_vips": true,
-                            "family": "ipv4", "primary": "10.0.0.1",
-                            "vips_on_interface": ["10.0.0.100"], "vips_answered": [],
-                            "instances": [{
-                                "state": "master", "base_priority": 200,
-                                "effective_priority": 200, "master": "10.0.0.1",
-                                "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
-                                "maintenance": false, "fault": false, "holding_vips": true,
-                                "family": "ipv4", "primary": "10.0.0.1",
-                                "vips_on_interface": ["10.0.0.100"], "vips_answered": []
-                            }]
-                        })),
-                        other => Response::err(format!("not served here: {other:?}")),
-                    }
-                },
-                stop,
-            )
-            .await
-            .unwrap();
-        });
-    });
-    let sock = ctl::socket_path(dir, "vrrpd");
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
+/// Serve a fake vrrpd on `dir/vrrpd.sock` until the returned guard is dropped.
+fn fake_vrrpd(dir: &Path) -> StandIn {
+    StandIn::serve(dir, "vrrpd", |req: vrrpd::Request| async move {
+        match req {
+            // vrrpd's answer as it goes over the wire (the parts a reader
+            // may not do without).
+            vrrpd::Request::Status => Response::ok(serde_json::json!({
+                "node": "s1", "interface": "eth0", "vrid": 51, "version": 3,
+                "accept_mode": true, "config": null, "reloads": 0,
+                "last_reload_error": null, "stopping": false,
+                "state": "master", "base_priority": 200,
+                "effective_priority": 200, "master": "10.0.0.1",
+                "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
+                "maintenance": false, "fault": false, "holding_vips": true,
+                "family": "ipv4", "primary": "10.0.0.1",
+                "vips_on_interface": ["10.0.0.100"], "vips_answered": [],
+                "instances": [{
+                    "state": "master", "base_priority": 200,
+                    "effective_priority": 200, "master": "10.0.0.1",
+                    "vips": ["10.0.0.100"], "master_adver_interval_ms": 1000,
+                    "maintenance": false, "fault": false, "holding_vips": true,
+                    "family": "ipv4", "primary": "10.0.0.1",
+                    "vips_on_interface": ["10.0.0.100"], "vips_answered": []
+                }]
+            })),
+            other => Response::err(format!("not served here: {other:?}")),
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    tx
+    })
 }
 
 #[test]

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use k3sha_support::standin::StandIn;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -1703,46 +1704,33 @@ fn vrrp_view_follows_vrrpd_status() {
     let lbd = Lbd::start(&config(stats, &[s], ""), stats);
     assert!(lbd.status()["vrrp"].is_null());
     // A stand-in vrrpd on RUN_DIR/vrrpd.sock speaking the real control protocol.
-    let path = lbd.dir.path().join("run/vrrpd.sock");
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let handler = |req: common::proto::vrrpd::Request| async move {
-                assert_eq!(req, common::proto::vrrpd::Request::Status);
-                // vrrpd's answer as it goes over the wire.
-                let inst = serde_json::json!({
-                    "state": "master", "base_priority": 150, "effective_priority": 150,
-                    "master": "127.0.0.1", "vips": ["127.0.0.100"],
-                    "master_adver_interval_ms": 1000, "maintenance": false,
-                    "fault": false, "holding_vips": true, "vip_error": null,
-                    "family": "ipv4", "master_node": null, "primary": "127.0.0.1",
-                    "vips_on_interface": ["127.0.0.100"], "vips_answered": []
-                });
-                let mut st = inst.clone();
-                let m = st.as_object_mut().unwrap();
-                for (k, v) in serde_json::json!({
-                    "node": "v", "interface": "lo", "vrid": 1, "version": 3,
-                    "accept_mode": true, "config": null, "reloads": 0,
-                    "last_reload_error": null, "stopping": false, "instances": [inst]
-                })
-                .as_object()
-                .unwrap()
-                {
-                    m.insert(k.clone(), v.clone());
-                }
-                common::ctl::Response::ok(st)
-            };
-            let stop = async move {
-                while stop_rx.try_recv().is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-            common::ctl::serve(&path, handler, stop).await.unwrap();
-        });
+    let run_dir = lbd.dir.path().join("run");
+    let vrrpd = StandIn::serve(&run_dir, "vrrpd", |req: common::proto::vrrpd::Request| {
+        async move {
+            assert_eq!(req, common::proto::vrrpd::Request::Status);
+            // vrrpd's answer as it goes over the wire.
+            let inst = serde_json::json!({
+                "state": "master", "base_priority": 150, "effective_priority": 150,
+                "master": "127.0.0.1", "vips": ["127.0.0.100"],
+                "master_adver_interval_ms": 1000, "maintenance": false,
+                "fault": false, "holding_vips": true, "vip_error": null,
+                "family": "ipv4", "master_node": null, "primary": "127.0.0.1",
+                "vips_on_interface": ["127.0.0.100"], "vips_answered": []
+            });
+            let mut st = inst.clone();
+            let m = st.as_object_mut().unwrap();
+            for (k, v) in serde_json::json!({
+                "node": "v", "interface": "lo", "vrid": 1, "version": 3,
+                "accept_mode": true, "config": null, "reloads": 0,
+                "last_reload_error": null, "stopping": false, "instances": [inst]
+            })
+            .as_object()
+            .unwrap()
+            {
+                m.insert(k.clone(), v.clone());
+            }
+            common::ctl::Response::ok(st)
+        }
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     let view = loop {
@@ -1759,8 +1747,7 @@ fn vrrp_view_follows_vrrpd_status() {
     assert_eq!(view["vips"][0], "127.0.0.100");
     assert_eq!(view["vips_here"][0], "127.0.0.100");
     // vrrpd goes away: the view goes away.
-    stop_tx.send(()).unwrap();
-    server.join().unwrap();
+    vrrpd.stop();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !lbd.status()["vrrp"].is_null() {
         assert!(Instant::now() < deadline, "stale vrrp view");

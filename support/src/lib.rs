@@ -5,7 +5,9 @@
 //! - [`netns`]: network namespaces, veths and a bridge, with guards that clean up
 //!   ([`netns::NetNs`], [`netns::NsChild`], [`netns::Lab`]), and [`netns::require_root`]
 //!   for the tests that need root.
+//! - [`standin`]: a stand-in for a daemon's control socket, served from a test's handler.
 //! - [`tools`]: the external programs tests and the lab run, from `scripts/test-tools.txt`.
 
 pub mod netns;
+pub mod standin;
 pub mod tools;

@@ -13,13 +13,14 @@
 #[path = "common/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::ctl::Response;
 use common::proto::lbd::{self, ServerStatus};
+use k3sha_support::standin::StandIn;
 use support::{serial, Settings, TestCluster};
 
 /// What the stand-in lbd reports: 0 = a server UP, 1 = all servers DOWN, 2 = not answering.
@@ -28,73 +29,53 @@ const ALL_DOWN: u8 = 1;
 const SILENT: u8 = 2;
 
 /// A stand-in for lbd's control socket: answers `status` with a `frontends` list like
-/// lbd's snapshot, health taken from `mode`.
-fn stand_in_lbd(run_dir: PathBuf, mode: Arc<AtomicU8>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let path = common::ctl::socket_path(&run_dir, "lbd");
-            let handler = move |req: lbd::Request| {
-                let mode = mode.clone();
-                async move {
-                    match mode.load(Ordering::SeqCst) {
-                        SILENT => {
-                            // Do not answer within the tracker's timeout.
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            Response::err("late")
-                        }
-                        m => match req {
-                            lbd::Request::Status => {
-                                let st = if m == HEALTHY {
-                                    ServerStatus::Up
-                                } else {
-                                    ServerStatus::Down
-                                };
-                                let addr = "127.0.0.1:1".parse().unwrap();
-                                let any = "0.0.0.0:1".parse().unwrap();
-                                let snap = lbd::Snapshot::new(
-                                    "stand-in",
-                                    "test",
-                                    vec![
-                                        lbd::FrontendStats::new(
-                                            "kube-apiserver",
-                                            any,
-                                            vec![
-                                                lbd::ServerStats::new(
-                                                    "a",
-                                                    addr,
-                                                    ServerStatus::Down,
-                                                ),
-                                                lbd::ServerStats::new("b", addr, st),
-                                            ],
-                                        ),
-                                        lbd::FrontendStats::new(
-                                            "ingress-http",
-                                            any,
-                                            vec![lbd::ServerStats::new(
-                                                "a",
-                                                addr,
-                                                ServerStatus::Up,
-                                            )],
-                                        ),
-                                    ],
-                                );
-                                Response::from_result(Ok::<_, String>(lbd::Answer::Status(
-                                    Box::new(snap),
-                                )))
-                            }
-                            _ => Response::err("unknown command"),
-                        },
-                    }
+/// lbd's snapshot, health taken from `mode`; served until the guard is dropped.
+fn stand_in_lbd(run_dir: &Path, mode: Arc<AtomicU8>) -> StandIn {
+    let handler = move |req: lbd::Request| {
+        let mode = mode.clone();
+        async move {
+            match mode.load(Ordering::SeqCst) {
+                SILENT => {
+                    // Do not answer within the tracker's timeout.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Response::err("late")
                 }
-            };
-            // Runs until the process ends (the test binary exits).
-            let _ = common::ctl::serve(&path, handler, std::future::pending()).await;
-        });
-    })
+                m => match req {
+                    lbd::Request::Status => {
+                        let st = if m == HEALTHY {
+                            ServerStatus::Up
+                        } else {
+                            ServerStatus::Down
+                        };
+                        let addr = "127.0.0.1:1".parse().unwrap();
+                        let any = "0.0.0.0:1".parse().unwrap();
+                        let snap = lbd::Snapshot::new(
+                            "stand-in",
+                            "test",
+                            vec![
+                                lbd::FrontendStats::new(
+                                    "kube-apiserver",
+                                    any,
+                                    vec![
+                                        lbd::ServerStats::new("a", addr, ServerStatus::Down),
+                                        lbd::ServerStats::new("b", addr, st),
+                                    ],
+                                ),
+                                lbd::FrontendStats::new(
+                                    "ingress-http",
+                                    any,
+                                    vec![lbd::ServerStats::new("a", addr, ServerStatus::Up)],
+                                ),
+                            ],
+                        );
+                        Response::from_result(Ok::<_, String>(lbd::Answer::Status(Box::new(snap))))
+                    }
+                    _ => Response::err("unknown command"),
+                },
+            }
+        }
+    };
+    StandIn::serve(run_dir, "lbd", handler)
 }
 
 fn wait_state(c: &TestCluster, i: usize, state: &str, timeout: Duration) {
@@ -137,6 +118,7 @@ fn scripts_lbd_and_notify() {
         .into();
     let mut c = TestCluster::new("66", s);
     let mut modes = Vec::new();
+    let mut stand_ins = Vec::new();
     for i in 0..3 {
         let dir = c.dir.path().to_path_buf();
         let k = i + 1;
@@ -151,7 +133,7 @@ fn scripts_lbd_and_notify() {
             ),
         ];
         let mode = Arc::new(AtomicU8::new(HEALTHY));
-        stand_in_lbd(c.servers[i].run_dir.clone(), mode.clone());
+        stand_ins.push(stand_in_lbd(&c.servers[i].run_dir, mode.clone()));
         modes.push(mode);
     }
     c.start_all();
