@@ -30,10 +30,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k3sha_support::netns::{self, NsChild};
+use k3sha_support::ports::free_port;
 use lbctl::import::{import, render_notes, ImportOptions, Imported, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -363,14 +365,6 @@ fn start_stand_ins() -> StandIns {
 // ---------------------------------------------------------------------------------------
 // haproxy.cfg
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const DEFAULTS: &str =
     "defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 5s\n    \
      timeout server 5s\n    timeout check 500ms\n    \
@@ -402,15 +396,6 @@ fn haproxy_cfg(sock: &Path, ports: &[u16; 5], cases: &[Case]) -> String {
         }
     }
     cfg
-}
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `haproxy -c`: must pass; returns its warnings.
@@ -546,7 +531,7 @@ fn lbd_bin() -> PathBuf {
 
 /// lbd as a child process; killed (and reaped) on drop, even on panic.
 struct Lbd {
-    child: std::process::Child,
+    child: NsChild,
     log: PathBuf,
 }
 
@@ -554,8 +539,8 @@ impl Lbd {
     fn start(config: PathBuf, node: String, run_dir: PathBuf) -> Lbd {
         let log = run_dir.with_extension("lbd.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(lbd_bin())
-            .arg("--config")
+        let mut cmd = std::process::Command::new(lbd_bin());
+        cmd.arg("--config")
             .arg(&config)
             .arg("--node")
             .arg(&node)
@@ -563,24 +548,16 @@ impl Lbd {
             .arg(&run_dir)
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
+            .stderr(out);
+        let child = netns::spawn(cmd).unwrap();
         Lbd { child, log }
     }
 
     /// Why lbd has already stopped (its exit status and log), if it has.
     fn failed(&mut self) -> Option<String> {
-        let status = self.child.try_wait().ok().flatten()?;
+        let status = self.child.try_wait()?;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         Some(format!("lbd exited ({status}):\n{log}"))
-    }
-}
-
-impl Drop for Lbd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -657,16 +634,15 @@ fn every_check_mapping_agrees_with_haproxy() {
     let by_name = |s: &str| ROLES.iter().find(|r| **r == s).copied();
     let hap = {
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = k3sha_support::tools::command("haproxy")
-            .arg("-db")
+        let mut cmd = k3sha_support::tools::command("haproxy");
+        cmd.arg("-db")
             .arg("-f")
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let _guard = Haproxy(child);
+            .stderr(log);
+        // Killed and reaped at the end of this block.
+        let _haproxy = netns::spawn(cmd).unwrap();
         settle("haproxy", CASES, &mut || show_stat(&sock), &by_name)
     };
 

@@ -16,11 +16,12 @@ mod install_support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::config::Cluster;
 use install_support::{clusters, require_tool, run};
+use k3sha_support::netns::{self, NsChild};
 use lbctl::install::{next_serial, today_utc, InstallOpts, Target};
 
 /// Render the DNS target through `run()` into a fresh directory.
@@ -137,16 +138,9 @@ fn rerun_renders_the_same_files() {
 
 /// A `named -g` on 127.0.0.1:port serving the rendered zones; killed on drop.
 struct Named {
-    child: Child,
+    child: NsChild,
     port: u16,
     log: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -181,17 +175,16 @@ impl Named {
         let conf_path = dir.join("named.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let log = dir.join("named.log");
-        let child = Command::new("named")
-            .args(["-g", "-4", "-n", "1", "-c", conf_path.to_str().unwrap()])
+        let mut cmd = Command::new("named");
+        cmd.args(["-g", "-4", "-n", "1", "-c", conf_path.to_str().unwrap()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting named");
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = netns::spawn(cmd).expect("starting named");
         let mut named = Named { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = named.child.try_wait().unwrap() {
+            if let Some(status) = named.child.try_wait() {
                 panic!(
                     "named exited ({status}) before answering:\n{}",
                     named.log_text()

@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k3sha_support::ports::free_port;
 use lbd::snapshot::{FrontendStats, ServerStats, ServerStatus, Snapshot};
 use lbd::stats::{serve, SnapshotSource};
 use tokio::net::{TcpListener, TcpStream};
@@ -414,14 +415,6 @@ async fn wait_csv_status(lbd: &Lbd, stats: SocketAddr, server: &str, want: &str,
         "lbd did not report {server} {want} within {within:?} (last: {last:?}); lbd log:\n{}",
         lbd.log()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,10 +7,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proto::lbd::{self as proto, AdminState};
+use k3sha_support::netns::{self, NsChild};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn free_port() -> u16 {
@@ -30,7 +32,7 @@ fn free_port() -> u16 {
 struct Node {
     name: &'static str,
     dir: PathBuf,
-    child: Option<Child>,
+    child: Option<NsChild>,
 }
 
 impl Node {
@@ -41,8 +43,8 @@ impl Node {
             .append(true)
             .open(dir.join("lbd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
+        cmd.arg("--config")
             .arg(cfg)
             .args(["--node", name, "--run-dir"])
             .arg(dir.join("run"))
@@ -51,9 +53,8 @@ impl Node {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        let child = netns::spawn(cmd).unwrap();
         let n = Node {
             name,
             dir: dir.to_path_buf(),
@@ -122,17 +123,10 @@ impl Node {
     }
 
     fn stop(&mut self) {
+        // SIGTERM, up to 10 s to exit, then SIGKILL (dropping `c`).
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let t0 = Instant::now();
-            while c.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = c.signal(Signal::SIGTERM);
+            c.wait_timeout(Duration::from_secs(10));
         }
     }
 }

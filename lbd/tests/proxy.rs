@@ -29,15 +29,15 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use k3sha_support::netns::{self, NsChild};
 use k3sha_support::standin::StandIn;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ drain_timeout = "2s"
 }
 
 struct Lbd {
-    child: Child,
+    child: NsChild,
     dir: tempfile::TempDir,
     stats: u16,
 }
@@ -262,17 +262,15 @@ impl Lbd {
                 c
             }
         };
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(dir.path().join("cluster.toml"))
             .args(["--node", "n1", "--run-dir"])
             .arg(dir.path().join("run"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        let child = netns::spawn(cmd).unwrap();
         let mut l = Lbd { child, dir, stats };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -281,7 +279,7 @@ impl Lbd {
                     break;
                 }
             }
-            if let Ok(Some(st)) = l.child.try_wait() {
+            if let Some(st) = l.child.try_wait() {
                 panic!("lbd exited early ({st}): {}", l.log());
             }
             assert!(
@@ -352,7 +350,7 @@ impl Lbd {
     }
 
     fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        self.child.signal(sig).unwrap();
     }
 
     /// SIGHUP, then wait until `reloads` or `last_reload_error` says it was handled.
@@ -416,8 +414,7 @@ impl Lbd {
 
 impl Drop for Lbd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
         if std::thread::panicking() {
             eprintln!("--- lbd log ---\n{}", self.log());
         }
@@ -1302,7 +1299,7 @@ fn dump_signals_write_the_status_and_keep_serving() {
         let _ = std::fs::remove_file(&file);
         lbd.signal(sig);
         std::thread::sleep(Duration::from_millis(200));
-        assert!(lbd.child.try_wait().unwrap().is_none(), "{sig} ended lbd");
+        assert!(lbd.child.try_wait().is_none(), "{sig} ended lbd");
         let (c, name) = hello(port);
         assert_eq!(name.as_deref(), Some("b"), "not serving after {sig}");
         drop(c);
@@ -1487,7 +1484,7 @@ fn sigterm_stops_accepting_and_drains() {
     held.shutdown(Shutdown::Both).unwrap();
     drop(held);
     let code = loop {
-        if let Some(st) = lbd.child.try_wait().unwrap() {
+        if let Some(st) = lbd.child.try_wait() {
             break st;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "lbd did not exit");
@@ -1571,7 +1568,7 @@ fn at_the_descriptor_cap_lbd_waits_without_spinning_and_recovers() {
         stats,
         &["prlimit", &format!("--nofile={limit}:{limit}"), "--"],
     );
-    let pid = lbd.child.id();
+    let pid = lbd.child.pid().unwrap();
     let cap = lbd.status()["fd_cap"].as_u64().unwrap();
     assert!(cap > 10 && cap < 32, "cap {cap} from nofile {limit}");
     // Fill every slot with proxied connections; one more waits in the listen queue (it
@@ -1902,7 +1899,7 @@ fn sigterm_drain_deadline_closes_what_is_left() {
     let start = Instant::now();
     lbd.signal(Signal::SIGTERM);
     let code = loop {
-        if let Some(st) = lbd.child.try_wait().unwrap() {
+        if let Some(st) = lbd.child.try_wait() {
             break st;
         }
         assert!(start.elapsed() < Duration::from_secs(6), "lbd did not exit");

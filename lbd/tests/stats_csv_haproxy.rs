@@ -12,30 +12,15 @@
 )]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k3sha_support::netns;
+use k3sha_support::ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn show_stat(sock: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -82,16 +67,15 @@ async fn csv_columns_and_rows_match_haproxy() {
         ),
     )
     .unwrap();
-    let child = Command::new(HAPROXY)
-        .arg("-f")
+    let mut cmd = Command::new(HAPROXY);
+    cmd.arg("-f")
         .arg(&cfg)
         .arg("-db")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy starts");
-    let _guard = Haproxy(child);
+        .stderr(Stdio::null());
+    // Killed and reaped on drop.
+    let _haproxy = netns::spawn(cmd).expect("haproxy starts");
     // Wait for both servers' first (failing) check, so every check column is filled.
     let deadline = Instant::now() + Duration::from_secs(15);
     let theirs = loop {

@@ -7,7 +7,8 @@
 //!   `!Send` like aya's `NetNsGuard`: work that must run *inside* a namespace goes through
 //!   `ip netns exec NAME ...` ([`NetNs::command`], [`NetNs::spawn`]), never through `setns`
 //!   on a shared thread.
-//! - [`NsChild`]: a long-running process inside a namespace, killed and reaped in `Drop`.
+//! - [`NsChild`]: a long-running process inside a namespace (or, from [`spawn`], in the
+//!   caller's own), killed and reaped in `Drop`.
 //! - [`Lab`] / [`LabBuilder`]: "one bridge namespace and N host namespaces, each with one
 //!   veth `eth0` plugged into the bridge at the given addresses" - the topology every
 //!   vrrpd/lbd/end-to-end test and the lab of `lbctl lab up` start from.
@@ -192,6 +193,23 @@ pub fn run(cmd: &mut Command) -> Result<Output, NetnsError> {
     Ok(out)
 }
 
+/// Start a long-running process as `cmd` says (in the caller's namespace, unless it is an
+/// `ip netns exec` command of [`NetNs::command`]); it is killed and reaped when the
+/// returned [`NsChild`] is dropped, also on panic. The program is checked as [`run`] checks
+/// it.
+pub fn spawn(mut cmd: Command) -> Result<NsChild, NetnsError> {
+    preflight(&cmd)?;
+    let desc = describe(&cmd);
+    let child = cmd.spawn().map_err(|source| NetnsError::Spawn {
+        cmd: desc.clone(),
+        source,
+    })?;
+    Ok(NsChild {
+        child: Some(child),
+        desc,
+    })
+}
+
 /// Run `ip ARGS...` in the current (caller's) namespace.
 fn ip(args: &[&str]) -> Result<Output, NetnsError> {
     run(Command::new("ip").args(args))
@@ -345,17 +363,8 @@ impl NetNs {
 
     /// Start a long-running process inside the namespace; it is killed when the returned
     /// [`NsChild`] is dropped. Configure stdio etc. on the `Command` from [`NetNs::command`].
-    pub fn spawn(&self, mut cmd: Command) -> Result<NsChild, NetnsError> {
-        preflight(&cmd)?;
-        let desc = describe(&cmd);
-        let child = cmd.spawn().map_err(|source| NetnsError::Spawn {
-            cmd: desc.clone(),
-            source,
-        })?;
-        Ok(NsChild {
-            child: Some(child),
-            desc,
-        })
+    pub fn spawn(&self, cmd: Command) -> Result<NsChild, NetnsError> {
+        spawn(cmd)
     }
 
     /// Set a sysctl inside the namespace (`net.*` keys are per namespace). Written through
@@ -512,7 +521,8 @@ pub fn veth(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) -> Result<(), NetnsE
     b.link_set(b_dev, true)
 }
 
-/// A process running inside a namespace; killed (SIGKILL) and reaped when dropped.
+/// A process started by [`spawn`] or [`NetNs::spawn`] (inside a namespace, or in the
+/// caller's own: a test's haproxy or lbd); killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct NsChild {
     child: Option<Child>,
@@ -563,6 +573,12 @@ impl NsChild {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Wait, without a bound, for the process to exit by itself (reaping it). `None` once
+    /// it has been killed.
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.wait().ok())
     }
 
     /// SIGKILL and reap now (what Drop does). Returns the exit status if it could be read.
