@@ -1,7 +1,9 @@
-//! End-to-end test support: a lab guard that removes everything it made on drop.
+//! End-to-end test support: a lab guard that removes everything it made on drop, and the
+//! report of a scenario run.
 
 use std::path::{Path, PathBuf};
 
+use lbctl::lab::scenarios::ScenarioReport;
 use lbctl::lab::{self, LabOptions, LabState};
 
 /// A running lab, torn down (processes, namespaces) when dropped, also on panic.
@@ -48,6 +50,16 @@ impl Drop for LabGuard {
         if let Err(e) = lab::down(&self.state_dir) {
             eprintln!("e2e: lab cleanup failed: {e:#}");
         }
+    }
+}
+
+/// Print each scenario's outcome to stderr (cargo test shows it when the test fails).
+pub fn show(r: &[ScenarioReport]) {
+    for s in r {
+        eprintln!(
+            "{}: passed={} recovered={:?} bound={:?} {:?} notes={:?}",
+            s.name, s.passed, s.recovered_ms, s.bound_ms, s.outcome, s.notes
+        );
     }
 }
 

@@ -10,8 +10,8 @@
 //! - a drain made on the VIP holder holds on the next holder and across a restart of every
 //!   daemon (and so does the holder's maintenance).
 
-use e2e::LabGuard;
-use lbctl::lab::scenarios::{self, ScenarioReport};
+use e2e::{show, LabGuard};
+use lbctl::lab::scenarios;
 
 const CONFIG: &str = r#"
 [cluster]
@@ -64,15 +64,6 @@ listen = 5432
 backend_port = 15432
 check = { interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }
 "#;
-
-fn show(r: &[ScenarioReport]) {
-    for s in r {
-        eprintln!(
-            "{}: passed={} recovered={:?} bound={:?} {:?} notes={:?}",
-            s.name, s.passed, s.recovered_ms, s.bound_ms, s.outcome, s.notes
-        );
-    }
-}
 
 #[test]
 fn lab_scenarios() {

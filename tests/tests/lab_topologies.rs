@@ -14,8 +14,8 @@
 //!
 //! A test binary of its own, so it never runs beside `lab.rs` (timings on 2 cores).
 
-use e2e::LabGuard;
-use lbctl::lab::scenarios::{self, ScenarioReport};
+use e2e::{show, LabGuard};
+use lbctl::lab::scenarios;
 
 const CONFIG: &str = r#"
 [cluster]
@@ -57,15 +57,6 @@ name = "ingress-http"
 listen = 80
 backend_port = 30080
 "#;
-
-fn show(r: &[ScenarioReport]) {
-    for s in r {
-        eprintln!(
-            "{}: passed={} recovered={:?} bound={:?} {:?} notes={:?}",
-            s.name, s.passed, s.recovered_ms, s.bound_ms, s.outcome, s.notes
-        );
-    }
-}
 
 #[test]
 fn dual_stack_100ms_defaults() {
