@@ -824,11 +824,20 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
     r
 }
 
-/// Reconnect every node, restart what is not running, wait for the preferred master.
+/// Reconnect every node, restart what is not running, end any maintenance a scenario left
+/// behind (it survives restarts now), wait for the preferred master.
 fn restore(st: &mut LabState) {
     let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
     for n in names {
         let _ = super::recover(st, &n);
+    }
+    let runs: Vec<std::path::PathBuf> = st.servers().map(|n| n.run_dir.clone()).collect();
+    for run in runs {
+        let in_maintenance =
+            crate::ops::vrrpd_status(&run).is_ok_and(|v| v.current.core.maintenance);
+        if in_maintenance {
+            let _ = crate::ops::set_maintenance(&run, false);
+        }
     }
     let _ = super::wait_ready(st, Duration::from_secs(20));
     let st: &LabState = st;
