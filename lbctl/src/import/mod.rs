@@ -1,11 +1,18 @@
 //! `lbctl import`: keepalived.conf and haproxy.cfg in, one cluster.toml out.
 //!
 //! ```text
-//!  keepalived.conf (one per node) --tokens--> blocks --+
-//!                                                      +--> Draft --render--> cluster.toml text
-//!  haproxy.cfg -------------------tokens--> sections --+        |                  |
-//!                                                        notes (file, line, why)   +--> common::config::parse
+//!  keepalived.conf (one per node) --lex--> blocks ---+
+//!                                                    +--> Draft --render--> raw::Raw --toml--> text
+//!  haproxy.cfg -------------------lex--> sections ---+        |                                 |
+//!                                                      notes (file, line, why)  common::config::parse
 //! ```
+//!
+//! Modules, in pipeline order: `lex` (words of a line), `keepalived` and `haproxy`
+//! (each file into statements, then into the draft), `services` (proxies into services
+//! and their checks), `nodes` (node names, unique priorities), `draft` (the draft
+//! cluster and its normalisation), `notes`, `render` (the draft as the reader's own
+//! schema, `common::config::raw`, written with the `toml` crate: a key renamed there is
+//! renamed for the reader and the importer alike).
 //!
 //! Both parsers are written by hand (both formats are line and block based) and never
 //! fail: what they cannot read becomes a [`Note`]. Every setting that has no cluster.toml
@@ -83,7 +90,7 @@ impl std::fmt::Display for Note {
 
 #[derive(Debug)]
 pub struct Imported {
-    /// The cluster.toml text (notes included at its end as comments).
+    /// The cluster.toml text (notes included at its top as comments).
     pub toml: String,
     pub notes: Vec<Note>,
     pub cluster: common::config::Cluster,
@@ -553,7 +560,16 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     // are listed once.
     let mut seen = BTreeSet::new();
     notes.retain(|n| seen.insert(n.clone()));
-    let toml = render(&draft, &name, &domain, &sources, &notes);
+    let toml = match render(&draft, &name, &domain, &sources, &notes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ImportError::Invalid {
+                error: format!("cannot write cluster.toml: {e}"),
+                toml: String::new(),
+                notes,
+            })
+        }
+    };
     match common::config::parse(&toml, None) {
         Ok(cluster) => Ok(Imported {
             toml,
