@@ -7,7 +7,8 @@
 //! `K3SHA_BLESS=1 cargo test -p lbctl --test import_golden`, then review the diff.
 //!
 //! Index:
-//! - `golden_cases_match`: every case's text and notes.
+//! - `golden_cases_match`: every case's text and notes; each text reads back (parse and
+//!   validate) to the cluster the import returned, and the golden file to the same one.
 //! - `kubeadm_keeps_v2_password_priorities_and_the_https_check`
 //! - `kubeadm_ssl_hello_checks_tls_and_ranks_equal_priorities`
 //! - `k3s_three_nodes_keep_unicast_weights_pools_and_stats`
@@ -82,8 +83,27 @@ fn golden_cases_match() {
     let mut failures = Vec::new();
     for case in CASES {
         let got = run(case);
-        // The text is what the daemons will read: it must validate on its own.
-        common::config::parse(&got.toml, Some(Path::new("cluster.toml"))).unwrap();
+        // The text is what the daemons will read: it must read back (every key the
+        // importer wrote is one the reader knows) and validate, to what import() returned.
+        let back = common::config::parse(&got.toml, None)
+            .unwrap_or_else(|e| panic!("{case}: the output does not read back: {e}"));
+        assert_eq!(
+            back, got.cluster,
+            "{case}: the output reads back differently"
+        );
+        // The golden file means the same cluster: a change of formatting alone keeps this.
+        if !bless {
+            let path = root().join(case).join("cluster.toml");
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            match common::config::parse(&want, None) {
+                Ok(c) if c == got.cluster => {}
+                Ok(c) => failures.push(format!(
+                    "{case}/cluster.toml: another cluster than the golden file's:\n--- want\n{c:#?}\n--- got\n{:#?}",
+                    got.cluster
+                )),
+                Err(e) => failures.push(format!("{case}/cluster.toml: the golden file does not validate: {e}")),
+            }
+        }
         for (file, text) in [
             ("cluster.toml", got.toml.clone()),
             ("notes.txt", render_notes(&got.notes)),

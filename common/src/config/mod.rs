@@ -12,7 +12,7 @@
 mod error;
 mod identify;
 mod model;
-mod raw;
+pub mod raw;
 mod validate;
 
 pub use error::ConfigError;

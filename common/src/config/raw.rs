@@ -2,143 +2,201 @@
 //!
 //! Every struct denies unknown fields. Values that validation may reject are kept as
 //! [`Spanned`] so the error can point at their line and column.
+//!
+//! The same structs are the schema writers use: they are also `Serialize`, and
+//! [`to_string`] renders them as cluster.toml text (`lbctl import` builds a [`Raw`] and
+//! renders it), so a key renamed here is renamed for the reader and the writers at once.
+//! A writer makes values with [`unspanned`]; unset options and empty tables are left out.
 
 use std::path::Path;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use toml::Spanned;
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+pub use toml::ser::Error as WriteError;
+pub use toml::Spanned;
 
 use super::error::ConfigError;
 
-pub(crate) type S<T> = Spanned<T>;
+/// A value with its place in the text (`0..0` for one made by a writer).
+pub type S<T> = Spanned<T>;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Raw {
-    pub(crate) cluster: RawCluster,
-    pub(crate) vip: S<RawVip>,
-    #[serde(default)]
-    pub(crate) vrrp: RawVrrp,
-    pub(crate) nodes: S<Vec<S<RawNode>>>,
-    pub(crate) services: Option<S<Vec<S<RawService>>>>,
-    #[serde(default)]
-    pub(crate) stats: RawStats,
-    #[serde(default)]
-    pub(crate) lbd: RawLbd,
-    #[serde(default)]
-    pub(crate) k3s: RawK3s,
+/// A value for a writer: it has no place in any text yet.
+pub fn unspanned<T>(value: T) -> S<T> {
+    Spanned::new(0..0, value)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawCluster {
-    pub(crate) name: S<String>,
-    pub(crate) domain: S<String>,
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawVip {
-    pub(crate) address: Option<S<String>>,
-    pub(crate) address6: Option<S<String>>,
-    pub(crate) interface: Option<S<String>>,
+pub struct Raw {
+    pub cluster: RawCluster,
+    pub vip: S<RawVip>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub vrrp: RawVrrp,
+    pub nodes: S<Vec<S<RawNode>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<S<Vec<S<RawService>>>>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub stats: RawStats,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub lbd: RawLbd,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub k3s: RawK3s,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawVrrp {
-    pub(crate) vrid: Option<S<i64>>,
-    pub(crate) version: Option<S<i64>>,
-    pub(crate) interval: Option<S<String>>,
-    pub(crate) preempt: Option<bool>,
-    pub(crate) preempt_delay: Option<S<String>>,
-    pub(crate) accept_mode: Option<bool>,
-    pub(crate) only_cluster_nodes: Option<bool>,
-    pub(crate) password: Option<S<String>>,
-    pub(crate) checksum: Option<S<String>>,
-    pub(crate) unicast: Option<bool>,
-    pub(crate) garp_repeat: Option<S<i64>>,
-    pub(crate) garp_interval: Option<S<String>>,
-    pub(crate) garp_refresh: Option<S<String>>,
-    pub(crate) virtual_mac: Option<bool>,
-    pub(crate) notify: Option<S<String>>,
-    pub(crate) handover_timeout: Option<S<String>>,
-    #[serde(default)]
-    pub(crate) track: RawTrack,
+pub struct RawCluster {
+    pub name: S<String>,
+    pub domain: S<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawTrack {
+pub struct RawVip {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<S<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVrrp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vrid: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempt_delay: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_mode: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_cluster_nodes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unicast: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garp_repeat: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garp_interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garp_refresh: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_mac: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover_timeout: Option<S<String>>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub track: RawTrack,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrack {
     /// `"off"`, `"fault"`, or a weight such as `-50`.
-    pub(crate) lbd: Option<S<RawEffect>>,
-    pub(crate) lbd_service: Option<S<String>>,
-    pub(crate) lbd_interval: Option<S<String>>,
-    pub(crate) link: Option<bool>,
-    #[serde(default)]
-    pub(crate) script: Vec<S<RawTrackScript>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lbd: Option<S<RawEffect>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lbd_service: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lbd_interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<S<RawTrackScript>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
-pub(crate) enum RawEffect {
+pub enum RawEffect {
     Weight(i64),
     Word(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawTrackScript {
-    pub(crate) name: S<String>,
-    pub(crate) command: S<String>,
-    pub(crate) interval: Option<S<String>>,
-    pub(crate) timeout: Option<S<String>>,
-    pub(crate) rise: Option<S<i64>>,
-    pub(crate) fall: Option<S<i64>>,
-    pub(crate) effect: Option<S<RawEffect>>,
+pub struct RawTrackScript {
+    pub name: S<String>,
+    pub command: S<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<S<RawEffect>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawNode {
-    pub(crate) name: S<String>,
-    pub(crate) address: S<String>,
-    pub(crate) address6: Option<S<String>>,
-    pub(crate) role: S<String>,
-    pub(crate) priority: Option<S<i64>>,
+pub struct RawNode {
+    pub name: S<String>,
+    pub address: S<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<S<String>>,
+    pub role: S<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<S<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawService {
-    pub(crate) name: S<String>,
-    pub(crate) listen: S<i64>,
-    pub(crate) bind: Option<S<String>>,
-    pub(crate) backend_port: Option<S<i64>>,
-    pub(crate) backends: Option<S<RawBackends>>,
-    pub(crate) balance: Option<S<String>>,
-    pub(crate) check: Option<RawCheck>,
-    #[serde(default)]
-    pub(crate) timeouts: RawTimeouts,
-    pub(crate) max_connections: Option<S<i64>>,
-    pub(crate) retries: Option<S<i64>>,
-    pub(crate) close_on_down: Option<bool>,
+pub struct RawService {
+    pub name: S<String>,
+    pub listen: S<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_port: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<S<RawBackends>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<RawCheck>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeouts: RawTimeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_on_down: Option<bool>,
 }
 
 /// `backends = "servers"` (a role) or a list of `"host:port"` / `{ address, weight, backup }`.
-#[derive(Debug)]
-pub(crate) enum RawBackends {
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawBackends {
     Role(String),
     List(Vec<S<RawBackend>>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawBackend {
-    pub(crate) address: S<String>,
-    pub(crate) weight: Option<S<i64>>,
-    pub(crate) backup: Option<bool>,
+pub struct RawBackend {
+    pub address: S<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for RawBackends {
@@ -166,6 +224,28 @@ impl<'de> Deserialize<'de> for RawBackends {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// The reverse of the reader: a role as a string, a plain entry (no weight, no backup) as
+/// `"host:port"`, any other as a table.
+impl Serialize for RawBackends {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        match self {
+            RawBackends::Role(role) => s.serialize_str(role),
+            RawBackends::List(list) => {
+                let mut seq = s.serialize_seq(Some(list.len()))?;
+                for b in list {
+                    let b = b.get_ref();
+                    if b.weight.is_none() && b.backup.is_none() {
+                        seq.serialize_element(b.address.get_ref())?;
+                    } else {
+                        seq.serialize_element(b)?;
+                    }
+                }
+                seq.end()
+            }
+        }
     }
 }
 
@@ -199,56 +279,89 @@ impl<'de> Deserialize<'de> for RawBackendEntry {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawCheck {
-    pub(crate) kind: Option<S<String>>,
-    pub(crate) path: Option<S<String>>,
-    pub(crate) expect: Option<S<Vec<S<i64>>>>,
-    pub(crate) host: Option<S<String>>,
-    pub(crate) interval: Option<S<String>>,
-    pub(crate) fast_interval: Option<S<String>>,
-    pub(crate) timeout: Option<S<String>>,
-    pub(crate) rise: Option<S<i64>>,
-    pub(crate) fall: Option<S<i64>>,
-    pub(crate) ca: Option<S<String>>,
-    pub(crate) client_cert: Option<S<String>>,
-    pub(crate) client_key: Option<S<String>>,
+pub struct RawCheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<S<Vec<S<i64>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_interval: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawTimeouts {
-    pub(crate) connect: Option<S<String>>,
-    pub(crate) idle: Option<S<String>>,
-    pub(crate) tunnel: Option<S<String>>,
-    pub(crate) half_close: Option<S<String>>,
+pub struct RawTimeouts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_close: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawStats {
-    pub(crate) listen: Option<S<String>>,
-    pub(crate) user: Option<S<String>>,
-    pub(crate) password: Option<S<String>>,
-    pub(crate) refresh: Option<S<String>>,
+pub struct RawStats {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawLbd {
-    pub(crate) max_connections: Option<S<i64>>,
-    pub(crate) drain_timeout: Option<S<String>>,
-    pub(crate) peer_port: Option<S<i64>>,
+pub struct RawLbd {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<S<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<S<i64>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawK3s {
-    pub(crate) version: Option<S<String>>,
-    pub(crate) server_args: Option<Vec<S<String>>>,
-    pub(crate) agent_args: Option<Vec<S<String>>>,
-    pub(crate) airgap: Option<S<String>>,
+pub struct RawK3s {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<S<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_args: Option<Vec<S<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_args: Option<Vec<S<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub airgap: Option<S<String>>,
+}
+
+/// cluster.toml text of `raw`, tables in the order of [`Raw`]'s fields; arrays of two or
+/// more values one value a line.
+pub fn to_string(raw: &Raw) -> Result<String, WriteError> {
+    toml::to_string_pretty(raw)
 }
 
 /// Parse the text into raw structs; syntax, type and unknown-key errors come out here.
@@ -315,4 +428,190 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+
+    fn u<T>(v: T) -> S<T> {
+        unspanned(v)
+    }
+
+    fn text(v: &str) -> Option<S<String>> {
+        Some(u(v.to_owned()))
+    }
+
+    /// Every key of the schema set (struct literals without `..`: a new field must be
+    /// added here), written and read back: the writer and the reader agree on every key.
+    #[test]
+    fn every_key_written_is_read_back() {
+        let script = |name: &str, effect: RawEffect| RawTrackScript {
+            name: u(name.to_owned()),
+            command: u("/bin/true --flag \"quoted\"".to_owned()),
+            interval: text("2s"),
+            timeout: text("1s"),
+            rise: Some(u(2)),
+            fall: Some(u(3)),
+            effect: Some(u(effect)),
+        };
+        let check = RawCheck {
+            kind: text("https"),
+            path: text("/readyz"),
+            expect: Some(u(vec![u(200), u(204)])),
+            host: text("api.k3s.local"),
+            interval: text("2s"),
+            fast_interval: text("500ms"),
+            timeout: text("1s"),
+            rise: Some(u(2)),
+            fall: Some(u(3)),
+            ca: text("/etc/ca.pem"),
+            client_cert: text("/etc/client.pem"),
+            client_key: text("/etc/client.key"),
+        };
+        let timeouts = RawTimeouts {
+            connect: text("auto"),
+            idle: text("1m"),
+            tunnel: text("1h"),
+            half_close: text("10s"),
+        };
+        let service = |name: &str, backends: RawBackends| RawService {
+            name: u(name.to_owned()),
+            listen: u(8443),
+            bind: text("vip"),
+            backend_port: Some(u(6443)),
+            backends: Some(u(backends)),
+            balance: text("leastconn"),
+            check: Some(check.clone()),
+            timeouts: timeouts.clone(),
+            max_connections: Some(u(1000)),
+            retries: Some(u(2)),
+            close_on_down: Some(true),
+        };
+        let raw = Raw {
+            cluster: RawCluster {
+                name: u("k3s".to_owned()),
+                domain: u("k3s.local".to_owned()),
+            },
+            vip: u(RawVip {
+                address: text("10.0.0.100/24"),
+                address6: text("fd00::100/64"),
+                interface: text("eth0"),
+            }),
+            vrrp: RawVrrp {
+                vrid: Some(u(51)),
+                version: Some(u(3)),
+                interval: text("1s"),
+                preempt: Some(false),
+                preempt_delay: text("5s"),
+                accept_mode: Some(true),
+                only_cluster_nodes: Some(true),
+                password: text("secret"),
+                checksum: text("rfc"),
+                unicast: Some(true),
+                garp_repeat: Some(u(5)),
+                garp_interval: text("10ms"),
+                garp_refresh: text("1m"),
+                virtual_mac: Some(true),
+                notify: text("/usr/local/bin/notify"),
+                handover_timeout: text("2s"),
+                track: RawTrack {
+                    lbd: Some(u(RawEffect::Weight(-50))),
+                    lbd_service: text("api"),
+                    lbd_interval: text("1s"),
+                    link: Some(true),
+                    script: vec![
+                        u(script("a", RawEffect::Word("fault".to_owned()))),
+                        u(script("b", RawEffect::Weight(-10))),
+                    ],
+                },
+            },
+            nodes: u(vec![u(RawNode {
+                name: u("server-1".to_owned()),
+                address: u("10.0.0.1".to_owned()),
+                address6: text("fd00::1"),
+                role: u("server".to_owned()),
+                priority: Some(u(150)),
+            })]),
+            services: Some(u(vec![
+                u(service("api", RawBackends::Role("servers".to_owned()))),
+                u(service(
+                    "pool",
+                    RawBackends::List(vec![
+                        u(RawBackend {
+                            address: u("10.0.0.1:30443".to_owned()),
+                            weight: None,
+                            backup: None,
+                        }),
+                        u(RawBackend {
+                            address: u("10.0.0.2:30443".to_owned()),
+                            weight: Some(u(3)),
+                            backup: Some(true),
+                        }),
+                    ]),
+                )),
+            ])),
+            stats: RawStats {
+                listen: text(":9000"),
+                user: text("admin"),
+                password: text("p"),
+                refresh: text("10s"),
+            },
+            lbd: RawLbd {
+                max_connections: Some(u(20_000)),
+                drain_timeout: text("30s"),
+                peer_port: Some(u(8405)),
+            },
+            k3s: RawK3s {
+                version: text("v1.33.2+k3s1"),
+                server_args: Some(vec![u("--disable=traefik".to_owned())]),
+                agent_args: Some(vec![u("--node-label=a=b".to_owned())]),
+                airgap: text("/var/lib/airgap"),
+            },
+        };
+        let written = to_string(&raw).unwrap();
+        let back = from_str(&written, None).unwrap_or_else(|e| panic!("{e}\n{written}"));
+        assert_eq!(back, raw, "{written}");
+        assert_eq!(to_string(&back).unwrap(), written);
+        // Tables in the schema's order.
+        let heads: Vec<&str> = written.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(heads[..4], ["[cluster]", "[vip]", "[vrrp]", "[vrrp.track]"]);
+        assert_eq!(heads.last(), Some(&"[k3s]"));
+    }
+
+    #[test]
+    fn unset_options_and_empty_tables_are_left_out() {
+        let raw = Raw {
+            cluster: RawCluster {
+                name: u("k3s".to_owned()),
+                domain: u("k3s.local".to_owned()),
+            },
+            vip: u(RawVip {
+                address: text("10.0.0.100/24"),
+                address6: None,
+                interface: None,
+            }),
+            vrrp: RawVrrp::default(),
+            nodes: u(vec![u(RawNode {
+                name: u("a".to_owned()),
+                address: u("10.0.0.1".to_owned()),
+                address6: None,
+                role: u("server".to_owned()),
+                priority: None,
+            })]),
+            services: None,
+            stats: RawStats::default(),
+            lbd: RawLbd::default(),
+            k3s: RawK3s::default(),
+        };
+        let written = to_string(&raw).unwrap();
+        assert_eq!(
+            written,
+            "[cluster]\nname = \"k3s\"\ndomain = \"k3s.local\"\n\n[vip]\naddress = \"10.0.0.100/24\"\n\n\
+             [[nodes]]\nname = \"a\"\naddress = \"10.0.0.1\"\nrole = \"server\"\n"
+        );
+        assert_eq!(from_str(&written, None).unwrap(), raw);
+    }
 }
