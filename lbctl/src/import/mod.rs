@@ -139,13 +139,77 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     }
     let mut notes = Notes::default();
     let mut draft = Draft::default();
+    let kfiles = read_keepalived(opts, &mut draft, &mut notes);
+    // haproxy
+    let mut protos: Vec<ProtoService> = Vec::new();
+    let hlabel = opts
+        .haproxy
+        .as_ref()
+        .map(|h| h.label.clone())
+        .unwrap_or_default();
+    if let Some(h) = &opts.haproxy {
+        let (fronts, backs, maxconn) = map_haproxy(h, &mut notes);
+        draft.max_connections = maxconn;
+        protos = build_services(&h.label, &fronts, &backs, &mut draft, &mut notes);
+    }
 
-    // keepalived: the first file's instance is the cluster's; the others give priorities.
+    let mut nodes = find_nodes(&protos, &kfiles, &mut notes)?;
+    assign_priorities(&mut nodes, &kfiles, &draft, &mut notes)?;
+    draft.nodes = nodes;
+    fit_vip_prefix(opts, &kfiles, &mut draft, &mut notes)?;
+    place_services(opts, protos, &hlabel, &mut draft, &mut notes);
+    let klabel = kfiles.first().map(|k| k.label.clone()).unwrap_or_default();
+
+    if opts.name.is_none() || opts.domain.is_none() {
+        notes.add("(command line)", 0, "cluster name and domain", "in neither file: wrote the --name and --domain defaults (\"k3s\", \"k3s.local\"); set them");
+    }
+    let name = opts.name.clone().unwrap_or_else(|| "k3s".into());
+    let domain = opts.domain.clone().unwrap_or_else(|| "k3s.local".into());
+    let mut notes = notes.0;
+    let sources: Vec<String> = opts
+        .keepalived
+        .iter()
+        .map(|k| k.label.clone())
+        .chain(opts.haproxy.iter().map(|h| h.label.clone()))
+        .collect();
+    normalize(&mut draft, &klabel, &mut notes);
+    notes.sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
+    // Identical notes (a rule inherited by several proxies, a backend behind two binds)
+    // are listed once.
+    let mut seen = BTreeSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
+    let toml = match render(&draft, &name, &domain, &sources, &notes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ImportError::Invalid {
+                error: format!("cannot write cluster.toml: {e}"),
+                toml: String::new(),
+                notes,
+            })
+        }
+    };
+    match common::config::parse(&toml, None) {
+        Ok(cluster) => Ok(Imported {
+            toml,
+            notes,
+            cluster,
+        }),
+        Err(e) => Err(ImportError::Invalid {
+            error: e.to_string(),
+            toml,
+            notes,
+        }),
+    }
+}
+
+/// keepalived: the first file's instance is the cluster's; the others give priorities (and
+/// are compared with the first).
+fn read_keepalived(opts: &ImportOptions, draft: &mut Draft, notes: &mut Notes) -> Vec<KFile> {
     let mut kfiles: Vec<KFile> = Vec::new();
     for (i, src) in opts.keepalived.iter().enumerate() {
         let mut own = Notes::default();
         let mut scratch = Draft::default();
-        let target = if i == 0 { &mut draft } else { &mut scratch };
+        let target = if i == 0 { &mut *draft } else { &mut scratch };
         let k = map_keepalived(src, target, i == 0, &mut own);
         if i == 0 {
             notes.0.extend(own.0);
@@ -176,25 +240,25 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
                     "virtual_router_id",
                     format!("{:?}", k0.vrid),
                     format!("{:?}", k.vrid),
-                    &mut notes,
+                    &mut *notes,
                 );
                 diff(
                     "virtual_ipaddress",
                     format!("{:?}", k0.vip4),
                     format!("{:?}", k.vip4),
-                    &mut notes,
+                    &mut *notes,
                 );
                 diff(
                     "advert_int",
                     format!("{:?}", k0.interval),
                     format!("{:?}", k.interval),
-                    &mut notes,
+                    &mut *notes,
                 );
                 diff(
                     "vrrp version",
                     k0.version.to_string(),
                     k.version.to_string(),
-                    &mut notes,
+                    &mut *notes,
                 );
                 if k0.interface != k.interface && draft.interface.is_some() {
                     notes.add(&k.label, k.instance_line, "interface", "differs between nodes: vip.interface omitted, so each vrrpd uses the interface holding its node's address");
@@ -204,7 +268,6 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         }
         kfiles.push(k);
     }
-    let kfiles = kfiles;
     if let Some(k0) = kfiles.first() {
         if draft.vrrp.track_lbd.is_none() {
             notes.add(
@@ -215,21 +278,15 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             );
         }
     }
+    kfiles
+}
 
-    // haproxy
-    let mut protos: Vec<ProtoService> = Vec::new();
-    let hlabel = opts
-        .haproxy
-        .as_ref()
-        .map(|h| h.label.clone())
-        .unwrap_or_default();
-    if let Some(h) = &opts.haproxy {
-        let (fronts, backs, maxconn) = map_haproxy(h, &mut notes);
-        draft.max_connections = maxconn;
-        protos = build_services(&h.label, &fronts, &backs, &mut draft, &mut notes);
-    }
-
-    // Nodes: the API backends are the k3s servers; else keepalived's addresses.
+/// The nodes: the API backends are the k3s servers; else keepalived's addresses.
+fn find_nodes(
+    protos: &[ProtoService],
+    kfiles: &[KFile],
+    notes: &mut Notes,
+) -> Result<Vec<DraftNode>, ImportError> {
     let mut nodes: Vec<DraftNode> = Vec::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut add_node = |name: Option<String>, addr: IpAddr, nodes: &mut Vec<DraftNode>| {
@@ -250,7 +307,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             priority: None,
         });
     };
-    for p in &protos {
+    for p in protos {
         for s in &p.servers {
             if s.port.unwrap_or(p.listen) == 6443 {
                 add_node(host_label(&s.name), s.addr, &mut nodes);
@@ -282,10 +339,18 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     if nodes.is_empty() {
         return Err(ImportError::NoServers);
     }
+    Ok(nodes)
+}
 
-    // Priorities: each keepalived file's goes to its node.
+/// Priorities: each keepalived file's goes to its node, made unique in keepalived's order.
+fn assign_priorities(
+    nodes: &mut [DraftNode],
+    kfiles: &[KFile],
+    draft: &Draft,
+    notes: &mut Notes,
+) -> Result<(), ImportError> {
     let mut known: BTreeMap<usize, (u8, String, usize, bool)> = BTreeMap::new();
-    for k in &kfiles {
+    for k in kfiles {
         let Some((p, line)) = k.priority else {
             continue;
         };
@@ -343,7 +408,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             return Err(ImportError::Invalid {
                 error: format!("{} servers: VRRP has only 254 priorities", nodes.len()),
                 toml: String::new(),
-                notes: notes.0,
+                notes: std::mem::take(&mut notes.0),
             });
         };
         let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -379,10 +444,17 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             notes.add(&file, line, "equal priorities", reason);
         }
     }
-    draft.nodes = nodes;
+    Ok(())
+}
 
-    // VIP prefix: keepalived adds a VIP without prefix as /32, but cluster.toml's prefix
-    // must cover every server (VRRP works within one subnet).
+/// The VIP's prefix: keepalived adds a VIP without prefix as /32, but cluster.toml's
+/// prefix must cover every server (VRRP works within one subnet).
+fn fit_vip_prefix(
+    opts: &ImportOptions,
+    kfiles: &[KFile],
+    draft: &mut Draft,
+    notes: &mut Notes,
+) -> Result<(), ImportError> {
     let klabel = kfiles.first().map(|k| k.label.clone()).unwrap_or_default();
     if let Some((a, p)) = draft.vip4 {
         let servers: Vec<Ipv4Addr> = draft
@@ -431,8 +503,17 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             },
         });
     }
+    Ok(())
+}
 
-    // Services: a role pool when the backends are exactly the servers.
+/// Services on their ports: a role pool when the backends are exactly the servers.
+fn place_services(
+    opts: &ImportOptions,
+    protos: Vec<ProtoService>,
+    hlabel: &str,
+    draft: &mut Draft,
+    notes: &mut Notes,
+) {
     let server_addrs: BTreeSet<IpAddr> = draft.nodes.iter().map(|n| n.address).collect();
     let stats_port = draft.stats.listen.unwrap_or(8404);
     let mut ports: BTreeSet<u16> = BTreeSet::new();
@@ -450,11 +531,11 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
                 && !ports.contains(&8443)
                 && !used_ports.contains(&8443)
             {
-                notes.add(&hlabel, p.line, &format!("{}: port {listen}", p.name), "k3s itself listens on 6443 on every server: lbd takes the API on 8443 instead; point kubeconfigs at https://VIP:8443");
+                notes.add(hlabel, p.line, &format!("{}: port {listen}", p.name), "k3s itself listens on 6443 on every server: lbd takes the API on 8443 instead; point kubeconfigs at https://VIP:8443");
                 listen = 8443;
             } else {
                 notes.add(
-                    &hlabel,
+                    hlabel,
                     p.line,
                     &format!("{}: port {listen}", p.name),
                     "k3s itself listens on this port on every server: service not imported",
@@ -464,7 +545,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         }
         if used_ports.contains(&listen) || listen == stats_port {
             notes.add(
-                &hlabel,
+                hlabel,
                 p.line,
                 &format!("{}: port {listen}", p.name),
                 "port already taken by another service or the stats page: not imported",
@@ -479,7 +560,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             let sa = std::net::SocketAddr::new(s.addr, port);
             if !addrs.insert(sa) {
                 notes.add(
-                    &hlabel,
+                    hlabel,
                     s.line,
                     &format!("server {}", s.name),
                     "same address as another server of this backend: ignored",
@@ -489,7 +570,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             let mut w = s.params.weight.unwrap_or(1);
             if w == 0 {
                 notes.add(
-                    &hlabel,
+                    hlabel,
                     s.line,
                     &format!("server {} weight 0", s.name),
                     "lbd weights are 1 to 256; drain a server with `lbctl drain`: wrote 1",
@@ -500,7 +581,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         }
         if list.iter().all(|(_, _, b)| *b) {
             notes.add(
-                &hlabel,
+                hlabel,
                 p.line,
                 &p.name,
                 "every server is a backup: not imported",
@@ -539,47 +620,6 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         });
     }
     if opts.haproxy.is_some() && draft.services.is_empty() {
-        notes.add(&hlabel, 0, "(services)", "no TCP service could be imported: cluster.toml gets k3s-ha's default services (API 8443, ingress 80 and 443)");
-    }
-
-    if opts.name.is_none() || opts.domain.is_none() {
-        notes.add("(command line)", 0, "cluster name and domain", "in neither file: wrote the --name and --domain defaults (\"k3s\", \"k3s.local\"); set them");
-    }
-    let name = opts.name.clone().unwrap_or_else(|| "k3s".into());
-    let domain = opts.domain.clone().unwrap_or_else(|| "k3s.local".into());
-    let mut notes = notes.0;
-    let sources: Vec<String> = opts
-        .keepalived
-        .iter()
-        .map(|k| k.label.clone())
-        .chain(opts.haproxy.iter().map(|h| h.label.clone()))
-        .collect();
-    normalize(&mut draft, &klabel, &mut notes);
-    notes.sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
-    // Identical notes (a rule inherited by several proxies, a backend behind two binds)
-    // are listed once.
-    let mut seen = BTreeSet::new();
-    notes.retain(|n| seen.insert(n.clone()));
-    let toml = match render(&draft, &name, &domain, &sources, &notes) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(ImportError::Invalid {
-                error: format!("cannot write cluster.toml: {e}"),
-                toml: String::new(),
-                notes,
-            })
-        }
-    };
-    match common::config::parse(&toml, None) {
-        Ok(cluster) => Ok(Imported {
-            toml,
-            notes,
-            cluster,
-        }),
-        Err(e) => Err(ImportError::Invalid {
-            error: e.to_string(),
-            toml,
-            notes,
-        }),
+        notes.add(hlabel, 0, "(services)", "no TCP service could be imported: cluster.toml gets k3s-ha's default services (API 8443, ingress 80 and 443)");
     }
 }
