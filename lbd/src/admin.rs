@@ -129,7 +129,8 @@ impl Book {
     }
 
     /// The entry for one server, if any operator ever set it.
-    pub fn get(&self, service: &str, server: &str) -> Option<AdminEntry> {
+    #[cfg(test)]
+    fn get(&self, service: &str, server: &str) -> Option<AdminEntry> {
         self.lock()
             .entries
             .get(&(service.to_owned(), server.to_owned()))

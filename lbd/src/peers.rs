@@ -17,8 +17,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::config::Cluster;
 use common::ctl::{self, Response};
@@ -40,7 +40,6 @@ struct Peer {
     addr: SocketAddr,
     /// Something changed that this peer has not confirmed yet.
     dirty: Notify,
-    last: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 /// The other servers' lbd.
@@ -67,7 +66,6 @@ impl Peers {
                     name: n.name.clone(),
                     addr: SocketAddr::new(n.address, port),
                     dirty: Notify::new(),
-                    last: Mutex::new(None),
                 })
             })
             .collect();
@@ -180,13 +178,9 @@ impl Peers {
             merge(engine, &p.name, synced.entries);
             Ok(())
         };
-        let r = tokio::time::timeout(EXCHANGE_TIMEOUT, r)
+        tokio::time::timeout(EXCHANGE_TIMEOUT, r)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {EXCHANGE_TIMEOUT:?}")));
-        *p.last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), r.clone()));
-        r
+            .unwrap_or_else(|_| Err(format!("no answer within {EXCHANGE_TIMEOUT:?}")))
     }
 
     async fn accept_loop(self: Arc<Self>, l: TcpListener, engine: Engine) {
@@ -226,11 +220,6 @@ impl Peers {
             .iter()
             .find(|p| p.addr.ip().to_canonical() == ip)
             .map(|p| p.name.clone())
-    }
-
-    /// Connections refused on the peer port since start.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Relaxed)
     }
 }
 

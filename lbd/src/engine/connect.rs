@@ -77,40 +77,36 @@ pub(super) async fn connect_backend(
             }
             Ok(Err(e)) => {
                 debug!(server = %srv.addr, error = %e, attempt, "connect failed");
-                ("L4CON", format!("client connect: {e}"))
+                Some(("L4CON", format!("client connect: {e}")))
             }
             Err(_) if cfg.service.timeouts.connect == ConnectTimeout::Auto => {
                 // A timeout fit to the cluster is short: a suspicion, not a verdict. The
                 // checker looks now (short timeout, fall 1); the client goes on at once.
                 debug!(server = %srv.addr, attempt, limit = ?limit, "connect timed out: checking the server now");
                 srv.make_suspect();
-                drop(slot);
-                srv.connect_errors.fetch_add(1, Relaxed);
-                if attempt < cfg.service.retries {
-                    srv.retries.fetch_add(1, Relaxed);
-                }
-                tried.push(idx);
-                continue;
+                None
             }
             Err(_) => {
                 debug!(server = %srv.addr, attempt, "connect timed out");
-                ("L4TOUT", "client connect timed out".to_owned())
+                Some(("L4TOUT", "client connect timed out".to_owned()))
             }
         };
         // Passive health (HAProxy's opt-in `observe layer4`, on here): a real connection's
         // failed connect counts like a failed check, and the checker looks again at once,
         // so a dead server leaves rotation after its first failures, not after `fall`
         // whole check intervals.
-        let check = &cfg.service.check;
-        let o = health::Outcome {
-            ok: false,
-            status: failure.0,
-            desc: failure.1,
-            latency: started.elapsed(),
-            local: false,
-        };
-        srv.record(&o, check.rise, check.fall, cfg.service.close_on_down);
-        srv.wake.notify_one();
+        if let Some((status, desc)) = failure {
+            let check = &cfg.service.check;
+            let o = health::Outcome {
+                ok: false,
+                status,
+                desc,
+                latency: started.elapsed(),
+                local: false,
+            };
+            srv.record(&o, check.rise, check.fall, cfg.service.close_on_down);
+            srv.wake.notify_one();
+        }
         drop(slot);
         srv.connect_errors.fetch_add(1, Relaxed);
         if attempt < cfg.service.retries {

@@ -116,6 +116,23 @@ pub struct Frontend {
 }
 
 impl Frontend {
+    /// A new service: nothing counted yet.
+    fn new(name: String, cfg: Arc<FrontendCfg>) -> Frontend {
+        Frontend {
+            name,
+            cfg: RwLock::new(cfg),
+            sessions: Gauge::default(),
+            total: AtomicU64::new(0),
+            rate: Rate::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            no_server: AtomicU64::new(0),
+            local_errors: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
     pub fn cfg(&self) -> Arc<FrontendCfg> {
         read(&self.cfg).clone()
     }
@@ -229,10 +246,6 @@ impl Engine {
         &self.0.book
     }
 
-    pub fn node(&self) -> &str {
-        &self.0.node
-    }
-
     pub fn cluster(&self) -> Arc<Cluster> {
         read(&self.0.cluster).clone()
     }
@@ -342,19 +355,7 @@ impl Engine {
                     *write(&f.cfg) = cfg;
                     f.clone()
                 }
-                None => Arc::new(Frontend {
-                    name: s.name.clone(),
-                    cfg: RwLock::new(cfg),
-                    sessions: Gauge::default(),
-                    total: AtomicU64::new(0),
-                    rate: Rate::default(),
-                    bytes_in: AtomicU64::new(0),
-                    bytes_out: AtomicU64::new(0),
-                    denied: AtomicU64::new(0),
-                    no_server: AtomicU64::new(0),
-                    local_errors: AtomicU64::new(0),
-                    stopped: AtomicBool::new(false),
-                }),
+                None => Arc::new(Frontend::new(s.name.clone(), cfg)),
             };
             frontends.push(fe);
         }
@@ -740,19 +741,7 @@ backends = ["127.0.0.1:29500"]
             probe: Probe::new(&s.check).unwrap(),
             vrrp_interval: cluster.vrrp.interval,
         });
-        let fe = Arc::new(Frontend {
-            name: s.name.clone(),
-            cfg: RwLock::new(cfg.clone()),
-            sessions: Gauge::default(),
-            total: AtomicU64::new(0),
-            rate: Rate::default(),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
-            no_server: AtomicU64::new(0),
-            local_errors: AtomicU64::new(0),
-            stopped: AtomicBool::new(false),
-        });
+        let fe = Arc::new(Frontend::new(s.name.clone(), cfg.clone()));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sock = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let peer = sock.local_addr().unwrap();
