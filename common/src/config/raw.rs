@@ -38,7 +38,6 @@ pub struct Raw {
     #[serde(default, skip_serializing_if = "is_default")]
     pub vrrp: RawVrrp,
     pub nodes: S<Vec<S<RawNode>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<S<Vec<S<RawService>>>>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub stats: RawStats,
@@ -58,48 +57,29 @@ pub struct RawCluster {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVip {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub address6: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVrrp {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vrid: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub preempt: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub preempt_delay: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_mode: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub only_cluster_nodes: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unicast: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub garp_repeat: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub garp_interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub garp_refresh: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub virtual_mac: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub handover_timeout: Option<S<String>>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub track: RawTrack,
@@ -109,13 +89,9 @@ pub struct RawVrrp {
 #[serde(deny_unknown_fields)]
 pub struct RawTrack {
     /// `"off"`, `"fault"`, or a weight such as `-50`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub lbd: Option<S<RawEffect>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub lbd_service: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub lbd_interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script: Vec<S<RawTrackScript>>,
@@ -133,15 +109,10 @@ pub enum RawEffect {
 pub struct RawTrackScript {
     pub name: S<String>,
     pub command: S<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rise: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fall: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub effect: Option<S<RawEffect>>,
 }
 
@@ -150,10 +121,8 @@ pub struct RawTrackScript {
 pub struct RawNode {
     pub name: S<String>,
     pub address: S<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub address6: Option<S<String>>,
     pub role: S<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<S<i64>>,
 }
 
@@ -162,23 +131,15 @@ pub struct RawNode {
 pub struct RawService {
     pub name: S<String>,
     pub listen: S<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backends: Option<S<RawBackends>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<RawCheck>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub timeouts: RawTimeouts,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub close_on_down: Option<bool>,
 }
 
@@ -193,9 +154,7 @@ pub enum RawBackends {
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub address: S<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<bool>,
 }
 
@@ -282,84 +241,58 @@ impl<'de> Deserialize<'de> for RawBackendEntry {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<S<Vec<S<i64>>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fast_interval: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rise: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fall: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub half_close: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStats {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLbd {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<S<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawK3s {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<S<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_args: Option<Vec<S<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_args: Option<Vec<S<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub airgap: Option<S<String>>,
 }
 
 /// cluster.toml text of `raw`, tables in the order of [`Raw`]'s fields; arrays of two or
-/// more values one value a line.
+/// more values one value a line. An unset option (`None`) is left out by the TOML writer
+/// itself, so the fields need no `skip_serializing_if` of their own.
 pub fn to_string(raw: &Raw) -> Result<String, WriteError> {
     toml::to_string_pretty(raw)
 }
