@@ -16,6 +16,7 @@
 pub mod config;
 pub mod ctl;
 pub mod dump;
+pub mod flows;
 pub mod logging;
 pub mod notify;
 pub mod proto;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proto::lbd::{Answer, Reloaded, Request, Shared, Suspected};
+use common::proto::lbd::{Answer, FlowCount, Flows, Reloaded, Request, Shared, Suspected};
 
 use crate::engine::Engine;
 use crate::peers::Peers;
@@ -52,6 +52,7 @@ pub async fn handle(
                 servers: servers as u64,
             }))
         }
+        Request::Flows(f) => flows(f).await.map(Answer::Flows),
         Request::Sync(_) => Err("`sync` is for the other servers' lbd, on the peer port".into()),
         Request::Reload => {
             engine.reload().await?;
@@ -60,4 +61,12 @@ pub async fn handle(
             }))
         }
     }
+}
+
+/// `flows`: read from the kernel (sock_diag), off the runtime's threads.
+pub async fn flows(f: Flows) -> Result<FlowCount, String> {
+    tokio::task::spawn_blocking(move || common::flows::count(&f.addresses))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read the kernel's TCP sockets: {e}"))
 }

@@ -205,7 +205,16 @@ impl Peers {
                 let handler = move |req: Request| {
                     let engine = engine.clone();
                     let peer = peer.clone();
-                    async move { Response::from_result(serve(&engine, &peer, req)) }
+                    async move {
+                        // The new holder of a VIP this node parked asks how many of its
+                        // flows are left (docs/handover.md).
+                        if let Request::Flows(f) = req {
+                            return Response::from_result(
+                                crate::control::flows(f).await.map(Answer::Flows),
+                            );
+                        }
+                        Response::from_result(serve(&engine, &peer, req))
+                    }
                 };
                 if let Err(e) = ctl::serve_stream(stream, handler).await {
                     debug!(error = %e, "peer connection ended with an error");
@@ -223,7 +232,7 @@ impl Peers {
     }
 }
 
-/// What a peer may ask on the peer port: `sync`, under its own name.
+/// What a peer may ask on the peer port: `sync`, under its own name (and `flows`, above).
 fn serve(engine: &Engine, peer: &str, req: Request) -> Result<Answer, String> {
     match req {
         Request::Sync(s) if s.from == peer => {
@@ -236,7 +245,7 @@ fn serve(engine: &Engine, peer: &str, req: Request) -> Result<Answer, String> {
             "this connection comes from {peer}'s address, not {:?}'s",
             s.from
         )),
-        _ => Err("only `sync` is served on the peer port".into()),
+        _ => Err("only `sync` and `flows` are served on the peer port".into()),
     }
 }
 

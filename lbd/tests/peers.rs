@@ -272,5 +272,18 @@ check = {{ kind = "tcp", interval = "200ms" }}
     BufReader::new(&s).read_line(&mut answer).unwrap();
     let v: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(v["ok"], false, "{v}");
+
+    // `flows` on the peer port (the new holder of a VIP asks the node that parked it):
+    // read from the kernel. This very connection is one flow on n1's 127.0.0.1; an
+    // address that is not local counts nothing.
+    let flows =
+        serde_json::json!({"cmd": "flows", "args": {"addresses": ["127.0.0.1", "192.0.2.1"]}});
+    writeln!(s, "{flows}").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer).unwrap();
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["local_addresses"], 1, "{v}");
+    assert!(v["result"]["flows"].as_u64().unwrap() >= 1, "{v}");
     n1.stop();
 }

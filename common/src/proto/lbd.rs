@@ -10,6 +10,7 @@
 //! | `reload`     | none                                                      | [`Reloaded`] |
 //! | `suspect`    | [`Suspect`]: a node vrrpd lost (`{"node", "addresses", "why"}`) | [`Suspected`] |
 //! | `sync`       | [`Sync`]: lbd to lbd over the peer port, the admin states one knows | [`Synced`] |
+//! | `flows`      | [`Flows`]: `{"addresses": [...]}`, also on the peer port  | [`FlowCount`] |
 //!
 //! An admin state (`set-server`, `set-weight`) is the cluster's, not the node's: lbd keeps
 //! it in its state directory and shares it with every other server's lbd over TCP
@@ -40,6 +41,7 @@ pub enum Request {
     Reload,
     Suspect(Suspect),
     Sync(Sync),
+    Flows(Flows),
 }
 
 /// One server's admin state as the cluster knows it: a last-writer-wins register. `stamp`
@@ -157,6 +159,27 @@ pub enum Answer {
     Suspected(Suspected),
     Synced(Synced),
     Shared(Shared),
+    Flows(FlowCount),
+}
+
+/// How many TCP connections this node still carries whose local address is one of
+/// `addresses` (a VIP it gave up in a planned handover and parks, see docs/handover.md).
+/// Asked by the node's own vrrpd, and by the new holder's vrrpd over the peer port, to
+/// know when forwarding those flows can stop. The answer is read from the kernel
+/// (sock_diag), not from lbd's own books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flows {
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowCount {
+    /// Connections in a state that still needs packets (SYN_RECV up to LAST_ACK; not
+    /// LISTEN, not TIME_WAIT) to an address that is local on this node now. A socket
+    /// whose address was removed counts 0: no packet can reach it any more.
+    pub flows: u64,
+    /// Of `addresses`, how many are local addresses of this node now.
+    pub local_addresses: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +210,10 @@ pub async fn set_weight(
 
 pub async fn reload(path: &Path, timeout: Duration) -> Result<Reloaded, CtlError> {
     super::request(path, &Request::Reload, timeout).await
+}
+
+pub async fn flows(path: &Path, req: Flows, timeout: Duration) -> Result<FlowCount, CtlError> {
+    super::request(path, &Request::Flows(req), timeout).await
 }
 
 pub async fn suspect(path: &Path, req: Suspect, timeout: Duration) -> Result<Suspected, CtlError> {
