@@ -612,6 +612,9 @@ mod tests {
                 to: VrrpState::Backup,
                 cause: Cause::Startup,
             }],
+            parked_ms_left: None,
+            steering_to: None,
+            steer_ms_left: None,
         };
         let inst = Instance {
             core,

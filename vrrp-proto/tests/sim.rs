@@ -1329,3 +1329,112 @@ fn regression_split_brain_answer_is_rate_limited() {
     feed(&mut net);
     assert_eq!(net.routers[0].sent, sent + 1);
 }
+
+// ----- established flows across planned handovers (issue 15: drain_established) -----
+
+fn drained(interval: Duration, drain: Duration) -> Template {
+    let mut t = Template::v3(interval);
+    t.drain_established = drain;
+    t
+}
+
+/// Maintenance: the old master parks the VIP (for the flows it serves) instead of
+/// removing it, the new one forwards unknown flows to it, set up before it adds the VIP;
+/// both end when the flows do, not before DRAIN_MIN. Maintenance off preempts back the
+/// same way, in the other direction.
+#[test]
+fn a_planned_handover_parks_the_vip_and_steers_to_the_old_master() {
+    for seed in seeds(8) {
+        let t = drained(ms(100), Duration::from_secs(600));
+        let mut net = Net::new(seed, &t, &[200, 100, 150]);
+        net.start_all();
+        net.run_for(ms(1000));
+        assert_eq!(net.masters(), vec![0], "seed {seed}");
+        net.with(0, |inst, now| inst.set_maintenance(now, true));
+        net.run_for_checked(ms(1500), |net| {
+            assert!(!net.vip_holders().is_empty(), "gap: {}", net.describe());
+        });
+        assert_eq!(net.masters(), vec![2], "seed {seed}");
+        let (old, new) = (&net.routers[0], &net.routers[2]);
+        assert!(
+            old.parked && !old.holds_vip,
+            "seed {seed}: {}",
+            net.describe()
+        );
+        assert_eq!(new.steering, Some(router_addr(0, false)), "seed {seed}");
+        assert_eq!(new.steers.len(), 1, "seed {seed}");
+        assert!(
+            !new.steers[0].2,
+            "seed {seed}: Steer after the VIP was added"
+        );
+        assert!(net.routers[1].steering.is_none() && !net.routers[1].parked);
+        // The flows ended at once: not believed before DRAIN_MIN, then both drains end.
+        net.with(0, |inst, now| inst.parked_flows_ended(now));
+        net.with(2, |inst, now| inst.steered_flows_ended(now));
+        assert!(net.routers[0].parked && net.routers[2].steering.is_some());
+        net.run_for(vrrp_proto::core::DRAIN_MIN);
+        net.with(0, |inst, now| inst.parked_flows_ended(now));
+        net.with(2, |inst, now| inst.steered_flows_ended(now));
+        assert!(!net.routers[0].parked, "seed {seed}");
+        assert!(net.routers[2].steering.is_none(), "seed {seed}");
+
+        // Maintenance off: router 0 preempts router 2, which parks; 0 steers to it.
+        net.with(0, |inst, now| inst.set_maintenance(now, false));
+        net.run_for_checked(ms(1500), |net| {
+            assert!(!net.vip_holders().is_empty(), "gap: {}", net.describe());
+        });
+        assert_eq!(net.masters(), vec![0], "seed {seed}");
+        assert!(net.routers[2].parked, "seed {seed}: {}", net.describe());
+        assert!(net.routers[2].steering.is_none(), "a backup steers nothing");
+        let back = net.routers[0].steers.last().copied();
+        assert_eq!(
+            back.map(|s| (s.1, s.2)),
+            Some((router_addr(2, false), false))
+        );
+    }
+}
+
+/// Nobody says the flows ended: the deadline ends both drains. A graceful stop parks too
+/// (the parked VIP outlives the process, for its successor to adopt).
+#[test]
+fn drains_end_at_the_deadline_and_a_stop_parks() {
+    let drain = Duration::from_secs(5);
+    let t = drained(ms(100), drain);
+    let mut net = Net::new(3, &t, &[200, 100]);
+    net.start_all();
+    net.run_for(ms(1000));
+    net.with(0, |inst, now| inst.shutdown(now));
+    net.run_for(ms(1000));
+    assert!(net.routers[0].handover_done && net.routers[0].parked);
+    assert_eq!(net.routers[1].steering, Some(router_addr(0, false)));
+    net.run_for(drain);
+    assert!(net.routers[1].steering.is_none(), "{}", net.describe());
+    // The restarted process adopts the parked VIP and drops it at its deadline.
+    net.start(0);
+    net.with(0, |inst, now| inst.adopt_parked(now, now + ms(500)));
+    net.run_for(ms(600));
+    assert!(!net.routers[0].parked, "{}", net.describe());
+}
+
+/// A master that dies hands nothing over: nothing is parked, nothing steered (no black
+/// hole towards a dead node). With drain_established = 0 nothing is either.
+#[test]
+fn unplanned_failover_and_drain_off_steer_nothing() {
+    for drain in [Duration::from_secs(600), Duration::ZERO] {
+        let t = drained(ms(100), drain);
+        let mut net = Net::new(5, &t, &[200, 100, 150]);
+        net.start_all();
+        net.run_for(ms(1000));
+        net.kill(0);
+        net.run_for(ms(1500));
+        assert_eq!(net.masters(), vec![2]);
+        assert!(net.routers.iter().all(|r| r.steers.is_empty() && !r.parked));
+        if drain.is_zero() {
+            net.start(0);
+            net.run_for(ms(1500));
+            net.with(0, |inst, now| inst.set_maintenance(now, true));
+            net.run_for(ms(1500));
+            assert!(net.routers.iter().all(|r| r.steers.is_empty() && !r.parked));
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     effective_priority, master_down_interval, skew_time, Action, Cause, Config, Counters, PeerLoss,
-    Received, State, Status, TransitionRecord,
+    Received, State, Status, TransitionRecord, DRAIN_MIN,
 };
 use crate::packet::{self, Advert, DropReason, Version, MCAST_V4, MCAST_V6, VRRP_TTL};
 
@@ -57,6 +57,16 @@ struct Backup {
     down_cause: Cause,
     /// When we first heard the current lower-priority master (preempt delay).
     lower_master_since: Option<Instant>,
+    /// The master that resigned (priority 0) and that we are about to take over from.
+    resigned: Option<IpAddr>,
+}
+
+/// A drain after a planned handover: the VIPs parked here, or this master steering the
+/// flows it has no state for to the previous master.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    since: Instant,
+    until: Instant,
 }
 
 /// RFC 5798 section 6.4.3.
@@ -112,6 +122,10 @@ pub struct Instance {
     release_at: Option<Instant>,
     /// The last attempt to install the VIPs failed (cleared by [`Instance::vip_installed`]).
     vip_fault: Option<VipFault>,
+    /// [`Action::ParkVips`] emitted and no [`Action::UnparkVips`] yet.
+    parked: Option<Drain>,
+    /// [`Action::Steer`] emitted (to this address) and no [`Action::Unsteer`] yet.
+    steer: Option<(IpAddr, Drain)>,
     actions: VecDeque<Action>,
     counters: Counters,
     transitions: VecDeque<Transition>,
@@ -127,6 +141,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn due(timer: Option<Instant>, now: Instant) -> bool {
@@ -156,6 +174,8 @@ impl Instance {
             release_deadline: None,
             release_at: None,
             vip_fault: None,
+            parked: None,
+            steer: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             transitions: VecDeque::new(),
@@ -268,6 +288,7 @@ impl Instance {
                         after(now, skew)
                     };
                     b.down_cause = Cause::PeerResigned;
+                    b.resigned = Some(rx.src);
                     self.master = None;
                     return;
                 }
@@ -321,6 +342,7 @@ impl Instance {
                     after(now, mdi)
                 };
                 b.down_cause = Cause::MasterDown;
+                b.resigned = None;
                 self.master = Some(rx.src);
                 self.master_priority = adv.priority;
                 self.master_heard = Some(now);
@@ -377,7 +399,13 @@ impl Instance {
             return;
         }
         if due(self.release_deadline, now) || due(self.release_at, now) {
-            self.release_vips();
+            self.release_vips(now);
+        }
+        if self.parked.is_some_and(|p| p.until <= now) {
+            self.unpark();
+        }
+        if self.steer.is_some_and(|(_, d)| d.until <= now) {
+            self.unsteer();
         }
         if self.state() == State::Fault
             && due(self.vip_fault.as_ref().and_then(|f| f.retry_at), now)
@@ -461,7 +489,54 @@ impl Instance {
             Phase::Backup(b) => b.master_down_timer,
             Phase::Master(m) => earliest(m.adver_timer, m.garp_timer),
         };
-        earliest(earliest(phase, self.release_deadline), self.release_at)
+        let drains = earliest(
+            self.parked.map(|p| p.until),
+            self.steer.map(|(_, d)| d.until),
+        );
+        earliest(
+            earliest(earliest(phase, self.release_deadline), self.release_at),
+            drains,
+        )
+    }
+
+    /// The shell found no flow left on the parked VIPs: drop them (not before
+    /// [`DRAIN_MIN`] has passed since they were parked).
+    pub fn parked_flows_ended(&mut self, now: Instant) {
+        if self
+            .parked
+            .is_some_and(|p| now.saturating_duration_since(p.since) >= DRAIN_MIN)
+        {
+            self.unpark();
+        }
+    }
+
+    /// The previous master we steer to has no flow left on the VIPs, or is gone: stop
+    /// steering (not before [`DRAIN_MIN`] has passed since it began).
+    pub fn steered_flows_ended(&mut self, now: Instant) {
+        if self
+            .steer
+            .is_some_and(|(_, d)| now.saturating_duration_since(d.since) >= DRAIN_MIN)
+        {
+            self.unsteer();
+        }
+    }
+
+    /// A restarted shell found the VIPs parked by its predecessor (a stop during a
+    /// handover, an upgrade): keep them parked until `until`, as if parked here.
+    pub fn adopt_parked(&mut self, now: Instant, until: Instant) {
+        if self.parked.is_none() && until > now && !self.cfg.drain_established.is_zero() {
+            self.parked = Some(Drain { since: now, until });
+        }
+    }
+
+    /// Until when the VIPs are parked here, if they are.
+    pub fn parked_until(&self) -> Option<Instant> {
+        self.parked.map(|p| p.until)
+    }
+
+    /// To whom, and until when, this master steers the flows it has no state for.
+    pub fn steering(&self) -> Option<(IpAddr, Instant)> {
+        self.steer.map(|(to, d)| (to, d.until))
     }
 
     /// Link down or a tracked fault: leave master (priority-0 advert first, so the others
@@ -625,6 +700,8 @@ impl Instance {
                 self.actions.push_back(Action::RemoveVips);
                 self.vips_held = false;
             }
+            // Parked for the old VIP set: let go (the shell removes what it parked).
+            self.unpark();
         }
         self.cfg = cfg;
         self.priority = effective_priority(self.cfg.priority, self.priority_offset);
@@ -670,6 +747,13 @@ impl Instance {
             }),
             counters: self.counters.clone(),
             transitions,
+            parked_ms_left: self
+                .parked
+                .map(|p| ms(p.until.saturating_duration_since(now))),
+            steering_to: self.steer.map(|(to, _)| to),
+            steer_ms_left: self
+                .steer
+                .map(|(_, d)| ms(d.until.saturating_duration_since(now))),
         }
     }
 
@@ -679,7 +763,16 @@ impl Instance {
     /// StateChanged, with each state's exit and entry actions.
     fn transition(&mut self, now: Instant, to: State, cause: Cause) {
         let from = self.state();
+        // Who held the VIPs before us, if we take them over in a planned handover: the
+        // master that resigned, or the lower one we preempt.
+        let previous = match (&self.phase, cause) {
+            (Phase::Backup(b), Cause::PeerResigned) => b.resigned,
+            (Phase::Backup(_), Cause::Preempted) => self.master,
+            _ => None,
+        }
+        .filter(|p| *p != self.cfg.primary);
         if from == State::Master && to != State::Master {
+            self.unsteer();
             // Leaving master on our own account: priority 0 tells the backups to take over
             // after Skew_Time instead of Master_Down_Interval (RFC 5798 section 6.4.3).
             let resign = matches!(
@@ -729,6 +822,7 @@ impl Instance {
                     master_down_timer,
                     down_cause: Cause::MasterDown,
                     lower_master_since: None,
+                    resigned: None,
                 })
             }
             State::Master => {
@@ -742,8 +836,16 @@ impl Instance {
                 // Make-before-break, in the order the shell executes: hold the VIP and
                 // announce it, then send the advert that makes the old master let go.
                 // (If the VIP cannot be added, vip_install_failed drops what follows.)
+                // The previous holder parks the VIPs for its flows: forward them there
+                // before the first of them can reach us.
+                if let Some(to) = previous.filter(|_| !self.cfg.drain_established.is_zero()) {
+                    self.steer = Some((to, self.drain(now)));
+                    self.actions.push_back(Action::Steer { to });
+                }
                 self.vips_held = true;
                 self.actions.push_back(Action::AddVips);
+                // Ours again: the flows we parked them for are served here as they are.
+                self.unpark();
                 let mut garp_left = self.cfg.garp_repeat;
                 if garp_left > 0 {
                     self.actions.push_back(Action::Announce);
@@ -796,11 +898,39 @@ impl Instance {
         }
     }
 
-    /// End of make-before-break: drop the VIPs; after shutdown, we are done.
-    fn release_vips(&mut self) {
-        self.remove_vips();
+    /// End of make-before-break: drop the VIPs, or park them for the flows on them; after
+    /// shutdown, we are done.
+    fn release_vips(&mut self, now: Instant) {
+        if self.vips_held && !self.cfg.drain_established.is_zero() {
+            self.release_deadline = None;
+            self.release_at = None;
+            self.vips_held = false;
+            self.parked = Some(self.drain(now));
+            self.actions.push_back(Action::ParkVips);
+        } else {
+            self.remove_vips();
+        }
         if self.life == Life::ShuttingDown {
             self.finish();
+        }
+    }
+
+    fn drain(&self, now: Instant) -> Drain {
+        Drain {
+            since: now,
+            until: after(now, self.cfg.drain_established).unwrap_or(now),
+        }
+    }
+
+    fn unpark(&mut self) {
+        if self.parked.take().is_some() {
+            self.actions.push_back(Action::UnparkVips);
+        }
+    }
+
+    fn unsteer(&mut self) {
+        if self.steer.take().is_some() {
+            self.actions.push_back(Action::Unsteer);
         }
     }
 
@@ -1000,6 +1130,7 @@ mod tests {
             garp_refresh: Duration::ZERO,
             handover_timeout: Duration::ZERO,
             release_linger: Duration::ZERO,
+            drain_established: Duration::ZERO,
         }
     }
 

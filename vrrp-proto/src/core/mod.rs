@@ -68,7 +68,16 @@ pub struct Config {
     /// How long a master that lost to a better one (preempted, or its successor's advert
     /// heard during a handover) keeps the VIPs before releasing them.
     pub release_linger: Duration,
+    /// Planned handovers keep established TCP flows: the old master parks the VIPs for
+    /// at most this long ([`Action::ParkVips`]) and the new one forwards the flows it has
+    /// no state for to it ([`Action::Steer`]). ZERO = off: the VIPs are removed.
+    pub drain_established: Duration,
 }
+
+/// The shortest a parked VIP or a steering lasts, whatever the flow counts say: a
+/// handshake whose SYN reached the old master just before the switch completes in this
+/// window, and a count read before its SYN arrived must not end the drain under it.
+pub const DRAIN_MIN: Duration = Duration::from_secs(2);
 
 /// What vrrpd uses for [`Config::release_linger`]: long enough for clients' neighbour
 /// entries to move after the successor's gratuitous ARP, short next to any interval.
@@ -133,6 +142,22 @@ pub enum Action {
     },
     /// After `shutdown()`: the VIP is released (or was never held); the shell may exit.
     HandoverDone,
+    /// Instead of [`Action::RemoveVips`] after a planned handover: take the VIPs off the
+    /// interface so this node no longer announces or answers for them, but keep them as
+    /// local addresses (on `lo`, not answered by ARP / ND) so the TCP connections this node
+    /// has on them go on. They stay until [`Action::UnparkVips`].
+    ParkVips,
+    /// Drop the parked VIPs (their flows ended, the drain deadline passed, or this node
+    /// holds them again: then after its [`Action::AddVips`]).
+    UnparkVips,
+    /// Emitted before [`Action::AddVips`] when this router takes over in a planned
+    /// handover from `to` (it resigned, or it was preempted): forward every packet of a
+    /// TCP flow to the VIPs that did not start here (no SYN seen here) to `to`, which
+    /// parked the VIPs and still serves those flows. New flows are served here.
+    Steer { to: IpAddr },
+    /// Stop [`Action::Steer`]ing (the flows there ended, `to` is gone, the drain deadline
+    /// passed, or this router is no longer master).
+    Unsteer,
     /// The router at `peer` stopped being master without handing over to a better one:
     /// its adverts stopped (Master_Down) or it resigned. Whatever runs on that node (the
     /// proxies' backends) is suspect; the shell tells lbd so it checks them now.
@@ -243,6 +268,16 @@ pub struct Status {
     /// Last 32 transitions, oldest first.
     #[serde(default)]
     pub transitions: Vec<TransitionRecord>,
+    /// The VIPs are parked here for the flows this node still serves after a planned
+    /// handover: at most this much longer.
+    #[serde(default)]
+    pub parked_ms_left: Option<u64>,
+    /// Flows that did not start here are forwarded to the previous master at this
+    /// address, at most `steer_ms_left` longer.
+    #[serde(default)]
+    pub steering_to: Option<IpAddr>,
+    #[serde(default)]
+    pub steer_ms_left: Option<u64>,
 }
 
 /// Why this router could not hold the VIPs, as the shell reported it.
@@ -367,6 +402,9 @@ mod tests {
                 to: State::Master,
                 cause: Cause::PeerResigned,
             }],
+            parked_ms_left: None,
+            steering_to: None,
+            steer_ms_left: None,
         };
         let v = serde_json::to_value(&st).unwrap();
         assert_eq!(v["state"], "master");

@@ -74,6 +74,14 @@ pub struct Router {
     pub vip_fails: bool,
     /// Every `PeerLost` the core emitted: when, about whom, why.
     pub peers_lost: Vec<(Duration, IpAddr, PeerLoss)>,
+    /// What the shell would have on `lo` for established flows: ParkVips minus UnparkVips
+    /// (it outlives the process, as on a real node).
+    pub parked: bool,
+    /// Steer minus Unsteer: the previous master this router forwards unknown flows to.
+    pub steering: Option<IpAddr>,
+    /// Every Steer: when, to whom, and whether this router already held the VIP (it must
+    /// not: the forwarding must be in place before the first client arrives).
+    pub steers: Vec<(Duration, IpAddr, bool)>,
     /// `PeerLost` executed while this router already held the VIP: its proxy heard of the
     /// dead node after clients could reach it (the core must say it before `AddVips`).
     pub lost_after_vip: usize,
@@ -139,6 +147,7 @@ pub struct Template {
     pub garp_repeat: u32,
     pub garp_refresh: Duration,
     pub handover_timeout: Option<Duration>,
+    pub drain_established: Duration,
 }
 
 impl Template {
@@ -155,6 +164,7 @@ impl Template {
             garp_repeat: 3,
             garp_refresh: Duration::ZERO,
             handover_timeout: None,
+            drain_established: Duration::ZERO,
         }
     }
 }
@@ -227,6 +237,7 @@ impl Net {
                     garp_refresh: t.garp_refresh,
                     handover_timeout: t.handover_timeout.unwrap_or(mdi + t.interval * 2),
                     release_linger: vrrp_proto::core::RELEASE_LINGER,
+                    drain_established: t.drain_established,
                 };
                 Router {
                     cfg,
@@ -237,6 +248,9 @@ impl Net {
                     handover_done: false,
                     vip_fails: false,
                     peers_lost: Vec::new(),
+                    parked: false,
+                    steering: None,
+                    steers: Vec::new(),
                     lost_after_vip: 0,
                 }
             })
@@ -380,6 +394,18 @@ impl Net {
                     r.lost_after_vip += usize::from(r.holds_vip);
                     r.peers_lost.push((at, peer, why));
                 }
+                Action::ParkVips => {
+                    let r = &mut self.routers[i];
+                    r.holds_vip = false;
+                    r.parked = true;
+                }
+                Action::UnparkVips => self.routers[i].parked = false,
+                Action::Steer { to } => {
+                    let r = &mut self.routers[i];
+                    r.steers.push((at, to, r.holds_vip));
+                    r.steering = Some(to);
+                }
+                Action::Unsteer => self.routers[i].steering = None,
                 Action::HandoverDone => {
                     // The process exits.
                     let r = &mut self.routers[i];

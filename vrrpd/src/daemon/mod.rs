@@ -904,6 +904,13 @@ impl Daemon {
                 self.notify(to);
             }
             Action::PeerLost { peer, why } => self.tell_lbd_peer_lost(i, peer, why),
+            // map.rs passes drain_established = 0 until the nftables steering and the
+            // VIPs on lo are built (issue 15): the core emits none of these. Should one
+            // come, the safe reading of ParkVips is RemoveVips.
+            Action::ParkVips => self.remove_vips(i).await,
+            Action::UnparkVips | Action::Steer { .. } | Action::Unsteer => {
+                debug!(?action, "not built in this vrrpd: ignored");
+            }
             Action::HandoverDone => {
                 self.insts[i].done = true;
                 info!(family = self.insts[i].plan.family(), "handover done");
