@@ -35,6 +35,8 @@ fn config(sel: u8) -> Config {
         garp_refresh: Duration::from_secs(u64::from(sel >> 7) * 5),
         handover_timeout: Duration::from_secs(3),
         release_linger: vrrp_proto::core::RELEASE_LINGER,
+        // Off, or on (parking the VIPs and steering after planned handovers).
+        drain_established: Duration::from_secs(u64::from(sel & 4) * 5),
     }
 }
 
