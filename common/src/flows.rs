@@ -1,6 +1,6 @@
 //! The TCP flows the kernel still carries on a set of local addresses, from sock_diag
 //! (the interface `ss` reads): what a node that parked a VIP after a planned handover
-//! still serves, and what the new holder forwards to it (docs/handover.md).
+//! still serves, and what the new holder forwards to it (`vrrp_proto::core::Action::{ParkVips, Steer}`).
 //!
 //! Counted: every TCP socket whose local address is one of the addresses, in a state that
 //! still needs the peer's packets (SYN_RECV, ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT,

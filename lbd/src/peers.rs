@@ -207,7 +207,7 @@ impl Peers {
                     let peer = peer.clone();
                     async move {
                         // The new holder of a VIP this node parked asks how many of its
-                        // flows are left (docs/handover.md).
+                        // flows are left (`vrrp_proto::core::Action::Steer`).
                         if let Request::Flows(f) = req {
                             return Response::from_result(
                                 crate::control::flows(f).await.map(Answer::Flows),

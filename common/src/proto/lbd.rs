@@ -163,7 +163,7 @@ pub enum Answer {
 }
 
 /// How many TCP connections this node still carries whose local address is one of
-/// `addresses` (a VIP it gave up in a planned handover and parks, see docs/handover.md).
+/// `addresses` (a VIP it gave up in a planned handover and parks: [`vrrp_proto::core::Action::ParkVips`]).
 /// Asked by the node's own vrrpd, and by the new holder's vrrpd over the peer port, to
 /// know when forwarding those flows can stop. The answer is read from the kernel
 /// (sock_diag), not from lbd's own books.
