@@ -212,10 +212,6 @@ pub async fn reload(path: &Path, timeout: Duration) -> Result<Reloaded, CtlError
     super::request(path, &Request::Reload, timeout).await
 }
 
-pub async fn flows(path: &Path, req: Flows, timeout: Duration) -> Result<FlowCount, CtlError> {
-    super::request(path, &Request::Flows(req), timeout).await
-}
-
 pub async fn suspect(path: &Path, req: Suspect, timeout: Duration) -> Result<Suspected, CtlError> {
     super::request(path, &Request::Suspect(req), timeout).await
 }

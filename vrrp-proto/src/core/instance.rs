@@ -529,16 +529,6 @@ impl Instance {
         }
     }
 
-    /// Until when the VIPs are parked here, if they are.
-    pub fn parked_until(&self) -> Option<Instant> {
-        self.parked.map(|p| p.until)
-    }
-
-    /// To whom, and until when, this master steers the flows it has no state for.
-    pub fn steering(&self) -> Option<(IpAddr, Instant)> {
-        self.steer.map(|(to, d)| (to, d.until))
-    }
-
     /// Link down or a tracked fault: leave master (priority-0 advert first, so the others
     /// take over after Skew_Time), remove the VIPs, ignore adverts. Cleared: back to backup.
     pub fn set_fault(&mut self, now: Instant, fault: bool) {
@@ -605,8 +595,7 @@ impl Instance {
             tracing::info!(
                 vrid = self.cfg.vrid,
                 failures = f.failures,
-                after_ms = u64::try_from(now.saturating_duration_since(f.first).as_millis())
-                    .unwrap_or(u64::MAX),
+                after_ms = ms(now.saturating_duration_since(f.first)),
                 "VIPs installed after earlier failures"
             );
         }
@@ -718,8 +707,7 @@ impl Instance {
             .transitions
             .iter()
             .map(|t| TransitionRecord {
-                ago_ms: u64::try_from(now.saturating_duration_since(t.at).as_millis())
-                    .unwrap_or(u64::MAX),
+                ago_ms: ms(now.saturating_duration_since(t.at)),
                 from: t.from,
                 to: t.to,
                 cause: t.cause,
@@ -731,19 +719,15 @@ impl Instance {
             effective_priority: self.priority,
             master: self.master,
             vips: self.cfg.vips.clone(),
-            master_adver_interval_ms: u64::try_from(self.master_adver_interval.as_millis())
-                .unwrap_or(u64::MAX),
+            master_adver_interval_ms: ms(self.master_adver_interval),
             maintenance: self.maintenance,
             fault: self.fault,
             holding_vips: self.vips_held,
             vip_error: self.vip_fault.as_ref().map(|f| super::VipError {
                 reason: f.reason.clone(),
                 failures: f.failures,
-                since_ms: u64::try_from(now.saturating_duration_since(f.first).as_millis())
-                    .unwrap_or(u64::MAX),
-                retry_in_ms: f.retry_at.map(|t| {
-                    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
-                }),
+                since_ms: ms(now.saturating_duration_since(f.first)),
+                retry_in_ms: f.retry_at.map(|t| ms(t.saturating_duration_since(now))),
             }),
             counters: self.counters.clone(),
             transitions,
