@@ -14,6 +14,8 @@
 //!   VIPs without adding them (so nothing on the node accepts their traffic).
 //! - [`vmac`]: `virtual_mac = true`: the macvlan with the RFC's virtual router MAC that
 //!   holds the VIP and sends the adverts and announcements.
+//! - [`steer`]: the nftables side of a planned handover: mark the flows that began here,
+//!   forward the unknown ones to the previous holder, hide a parked VIP from ARP.
 //! - [`timer`]: the deadline timer (`timerfd`, microseconds; tokio's wheel is 1-2 ms late).
 //!
 //! Nothing in here decides anything: the core ([`crate::core`]) does.
@@ -23,6 +25,7 @@ pub mod iface;
 pub mod netlink;
 pub mod responder;
 pub mod socket;
+pub mod steer;
 pub mod timer;
 pub mod vmac;
 
