@@ -124,7 +124,47 @@ fn instance_line(i: &vrrpd_proto::Instance) -> String {
             let _ = write!(line, " (tries again in {:.1} s)", ms as f64 / 1000.0);
         }
     }
+    drain_text(i, &mut line);
     line
+}
+
+/// A planned handover's kept connections: served here for the new holder, or forwarded
+/// to the previous one, and until when.
+fn drain_text(i: &vrrpd_proto::Instance, line: &mut String) {
+    let c = &i.core;
+    let d = i.drain.clone().unwrap_or_default();
+    let count =
+        |n: Option<u64>| n.map_or_else(|| "? (not counted yet)".to_owned(), |n| n.to_string());
+    if !i.vips_parked.is_empty() {
+        let vips: Vec<String> = i.vips_parked.iter().map(ToString::to_string).collect();
+        let _ = write!(
+            line,
+            "; parked on lo: {} connection(s) on {} still served here",
+            count(d.parked_flows),
+            vips.join(", ")
+        );
+        if let Some(ms) = c.parked_ms_left {
+            let _ = write!(line, " (at most {} more)", ago(ms / 1000));
+        }
+    }
+    if let Some(to) = c.steering_to {
+        let node = d
+            .steering_to_node
+            .as_deref()
+            .map_or_else(|| to.to_string(), |n| format!("{n} ({to})"));
+        let _ = write!(
+            line,
+            "; forwarding {} connection(s) of the previous holder to {node}, {} packet(s) so far",
+            count(d.steered_flows),
+            d.steered_packets.unwrap_or(0)
+        );
+        if let Some(ms) = c.steer_ms_left {
+            let _ = write!(line, " (at most {} more)", ago(ms / 1000));
+        }
+    }
+    if let Some(e) = &d.rules_error {
+        let _ = write!(line, "; HANDOVER RULES FAILED: {e}");
+    }
 }
 
 /// `2026-12-01 22:08:47 UTC` for Unix seconds.
@@ -625,6 +665,8 @@ mod tests {
             vips_on_interface: vec![],
             vips_answered: vec![],
             virtual_mac: None,
+            vips_parked: vec![],
+            drain: None,
         };
         let v = VrrpStatus {
             current: inst.clone(),

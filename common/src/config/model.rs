@@ -106,6 +106,11 @@ pub struct Vrrp {
     /// Longest a stopping master keeps the VIP while waiting for a successor to announce.
     #[serde(with = "duration_ms")]
     pub handover_timeout: Duration,
+    /// After a planned handover (maintenance, stop, preemption) the previous holder keeps
+    /// serving the TCP connections it has, for at most this long, and the new holder
+    /// forwards their packets to it (docs/handover.md). Zero: off (they are reset).
+    #[serde(with = "duration_ms")]
+    pub drain_established: Duration,
     pub track: Track,
 }
 

@@ -81,6 +81,7 @@ pub struct RawVrrp {
     pub virtual_mac: Option<bool>,
     pub notify: Option<S<String>>,
     pub handover_timeout: Option<S<String>>,
+    pub drain_established: Option<S<String>>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub track: RawTrack,
 }
@@ -450,6 +451,7 @@ mod tests {
                 virtual_mac: Some(true),
                 notify: text("/usr/local/bin/notify"),
                 handover_timeout: text("2s"),
+                drain_established: text("10m"),
                 track: RawTrack {
                     lbd: Some(u(RawEffect::Weight(-50))),
                     lbd_service: text("api"),

@@ -17,6 +17,10 @@ use super::raw::*;
 pub(crate) const K3S_PORTS: &[(u16, u16)] = &[(6443, 6444), (2379, 2382), (10248, 10259)];
 
 const DURATION_ALLOWED: &str = "a duration such as \"100ms\", \"2s\", \"1m30s\" or \"1h\"";
+/// `vrrp.drain_established` when unset: long enough for the watches and log streams a
+/// maintenance window interrupts today, short enough that a forgotten flow ends.
+pub(crate) const DEFAULT_DRAIN_ESTABLISHED: std::time::Duration =
+    std::time::Duration::from_secs(600);
 
 struct Ctx<'a> {
     text: &'a str,
@@ -896,6 +900,13 @@ fn validate_vrrp(cx: &Ctx<'_>, r: &RawVrrp) -> R<Vrrp> {
             default_handover,
             interval * 4,
             Duration::from_secs(600),
+        )?,
+        drain_established: cx.duration_in(
+            &r.drain_established,
+            "vrrp.drain_established",
+            DEFAULT_DRAIN_ESTABLISHED,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
         )?,
         track: Track {
             lbd: t.lbd.as_ref().map_or(Ok(TrackEffect::Weight(-50)), |e| {

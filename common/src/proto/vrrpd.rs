@@ -117,6 +117,30 @@ pub struct Instance {
     /// The VRRP virtual MAC interface, when `use_vmac` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_mac: Option<VirtualMac>,
+    /// The VIPs the kernel has on `lo` (parked after a planned handover, hidden from ARP /
+    /// ND), read for this answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips_parked: Vec<IpAddr>,
+    /// A planned handover's drain while one runs (docs/handover.md). The deadlines are
+    /// the core's `parked_ms_left` / `steer_ms_left`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// Connections kept across a planned handover: served here for the new holder
+/// (`parked_flows`), or forwarded from here to the previous holder (`steering_to_node`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Drain {
+    /// Connections on the parked VIPs here, at the last count (once a second).
+    pub parked_flows: Option<u64>,
+    /// The previous holder this node forwards to, by name.
+    pub steering_to_node: Option<String>,
+    /// The previous holder's connections on the VIPs, at its last answer.
+    pub steered_flows: Option<u64>,
+    /// Packets forwarded so far (the kernel's counter).
+    pub steered_packets: Option<u64>,
+    /// nft refused the rules: what it said.
+    pub rules_error: Option<String>,
 }
 
 impl Instance {

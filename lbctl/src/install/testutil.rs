@@ -124,6 +124,7 @@ pub(crate) fn lab() -> Cluster {
             virtual_mac: false,
             notify: None,
             handover_timeout: Duration::from_secs(3),
+            drain_established: Duration::from_secs(600),
             track: Track {
                 lbd: TrackEffect::Fault,
                 lbd_service: None,

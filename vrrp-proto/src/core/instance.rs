@@ -521,6 +521,12 @@ impl Instance {
         }
     }
 
+    /// The shell could not park the VIPs after [`Action::ParkVips`] and removed them
+    /// instead: there is no park to keep or end.
+    pub fn park_failed(&mut self) {
+        self.parked = None;
+    }
+
     /// A restarted shell found the VIPs parked by its predecessor (a stop during a
     /// handover, an upgrade): keep them parked until `until`, as if parked here.
     pub fn adopt_parked(&mut self, now: Instant, until: Instant) {

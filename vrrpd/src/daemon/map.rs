@@ -102,9 +102,13 @@ pub fn plan(
         garp_refresh: v.garp_refresh,
         handover_timeout: v.handover_timeout,
         release_linger: RELEASE_LINGER,
-        // The core can park the VIPs and steer flows after a planned handover (issue 15);
-        // the shell's part (nftables steering, the VIPs on lo) is not built yet: off.
-        drain_established: std::time::Duration::ZERO,
+        // Parking needs the VIP as a local address: with accept_mode = false nothing on
+        // this node serves the VIP, so there is nothing to keep (docs/handover.md).
+        drain_established: if v.accept_mode {
+            v.drain_established
+        } else {
+            std::time::Duration::ZERO
+        },
     };
     let mut out = Vec::new();
     if let Some(vip4) = cluster.vip.v4 {

@@ -15,6 +15,7 @@
 //! The loop owns all mutable state; other tasks talk to it through channels. After every
 //! call into a core instance its actions are drained and executed in order.
 
+mod drain;
 pub mod map;
 pub mod sources;
 pub mod track;
@@ -100,6 +101,8 @@ struct Inst {
     done: bool,
     /// IPv6 with `only_cluster_nodes`: the servers' link-local sources, learned.
     learner: Option<sources::SourceLearner>,
+    /// A planned handover's park or forwarding (docs/handover.md).
+    drain: drain::DrainState,
     /// `family = ipv4|ipv6`, entered around every call into the core so that its own log
     /// lines (one per transition) say which instance they are about.
     span: tracing::Span,
@@ -137,6 +140,12 @@ struct Daemon {
     learn_tx: mpsc::Sender<(usize, Learned)>,
     /// The last `STATUS=` text sent to systemd.
     status_line: String,
+    /// `lo`, where parked VIPs go.
+    lo_index: u32,
+    /// Drain probes' results, back to the loop.
+    drain_tx: mpsc::Sender<drain::Report>,
+    /// nft's last refusal of the handover rules, until they are written again.
+    rules_error: Option<String>,
 }
 
 /// What a source-learning task found out, for instance `usize`.
@@ -241,10 +250,16 @@ async fn run_inner(
     let mut base_sysctls = BaseSysctls::default();
     let vmacs = create_vmacs(&nl, &iface, &cluster, &plans, &mut base_sysctls).await?;
     let insts = build_instances(&cluster, &iface, plans, vmacs);
+    let lo_index = match nl.link_index("lo").await {
+        Ok(Some(i)) => i,
+        Ok(None) => bail!("this network namespace has no lo"),
+        Err(e) => return Err(e).context("looking up lo"),
+    };
 
     let (track_tx, track_rx) = mpsc::channel::<TrackUpdate>(64);
     let (learn_tx, learn_rx) = mpsc::channel::<(usize, Learned)>(16);
     let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>(16);
+    let (drain_tx, drain_rx) = mpsc::channel::<drain::Report>(16);
     let mut d = Daemon {
         cluster,
         node,
@@ -264,11 +279,15 @@ async fn run_inner(
         last_reload_error: None,
         learn_tx,
         status_line: String::new(),
+        lo_index,
+        drain_tx,
+        rules_error: None,
     };
     d.spawn_trackers();
     d.learn_all();
     let (ctl_stop_tx, ctl_task) = spawn_control(ctl_listener, &d.opts.run_dir, ctl_tx);
 
+    d.start_drains().await;
     d.start_instances().await;
     let _ = common::notify::notify(&[sd_notify::NotifyState::Ready]);
     let inputs = Inputs {
@@ -276,6 +295,7 @@ async fn run_inner(
         learn_rx,
         track_rx,
         ctl_rx,
+        drain_rx,
         hup,
         dumps,
     };
@@ -292,6 +312,7 @@ struct Inputs {
     learn_rx: mpsc::Receiver<(usize, Learned)>,
     track_rx: mpsc::Receiver<TrackUpdate>,
     ctl_rx: mpsc::Receiver<CtlMsg>,
+    drain_rx: mpsc::Receiver<drain::Report>,
     hup: tokio::signal::unix::Signal,
     dumps: common::dump::DumpSignals,
 }
@@ -423,6 +444,7 @@ fn build_instances(
                 held: Vec::new(),
                 answering: false,
                 learner,
+                drain: drain::DrainState::default(),
                 vmac,
                 done: false,
             }
@@ -491,6 +513,7 @@ impl Daemon {
             mut learn_rx,
             mut track_rx,
             mut ctl_rx,
+            mut drain_rx,
             mut hup,
             mut dumps,
         } = inputs;
@@ -502,6 +525,8 @@ impl Daemon {
         } else {
             LINK_POLL_FALLBACK
         });
+        let mut drain_tick = tokio::time::interval(drain::PROBE_EVERY);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
         let mut buf0 = vec![0u8; 65536];
@@ -589,6 +614,8 @@ impl Daemon {
                     }
                 }
                 Some(u) = track_rx.recv() => d.on_track(u).await,
+                _ = drain_tick.tick(), if d.draining() => d.probe_drains(),
+                Some(r) = drain_rx.recv() => d.on_drain_report(r).await,
                 Some((req, answer)) = ctl_rx.recv() => {
                     let resp = d.on_ctl(req).await;
                     let _ = answer.send(resp);
@@ -628,6 +655,8 @@ impl Daemon {
         for i in 0..d.insts.len() {
             d.remove_vips(i).await;
         }
+        // A park stays for the next start (docs/handover.md); the forwarding goes.
+        d.finish_drains().await;
         for i in 0..d.insts.len() {
             if let Some(v) = d.insts[i].vmac.take() {
                 v.destroy(&d.nl).await;
@@ -648,6 +677,17 @@ pub fn dump_signals() -> [i32; 3] {
         nix::libc::SIGUSR2,
         nix::libc::SIGRTMIN() + 2,
     ]
+}
+
+/// What the kernel has, read for one status answer.
+#[derive(Debug, Default)]
+struct Kernel {
+    /// Per instance, its VIPs on the interface (or its virtual MAC).
+    on_iface: Vec<Vec<IpAddr>>,
+    /// Per instance, its VIPs on `lo` (parked).
+    on_lo: Vec<Vec<IpAddr>>,
+    /// Per VIP, the packets the forwarding rules sent on.
+    steered_packets: Vec<(IpAddr, u64)>,
 }
 
 /// What an operator needs to read about a VIP that could not be added: which address, on
@@ -904,12 +944,8 @@ impl Daemon {
                 self.notify(to);
             }
             Action::PeerLost { peer, why } => self.tell_lbd_peer_lost(i, peer, why),
-            // map.rs passes drain_established = 0 until the nftables steering and the
-            // VIPs on lo are built (issue 15): the core emits none of these. Should one
-            // come, the safe reading of ParkVips is RemoveVips.
-            Action::ParkVips => self.remove_vips(i).await,
-            Action::UnparkVips | Action::Steer { .. } | Action::Unsteer => {
-                debug!(?action, "not built in this vrrpd: ignored");
+            Action::ParkVips | Action::UnparkVips | Action::Steer { .. } | Action::Unsteer => {
+                self.execute_drain(i, action).await;
             }
             Action::HandoverDone => {
                 self.insts[i].done = true;
@@ -1164,8 +1200,8 @@ impl Daemon {
     async fn answer(&mut self, req: Request) -> Result<Answer, String> {
         match req {
             Request::Status => {
-                let on_iface = self.vips_in_kernel().await;
-                Ok(Answer::Status(Box::new(self.status(&on_iface))))
+                let kernel = self.vips_in_kernel().await;
+                Ok(Answer::Status(Box::new(self.status(&kernel))))
             }
             Request::Maintenance(proto::SetMaintenance { on }) => {
                 let now = Instant::now();
@@ -1314,8 +1350,8 @@ impl Daemon {
     /// SIGUSR1 / SIGUSR2 / SIGRTMIN+2: the status to the journal and to
     /// `RUN_DIR/vrrpd.status.json` (keepalived writes /tmp/keepalived.data and .stats).
     async fn dump(&self, signo: i32) {
-        let on_iface = self.vips_in_kernel().await;
-        let st = self.status(&on_iface);
+        let kernel = self.vips_in_kernel().await;
+        let st = self.status(&kernel);
         let sig = common::dump::signal_name(signo);
         let written = match serde_json::to_value(&st) {
             Ok(v) => common::dump::write_status(&self.opts.run_dir, "vrrpd", &v),
@@ -1345,10 +1381,18 @@ impl Daemon {
         }
     }
 
-    /// Per instance, which of its VIPs the kernel has on the interface right now (not what
-    /// this process believes it added: no surface may claim what the kernel does not have).
-    async fn vips_in_kernel(&self) -> Vec<Vec<IpAddr>> {
-        let mut out = Vec::with_capacity(self.insts.len());
+    /// Per instance, which of its VIPs the kernel has on the interface and on `lo` right
+    /// now, and what the forwarding rules counted (not what this process believes it did:
+    /// no surface may claim what the kernel does not have).
+    async fn vips_in_kernel(&self) -> Kernel {
+        let mut k = Kernel::default();
+        let lo = match self.nl.addresses(self.lo_index).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "status: could not list lo's addresses");
+                Vec::new()
+            }
+        };
         for i in &self.insts {
             let index = i.vmac.as_ref().map_or(self.iface.index, |v| v.index);
             let have = match self.nl.addresses(index).await {
@@ -1358,20 +1402,28 @@ impl Daemon {
                     Vec::new()
                 }
             };
-            out.push(
+            let of = |have: &[(IpAddr, u8)]| -> Vec<IpAddr> {
                 i.plan
                     .cfg
                     .vips
                     .iter()
                     .copied()
                     .filter(|v| have.iter().any(|(a, _)| a == v))
-                    .collect(),
-            );
+                    .collect()
+            };
+            k.on_iface.push(of(&have));
+            k.on_lo.push(of(&lo));
         }
-        out
+        if self.insts.iter().any(|i| i.drain.steer_to.is_some()) {
+            match crate::io::steer::steered_packets().await {
+                Ok(p) => k.steered_packets = p,
+                Err(e) => warn!(error = %e, "status: could not read the forwarding counters"),
+            }
+        }
+        k
     }
 
-    fn status(&self, on_iface: &[Vec<IpAddr>]) -> proto::Status {
+    fn status(&self, kernel: &Kernel) -> proto::Status {
         let now = Instant::now();
         let instances: Vec<proto::Instance> = self
             .insts
@@ -1389,7 +1441,9 @@ impl Daemon {
                         sources: l.learned().clone(),
                         counters: l.counters,
                     }),
-                    vips_on_interface: on_iface.get(n).cloned().unwrap_or_default(),
+                    vips_on_interface: kernel.on_iface.get(n).cloned().unwrap_or_default(),
+                    vips_parked: kernel.on_lo.get(n).cloned().unwrap_or_default(),
+                    drain: self.drain_status(n, kernel),
                     vips_answered: if i.answering {
                         i.plan.cfg.vips.clone()
                     } else {
