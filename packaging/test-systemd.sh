@@ -55,7 +55,7 @@ trap cleanup EXIT
 
 say "bookworm root filesystem (mmdebstrap, minbase + systemd)"
 mmdebstrap --quiet --variant=minbase \
-  --include=systemd,systemd-sysv,dbus,iproute2,adduser,procps,init-system-helpers \
+  --include=systemd,systemd-sysv,dbus,iproute2,adduser,procps,init-system-helpers,nftables \
   bookworm "$ROOT" http://deb.debian.org/debian
 echo k3sha-sd1 > "$ROOT/etc/hostname"
 cp "$DEB" "$ROOT/root/k3s-ha.deb"
