@@ -1385,12 +1385,105 @@ fn a_planned_handover_parks_the_vip_and_steers_to_the_old_master() {
         });
         assert_eq!(net.masters(), vec![0], "seed {seed}");
         assert!(net.routers[2].parked, "seed {seed}: {}", net.describe());
-        assert!(net.routers[2].steering.is_none(), "a backup steers nothing");
+        // Until clients follow the announcement, what still reaches 2 and is not its own
+        // began on 0: 2 forwards it there.
+        assert_eq!(
+            net.routers[2].steering,
+            Some(router_addr(0, false)),
+            "seed {seed}: a preempted holder forwards to the better master"
+        );
         let back = net.routers[0].steers.last().copied();
         assert_eq!(
             back.map(|s| (s.1, s.2)),
             Some((router_addr(2, false), false))
         );
+    }
+}
+
+/// Two backups a few ms apart in Skew_Time both take over from a resigning master (the
+/// lab saw it with 190 and 180 at 100 ms, after the network's delay): the winner hears the
+/// loser's advert and forwards to it as well as to the old master, since clients opened
+/// flows on it in those milliseconds; the loser forwards to the old master and to the
+/// winner while it still holds (then parks) the VIP, since clients still reach it until
+/// the winner's announcement. With every drain off, nobody forwards anything.
+#[test]
+fn two_backups_that_take_over_at_once_forward_to_everyone_who_held() {
+    let mut raced = 0;
+    for seed in seeds(40) {
+        for drain in [Duration::from_secs(600), Duration::ZERO] {
+            let t = drained(ms(100), drain);
+            let mut net = Net::new(seed, &t, &[200, 101, 100]);
+            net.knobs.max_delay = ms(3);
+            net.start_all();
+            net.run_for(ms(1000));
+            assert_eq!(net.masters(), vec![0], "seed {seed}");
+            let t0 = net.changes.len();
+            net.with(0, |inst, now| inst.set_maintenance(now, true));
+            net.run_for_checked(ms(1500), |net| {
+                assert!(!net.vip_holders().is_empty(), "gap: {}", net.describe());
+            });
+            assert_eq!(net.masters(), vec![1], "seed {seed}: {}", net.describe());
+            let loser_was_master = net.changes[t0..]
+                .iter()
+                .any(|c| c.router == 2 && c.to == State::Master);
+            let (w, l) = (&net.routers[1], &net.routers[2]);
+            if drain.is_zero() {
+                assert!(w.steers.is_empty() && l.steers.is_empty(), "seed {seed}");
+                continue;
+            }
+            let mut to: Vec<IpAddr> = w.steering.iter().chain(&w.steering_also).copied().collect();
+            to.sort();
+            if loser_was_master {
+                raced += 1;
+                // Whichever way the winner got there (it heard the loser's advert as
+                // master, or it preempted the loser), it forwards to both.
+                assert_eq!(
+                    to,
+                    vec![router_addr(0, false), router_addr(2, false)],
+                    "seed {seed}: {}",
+                    net.describe()
+                );
+                assert!(l.parked, "seed {seed}: the loser parks what it held");
+                let mut lto: Vec<IpAddr> =
+                    l.steering.iter().chain(&l.steering_also).copied().collect();
+                lto.sort();
+                assert_eq!(
+                    lto,
+                    vec![router_addr(0, false), router_addr(1, false)],
+                    "seed {seed}: the loser forwards to the old master and the winner"
+                );
+            } else {
+                assert_eq!(to, vec![router_addr(0, false)], "seed {seed}");
+            }
+        }
+    }
+    assert!(raced > 0, "no seed raced: the test shows nothing");
+}
+
+/// A router that starts (a vrrpd restart, an upgrade) and preempts a lower master it has
+/// only heard as a lower master (its adverts are discarded while it waits to preempt)
+/// still forwards to it, set up before it adds the VIP: the lab saw its clients reset
+/// when the forwarding came only after the VIP.
+#[test]
+fn a_starting_router_that_preempts_steers_before_it_holds() {
+    for seed in seeds(8) {
+        let t = drained(ms(100), Duration::from_secs(600));
+        let mut net = Net::new(seed, &t, &[200, 150, 100]);
+        net.start(1);
+        net.start(2);
+        net.run_for(ms(1000));
+        assert_eq!(net.masters(), vec![1], "seed {seed}");
+        net.start(0);
+        net.run_for(ms(1500));
+        assert_eq!(net.masters(), vec![0], "seed {seed}");
+        let r = &net.routers[0];
+        assert_eq!(
+            r.steers.first().map(|s| s.1),
+            Some(router_addr(1, false)),
+            "seed {seed}"
+        );
+        assert!(!r.steers[0].2, "seed {seed}: Steer after the VIP was added");
+        assert!(net.routers[1].parked, "seed {seed}");
     }
 }
 

@@ -57,6 +57,9 @@ struct Backup {
     down_cause: Cause,
     /// When we first heard the current lower-priority master (preempt delay).
     lower_master_since: Option<Instant>,
+    /// The lower-priority master we are about to preempt (its adverts are discarded, so
+    /// `master` may still name the one before it, or nobody after a start).
+    preempting: Option<IpAddr>,
     /// The master that resigned (priority 0) and that we are about to take over from.
     resigned: Option<IpAddr>,
 }
@@ -124,8 +127,14 @@ pub struct Instance {
     vip_fault: Option<VipFault>,
     /// [`Action::ParkVips`] emitted and no [`Action::UnparkVips`] yet.
     parked: Option<Drain>,
-    /// [`Action::Steer`] emitted (to this address) and no [`Action::Unsteer`] yet.
+    /// [`Action::Steer`] emitted (to the first of these addresses, then to each other)
+    /// and no [`Action::Unsteer`] yet.
     steer: Option<(IpAddr, Drain)>,
+    steer_also: Vec<IpAddr>,
+    /// The last master heard resigning, and when: it parks the VIPs for its flows, so a
+    /// takeover soon after forwards to it even if another backup took over in between
+    /// (the two took over at once, and we preempted the other).
+    resigned_recently: Option<(IpAddr, Instant)>,
     actions: VecDeque<Action>,
     counters: Counters,
     transitions: VecDeque<Transition>,
@@ -176,6 +185,8 @@ impl Instance {
             vip_fault: None,
             parked: None,
             steer: None,
+            steer_also: Vec::new(),
+            resigned_recently: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             transitions: VecDeque::new(),
@@ -289,6 +300,7 @@ impl Instance {
                     };
                     b.down_cause = Cause::PeerResigned;
                     b.resigned = Some(rx.src);
+                    self.resigned_recently = Some((rx.src, now));
                     self.master = None;
                     return;
                 }
@@ -328,6 +340,7 @@ impl Instance {
                     if delay_over {
                         // Discard: the Master_Down_Timer runs out and we preempt.
                         b.down_cause = Cause::Preempted;
+                        b.preempting = Some(rx.src);
                         return;
                     }
                 } else if !lower {
@@ -352,6 +365,10 @@ impl Instance {
                 if adv.priority == 0 {
                     m.adver_timer = after(now, self.cfg.adver_interval);
                     self.send_advert(self.priority);
+                    // Another master resigned (we took over first, its resign reached us
+                    // late): it parks the VIPs for its flows.
+                    self.resigned_recently = Some((rx.src, now));
+                    self.steer_to(now, rx.src);
                     return;
                 }
                 let higher = adv.priority > self.priority;
@@ -370,10 +387,17 @@ impl Instance {
                     } else {
                         Cause::HigherAddress
                     };
+                    let held = self.vips_held;
                     self.transition(now, State::Backup, cause);
                     self.master = Some(rx.src);
                     self.master_priority = adv.priority;
                     self.master_heard = Some(now);
+                    // Clients that resolved the VIP to us meanwhile may bring flows that
+                    // began on the better master (two took over at once): forward to it
+                    // too, while we still hold (then park) the VIPs.
+                    if held {
+                        self.steer_to(now, rx.src);
+                    }
                 } else {
                     // A lower priority (or a lost tie) is also master: a partition has
                     // healed. Assert ourselves at once and re-announce the VIPs so the
@@ -386,6 +410,10 @@ impl Instance {
                     }
                     m.last_answer = Some(now);
                     m.adver_timer = after(now, self.cfg.adver_interval);
+                    // Its flows: it parks the VIPs for them when it hears us.
+                    // It held the VIPs too and parks them for the flows it took when it
+                    // hears us.
+                    self.steer_to(now, rx.src);
                     self.send_advert(self.priority);
                     self.actions.push_back(Action::Announce);
                 }
@@ -757,12 +785,22 @@ impl Instance {
         // master that resigned, or the lower one we preempt.
         let previous = match (&self.phase, cause) {
             (Phase::Backup(b), Cause::PeerResigned) => b.resigned,
-            (Phase::Backup(_), Cause::Preempted) => self.master,
+            (Phase::Backup(b), Cause::Preempted) => b.preempting.or(self.master),
             _ => None,
         }
         .filter(|p| *p != self.cfg.primary);
         if from == State::Master && to != State::Master {
-            self.unsteer();
+            // Preempted by a better master (two backups took over at once after a
+            // resign, their Skew_Times a few ms apart): clients that resolved the VIP to
+            // us during those milliseconds still send here until the winner's
+            // announcement reaches them, and while we keep the VIP for the linger.
+            // Forwarding keeps the previous holder's flows alive meanwhile; it ends as
+            // any forwarding does (no flow left there, or the deadline).
+            let preempted_holding =
+                matches!(cause, Cause::HigherPriority | Cause::HigherAddress) && self.vips_held;
+            if !preempted_holding {
+                self.unsteer();
+            }
             // Leaving master on our own account: priority 0 tells the backups to take over
             // after Skew_Time instead of Master_Down_Interval (RFC 5798 section 6.4.3).
             let resign = matches!(
@@ -812,6 +850,7 @@ impl Instance {
                     master_down_timer,
                     down_cause: Cause::MasterDown,
                     lower_master_since: None,
+                    preempting: None,
                     resigned: None,
                 })
             }
@@ -828,9 +867,17 @@ impl Instance {
                 // (If the VIP cannot be added, vip_install_failed drops what follows.)
                 // The previous holder parks the VIPs for its flows: forward them there
                 // before the first of them can reach us.
-                if let Some(to) = previous.filter(|_| !self.cfg.drain_established.is_zero()) {
-                    self.steer = Some((to, self.drain(now)));
-                    self.actions.push_back(Action::Steer { to });
+                if let Some(to) = previous {
+                    self.steer_to(now, to);
+                }
+                // A master that resigned a moment ago parks the VIPs for its flows even
+                // if another backup took over in between (two took over at once, and we
+                // preempted the other, or its advert reached us before the resign).
+                let recent = self.resigned_recently.filter(|(_, at)| {
+                    now.saturating_duration_since(*at) < self.cfg.drain_established
+                });
+                if let Some((r, _)) = recent {
+                    self.steer_to(now, r);
                 }
                 self.vips_held = true;
                 self.actions.push_back(Action::AddVips);
@@ -918,7 +965,22 @@ impl Instance {
         }
     }
 
+    /// Forward foreign flows to `to` as well (drain on; not to ourselves; once per
+    /// target until [`Action::Unsteer`]). The deadline is the first target's.
+    fn steer_to(&mut self, now: Instant, to: IpAddr) {
+        if self.cfg.drain_established.is_zero() || to == self.cfg.primary {
+            return;
+        }
+        match self.steer {
+            None => self.steer = Some((to, self.drain(now))),
+            Some((first, _)) if first == to || self.steer_also.contains(&to) => return,
+            Some(_) => self.steer_also.push(to),
+        }
+        self.actions.push_back(Action::Steer { to });
+    }
+
     fn unsteer(&mut self) {
+        self.steer_also.clear();
         if self.steer.take().is_some() {
             self.actions.push_back(Action::Unsteer);
         }

@@ -154,9 +154,14 @@ pub enum Action {
     /// handover from `to` (it resigned, or it was preempted): forward every packet of a
     /// TCP flow to the VIPs that did not start here (no SYN seen here) to `to`, which
     /// parked the VIPs and still serves those flows. New flows are served here.
+    ///
+    /// Emitted again, with another `to`, when this master hears a lower-priority master
+    /// (two backups took over at once after a resign, or a partition healed): that one
+    /// held the VIPs too and parks them for the flows it took. Forward to every `to`
+    /// since the last [`Action::Unsteer`] (each ignores the flows that are not its own).
     Steer { to: IpAddr },
-    /// Stop [`Action::Steer`]ing (the flows there ended, `to` is gone, the drain deadline
-    /// passed, or this router is no longer master).
+    /// Stop [`Action::Steer`]ing to every `to` (the flows there ended, they are gone,
+    /// the drain deadline passed).
     Unsteer,
     /// The router at `peer` stopped being master without handing over to a better one:
     /// its adverts stopped (Master_Down) or it resigned. Whatever runs on that node (the

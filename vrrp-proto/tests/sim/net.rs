@@ -79,6 +79,8 @@ pub struct Router {
     pub parked: bool,
     /// Steer minus Unsteer: the previous master this router forwards unknown flows to.
     pub steering: Option<IpAddr>,
+    /// Forwarded to as well, since (other masters heard while steering).
+    pub steering_also: Vec<IpAddr>,
     /// Every Steer: when, to whom, and whether this router already held the VIP (it must
     /// not: the forwarding must be in place before the first client arrives).
     pub steers: Vec<(Duration, IpAddr, bool)>,
@@ -250,6 +252,7 @@ impl Net {
                     peers_lost: Vec::new(),
                     parked: false,
                     steering: None,
+                    steering_also: Vec::new(),
                     steers: Vec::new(),
                     lost_after_vip: 0,
                 }
@@ -403,9 +406,18 @@ impl Net {
                 Action::Steer { to } => {
                     let r = &mut self.routers[i];
                     r.steers.push((at, to, r.holds_vip));
-                    r.steering = Some(to);
+                    match r.steering {
+                        None => r.steering = Some(to),
+                        Some(first) if first != to && !r.steering_also.contains(&to) => {
+                            r.steering_also.push(to);
+                        }
+                        Some(_) => {}
+                    }
                 }
-                Action::Unsteer => self.routers[i].steering = None,
+                Action::Unsteer => {
+                    self.routers[i].steering = None;
+                    self.routers[i].steering_also.clear();
+                }
                 Action::HandoverDone => {
                     // The process exits.
                     let r = &mut self.routers[i];
