@@ -176,6 +176,8 @@ enum How {
     Link,
     Kill,
     Stop,
+    /// SIGTERM vrrpd alone (as its package upgrade does): the VIP moves, lbd serves on.
+    StopVrrpd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -573,6 +575,7 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
                 How::Link => lab::FailHow::Link,
                 How::Kill => lab::FailHow::Kill,
                 How::Stop => lab::FailHow::Stop,
+                How::StopVrrpd => lab::FailHow::StopVrrpd,
             };
             outln!("{}", lab::fail(&mut st, &node, how)?);
             Ok(ExitCode::SUCCESS)

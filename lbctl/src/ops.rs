@@ -152,6 +152,11 @@ fn drain_text(i: &vrrpd_proto::Instance, line: &mut String) {
             .steering_to_node
             .as_deref()
             .map_or_else(|| to.to_string(), |n| format!("{n} ({to})"));
+        let node = if d.steering_also_to.is_empty() {
+            node
+        } else {
+            format!("{node} and {}", d.steering_also_to.join(", "))
+        };
         let _ = write!(
             line,
             "; forwarding {} connection(s) of the previous holder to {node}, {} packet(s) so far",

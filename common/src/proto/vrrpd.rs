@@ -135,7 +135,11 @@ pub struct Drain {
     pub parked_flows: Option<u64>,
     /// The previous holder this node forwards to, by name.
     pub steering_to_node: Option<String>,
-    /// The previous holder's connections on the VIPs, at its last answer.
+    /// Other nodes forwarded to as well: masters heard since, which held the VIPs too
+    /// (two backups that took over at once, a healed partition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering_also_to: Vec<String>,
+    /// The previous holders' connections on the VIPs, at their last answers.
     pub steered_flows: Option<u64>,
     /// Packets forwarded so far (the kernel's counter).
     pub steered_packets: Option<u64>,

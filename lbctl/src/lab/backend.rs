@@ -2,7 +2,8 @@
 //! `lbctl lab backend`: an HTTPS "kube-apiserver" answering `/readyz` and `/version`, and the
 //! ingress NodePorts (HTTP and HTTPS) answering with the node's name.
 //!
-//! Deliberately small: HTTP/1.1 with keep-alive and Content-Length, nothing else. Each
+//! Deliberately small: HTTP/1.1 with keep-alive and Content-Length, and `GET /echo` with
+//! `Upgrade: echo` turning the connection into an echo stream; nothing else. Each
 //! listener is its own task; the process exits on SIGTERM.
 
 use std::sync::Arc;
@@ -137,6 +138,20 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
             l.starts_with("connection:") && l.contains("close")
         }) || head.starts_with("GET / HTTP/1.0")
             || head.contains(" HTTP/1.0\r\n");
+        let upgrade = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("upgrade:") && l.contains("echo")
+        });
+        if matches!(kind, Kind::App) && path == "/echo" && upgrade {
+            // A long-lived byte stream through the ingress (as a websocket is): after the
+            // 101, everything sent comes back.
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Backend: {node}\r\n\r\n"
+            );
+            s.write_all(resp.as_bytes()).await?;
+            s.write_all(&buf).await?;
+            return echo(s).await;
+        }
         let (code, ctype, body) = answer(kind, node, path.split('?').next().unwrap_or("/"));
         let reason = if code == 200 { "OK" } else { "Not Found" };
         let resp = format!(
@@ -176,6 +191,11 @@ fn tls_acceptor(node: &str) -> Result<TlsAcceptor> {
 /// The node's name on a line, then everything echoed back until the client closes.
 async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, node: &str) -> Result<()> {
     s.write_all(format!("{node}\n").as_bytes()).await?;
+    echo(s).await
+}
+
+/// Everything read is written back, until the client closes (or 5 quiet minutes).
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match tokio::time::timeout(Duration::from_secs(300), s.read(&mut buf)).await {

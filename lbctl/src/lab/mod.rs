@@ -15,6 +15,7 @@
 //! groups; their logs are in `STATE_DIR/logs/`.
 
 pub mod backend;
+pub mod hold;
 pub mod probe;
 pub mod scenarios;
 
@@ -741,6 +742,8 @@ pub enum FailHow {
     Kill,
     /// SIGTERM vrrpd and lbd: a graceful stop (make-before-break handover).
     Stop,
+    /// SIGTERM vrrpd alone, as its package upgrade does: the VIP moves, lbd serves on.
+    StopVrrpd,
 }
 
 pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
@@ -757,6 +760,13 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
             let took = stop_gracefully(st, name, Duration::from_secs(30))?;
             Ok(format!(
                 "{name}: vrrpd handed over and exited after {:.0} ms; lbd is draining its open connections",
+                took.as_secs_f64() * 1000.0
+            ))
+        }
+        FailHow::StopVrrpd => {
+            let took = stop_vrrpd(st, name, Duration::from_secs(30))?;
+            Ok(format!(
+                "{name}: vrrpd handed over and exited after {:.0} ms; lbd serves on",
                 took.as_secs_f64() * 1000.0
             ))
         }
@@ -785,10 +795,8 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
     }
 }
 
-/// Stop a server's HA daemons the way systemd orders it: SIGTERM vrrpd and wait for it to
-/// exit (its make-before-break handover needs lbd still serving on this node), then
-/// SIGTERM lbd, which drains in the background. Returns how long vrrpd took.
-pub fn stop_gracefully(st: &mut LabState, name: &str, timeout: Duration) -> Result<Duration> {
+/// SIGTERM vrrpd on `name` and wait (up to `timeout`) until it has handed over and exited.
+pub fn stop_vrrpd(st: &mut LabState, name: &str, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     let node = st.node(name)?.clone();
     if let Some(p) = node
@@ -805,7 +813,15 @@ pub fn stop_gracefully(st: &mut LabState, name: &str, timeout: Duration) -> Resu
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    let took = start.elapsed();
+    Ok(start.elapsed())
+}
+
+/// Stop a server's HA daemons the way systemd orders it: SIGTERM vrrpd and wait for it to
+/// exit (its make-before-break handover needs lbd still serving on this node), then
+/// SIGTERM lbd, which drains in the background. Returns how long vrrpd took.
+pub fn stop_gracefully(st: &mut LabState, name: &str, timeout: Duration) -> Result<Duration> {
+    let took = stop_vrrpd(st, name, timeout)?;
+    let node = st.node(name)?.clone();
     if let Some(p) = node.procs.iter().find(|p| p.what == "lbd" && alive(p.pid)) {
         signal(p.pid, nix::sys::signal::Signal::SIGTERM);
     }

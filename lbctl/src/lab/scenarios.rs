@@ -11,6 +11,7 @@ use anyhow::{anyhow, Result};
 use common::proto::vrrpd::{CoreStatus, State};
 use serde::Serialize;
 
+use super::hold::{self, Holder};
 use super::probe::{analyse, Outcome, Probe, Sample, Target};
 use super::{fail, recover, start_node, FailHow, LabState};
 
@@ -756,8 +757,110 @@ fn every_service(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     Ok(out)
 }
 
+/// Keep-alive connections held through the IPv4 VIP (the IPv6 one of a dual-stack lab
+/// gets half as many more), beside one echo stream per VIP.
+pub const HELD_CONNECTIONS: usize = 20;
+
+/// Established connections survive every planned move of the VIP (docs/handover.md):
+/// keep-alive HTTP and echo streams through the VIP, opened before and checked byte for
+/// byte after `maintenance on` on the holder, `off` (it preempts back), and a SIGTERM of
+/// the holder's vrrpd with its restart (it preempts back again); meanwhile a new
+/// connection every 20 ms, none of which may fail.
+fn connections_survive_handover(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    let run_dir = c.st.node(&m)?.run_dir.clone();
+    let mut specs: Vec<(SocketAddr, hold::Kind)> = Vec::new();
+    for _ in 0..HELD_CONNECTIONS {
+        specs.push((SocketAddr::new(c.vip, c.http_port), hold::Kind::KeepAlive));
+    }
+    specs.push((SocketAddr::new(c.vip, c.http_port), hold::Kind::Stream));
+    if let Some(v6) = c.vip6 {
+        for _ in 0..HELD_CONNECTIONS / 2 {
+            specs.push((SocketAddr::new(v6, c.http_port), hold::Kind::KeepAlive));
+        }
+        specs.push((SocketAddr::new(v6, c.http_port), hold::Kind::Stream));
+    }
+    let held = Holder::start(&c.client_ns, specs)?;
+    let probe = c.probe(false)?;
+    let event = probe.now_ms();
+    let mut notes = Vec::new();
+    let mut moved_all = true;
+    let mut first_move = None;
+    let hold_for = || std::thread::sleep(Duration::from_secs(3) + off_grid(PROBE_INTERVAL));
+    let mut step = |c: &mut Ctx<'_>, what: &str, away: bool| -> Result<()> {
+        let st: &LabState = c.st;
+        let took = wait_for(Duration::from_secs(20), || {
+            master(st).is_some_and(|x| (x != m) == away)
+        });
+        moved_all &= took.is_some();
+        if away && first_move.is_none() {
+            first_move = took;
+        }
+        let now = master(st);
+        notes.push(format!(
+            "{what}: {} master after {}",
+            now.as_deref().unwrap_or("none"),
+            took.map_or("(never)".into(), |d| format!(
+                "{:.0} ms",
+                d.as_secs_f64() * 1000.0
+            ))
+        ));
+        hold_for();
+        // What the holder says it does for the held connections, in the middle of it.
+        if let Some(h) = now {
+            if let Ok(v) = crate::ops::vrrpd_status(&c.st.node(&h)?.run_dir) {
+                for i in &v.instances {
+                    if let Some(d) = &i.drain {
+                        notes.push(format!(
+                            "  {h} ({}): forwarding {} connection(s) to {}, {} packet(s)",
+                            i.family,
+                            d.steered_flows.map_or("?".into(), |n| n.to_string()),
+                            d.steering_to_node.as_deref().unwrap_or("-"),
+                            d.steered_packets.unwrap_or(0)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
+    crate::ops::set_maintenance(&run_dir, true)?;
+    step(c, &format!("maintenance on {m}"), true)?;
+    crate::ops::set_maintenance(&run_dir, false)?;
+    step(c, &format!("maintenance off on {m}"), false)?;
+    super::stop_vrrpd(c.st, &m, Duration::from_secs(30))?;
+    step(c, &format!("SIGTERM of vrrpd on {m}"), true)?;
+    start_node(c.st, &m, &["vrrpd"])?;
+    step(c, &format!("vrrpd restarted on {m}"), false)?;
+    let (out, samples) = finish(probe, event)?;
+    let held = held.finish()?;
+    let (ok, failures) = hold::summary(&held);
+    let requests: u64 = held.iter().map(|h| h.requests).sum();
+    let bytes: u64 = held.iter().map(|h| h.bytes_back).sum();
+    notes.insert(
+        0,
+        format!(
+            "{ok} of {} held connections survived ({requests} keep-alive requests answered, {bytes} stream bytes echoed intact)",
+            held.len()
+        ),
+    );
+    notes.extend(failures);
+    Ok(ScenarioReport {
+        name: "connections-survive-handover".into(),
+        what: "connections open through the VIP survive maintenance on/off and a vrrpd restart on the holder; no new request fails".into(),
+        recovered_ms: first_move.map(|d| d.as_secs_f64() * 1000.0),
+        bound_ms: None,
+        passed: ok == held.len() && out.failed == 0 && moved_all,
+        notes,
+        outcome: out,
+        samples,
+        event_ms: Some(event),
+    })
+}
+
 /// Every scenario, in the order `run_all` runs them.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "traffic-spread",
     "every-service",
     "vip-failover-link",
@@ -767,6 +870,7 @@ pub const SCENARIOS: [&str; 9] = [
     "backend-out-and-back",
     "planned-maintenance",
     "drain-follows-vip",
+    "connections-survive-handover",
 ];
 
 /// Run one scenario by name, then make the lab whole again (all nodes up, the
@@ -815,6 +919,7 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
         "backend-out-and-back" => backend_out_and_back(&mut c).map(|r| vec![r]),
         "planned-maintenance" => planned_maintenance(&mut c).map(|r| vec![r]),
         "drain-follows-vip" => drain_follows_vip(&mut c).map(|r| vec![r]),
+        "connections-survive-handover" => connections_survive_handover(&mut c).map(|r| vec![r]),
         other => Err(anyhow!(
             "unknown scenario {other:?}; scenarios are: {}",
             SCENARIOS.join(", ")

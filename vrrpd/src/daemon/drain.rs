@@ -42,22 +42,43 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct DrainState {
     /// The VIPs are on `lo` (this process put them there, or adopted them).
     pub parked: bool,
-    /// Forwarding unknown flows to this address.
-    pub steer_to: Option<IpAddr>,
+    /// Forwarding foreign flows to these nodes (the previous holder; and any other
+    /// master heard since, which parked the VIPs too).
+    pub steer: Vec<Target>,
     /// The last count of flows on the parked VIPs here.
     pub parked_flows: Option<u64>,
-    /// The previous holder's last answer: its flows on the VIPs.
-    pub steered_flows: Option<u64>,
-    steer_failures: u32,
     probing_parked: bool,
-    probing_steer: bool,
+}
+
+/// One node this one forwards to.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub to: IpAddr,
+    /// Its last answer: its flows on the VIPs (0 also when it no longer has them).
+    pub flows: Option<u64>,
+    failures: u32,
+    probing: bool,
+}
+
+impl Target {
+    /// Nothing left to forward to it: no flow there, or it does not answer.
+    fn done(&self) -> bool {
+        self.flows == Some(0) || self.failures >= PROBE_FAILURES
+    }
+}
+
+impl DrainState {
+    /// The previous holders' flows at their last answers.
+    pub(super) fn steered_flows(&self) -> Option<u64> {
+        self.steer.iter().map(|t| t.flows).sum()
+    }
 }
 
 /// A probe's result, back to the event loop.
 #[derive(Debug)]
 pub(super) enum Report {
     Parked(usize, std::io::Result<FlowCount>),
-    Steered(usize, Result<FlowCount, String>),
+    Steered(usize, IpAddr, Result<FlowCount, String>),
 }
 
 /// `STATE_DIR/parked.json`: which VIPs a stopped vrrpd left parked, and until when.
@@ -87,7 +108,7 @@ impl Daemon {
     pub(super) fn draining(&self) -> bool {
         self.insts
             .iter()
-            .any(|i| i.drain.parked || i.drain.steer_to.is_some())
+            .any(|i| i.drain.parked || !i.drain.steer.is_empty())
     }
 
     /// At start, before the cores: adopt what a predecessor parked (its deadline still
@@ -131,7 +152,7 @@ impl Daemon {
     /// its record), for the next start to adopt or end.
     pub(super) async fn finish_drains(&mut self) {
         for i in &mut self.insts {
-            i.drain.steer_to = None;
+            i.drain.steer.clear();
         }
         if !self.drain_on() && !self.insts.iter().any(|i| i.drain.parked) {
             return;
@@ -163,19 +184,23 @@ impl Daemon {
             }
             Action::Steer { to } => {
                 let d = &mut self.insts[i].drain;
-                d.steer_to = Some(to);
-                d.steered_flows = None;
-                d.steer_failures = 0;
+                if d.steer.iter().any(|t| t.to == to) {
+                    return;
+                }
+                d.steer.push(Target {
+                    to,
+                    flows: None,
+                    failures: 0,
+                    probing: false,
+                });
                 let node = self.node_of(i, to);
-                info!(to = %to, node = ?node, "forwarding the connections that did not begin here to the previous holder");
+                info!(to = %to, node = ?node, "forwarding the connections that did not begin here to the node that served them");
                 self.apply_rules().await;
             }
             Action::Unsteer => {
-                let d = &mut self.insts[i].drain;
-                let was = d.steer_to.take();
-                d.steered_flows = None;
+                let was: Vec<IpAddr> = self.insts[i].drain.steer.drain(..).map(|t| t.to).collect();
                 self.apply_rules().await;
-                info!(to = ?was, "forwarding to the previous holder ended");
+                info!(to = ?was, "forwarding to the previous holders ended");
             }
             _ => {}
         }
@@ -243,9 +268,9 @@ impl Daemon {
                 continue;
             }
             r.vips.extend(self.parkable_of(inst));
-            if let Some(to) = inst.drain.steer_to {
+            for t in &inst.drain.steer {
                 r.steer
-                    .extend(self.parkable_of(inst).into_iter().map(|v| (v, to)));
+                    .extend(self.parkable_of(inst).into_iter().map(|v| (v, t.to)));
             }
             if inst.drain.parked {
                 r.parked_v4
@@ -324,7 +349,7 @@ impl Daemon {
     pub(super) fn drain_status(&self, n: usize, kernel: &super::Kernel) -> Option<proto::Drain> {
         let i = &self.insts[n];
         let d = &i.drain;
-        if !d.parked && d.steer_to.is_none() && self.rules_error.is_none() {
+        if !d.parked && d.steer.is_empty() && self.rules_error.is_none() {
             return None;
         }
         let packets: u64 = kernel
@@ -333,11 +358,17 @@ impl Daemon {
             .filter(|(vip, _)| i.plan.cfg.vips.contains(vip))
             .map(|(_, p)| p)
             .sum();
+        let steering = !d.steer.is_empty();
+        let mut nodes = d
+            .steer
+            .iter()
+            .map(|t| self.node_of(n, t.to).unwrap_or_else(|| t.to.to_string()));
         Some(proto::Drain {
             parked_flows: d.parked.then_some(d.parked_flows).flatten(),
-            steering_to_node: d.steer_to.and_then(|to| self.node_of(n, to)),
-            steered_flows: d.steer_to.and(d.steered_flows),
-            steered_packets: d.steer_to.map(|_| packets),
+            steering_to_node: nodes.next(),
+            steering_also_to: nodes.collect(),
+            steered_flows: d.steered_flows(),
+            steered_packets: steering.then_some(packets),
             rules_error: self.rules_error.clone(),
         })
     }
@@ -357,22 +388,24 @@ impl Daemon {
                     let _ = tx.send(Report::Parked(i, r)).await;
                 });
             }
-            let Some(to) = self.insts[i].drain.steer_to else {
-                continue;
-            };
-            if self.insts[i].drain.probing_steer {
-                continue;
+            let local = self.node.address;
+            for k in 0..self.insts[i].drain.steer.len() {
+                let t = &self.insts[i].drain.steer[k];
+                if t.probing || t.flows == Some(0) {
+                    continue;
+                }
+                let to = t.to;
+                let target = self.peer_lbd(i, to);
+                self.insts[i].drain.steer[k].probing = true;
+                let (tx, vips) = (self.drain_tx.clone(), vips.clone());
+                tokio::spawn(async move {
+                    let r = match target {
+                        Some(addr) => ask_flows(local, addr, vips).await,
+                        None => Err(format!("{to} is no known server of the cluster")),
+                    };
+                    let _ = tx.send(Report::Steered(i, to, r)).await;
+                });
             }
-            self.insts[i].drain.probing_steer = true;
-            let target = self.peer_lbd(i, to);
-            let (tx, local) = (self.drain_tx.clone(), self.node.address);
-            tokio::spawn(async move {
-                let r = match target {
-                    Some(addr) => ask_flows(local, addr, vips).await,
-                    None => Err(format!("{to} is no known server of the cluster")),
-                };
-                let _ = tx.send(Report::Steered(i, r)).await;
-            });
         }
     }
 
@@ -382,9 +415,11 @@ impl Daemon {
             // An IPv6 link-local no learner knows: the IPv4 instance steers to the same node.
             self.insts.iter().enumerate().find_map(|(n, x)| {
                 x.drain
-                    .steer_to
-                    .filter(|t| t.is_ipv4())
-                    .and_then(|t| self.node_of(n, t))
+                    .steer
+                    .iter()
+                    .map(|t| t.to)
+                    .filter(IpAddr::is_ipv4)
+                    .find_map(|t| self.node_of(n, t))
             })
         })?;
         let node = self.cluster.nodes.iter().find(|n| n.name == name)?;
@@ -412,31 +447,31 @@ impl Daemon {
                     }
                 }
             }
-            Report::Steered(i, r) => {
+            Report::Steered(i, to, r) => {
                 let Some(inst) = self.insts.get_mut(i) else {
                     return;
                 };
-                inst.drain.probing_steer = false;
-                if inst.drain.steer_to.is_none() {
+                let Some(t) = inst.drain.steer.iter_mut().find(|t| t.to == to) else {
                     return;
-                }
+                };
+                t.probing = false;
                 match r {
                     Ok(c) => {
-                        inst.drain.steer_failures = 0;
-                        inst.drain.steered_flows = Some(c.flows);
-                        if c.flows == 0 || c.local_addresses == 0 {
-                            inst.with(|c| c.steered_flows_ended(now));
-                        }
+                        t.failures = 0;
+                        // No address left there: the VIPs' flows went with them.
+                        t.flows = Some(if c.local_addresses == 0 { 0 } else { c.flows });
                     }
                     Err(e) => {
-                        inst.drain.steer_failures += 1;
-                        warn!(error = %e, failures = inst.drain.steer_failures, "could not ask the previous holder how many connections it still has");
-                        if inst.drain.steer_failures >= PROBE_FAILURES {
-                            warn!("the previous holder does not answer: it counts as gone, forwarding ends (its connections went with it)");
-                            // (Gated by DRAIN_MIN like any end; each later failure asks again.)
-                            inst.with(|c| c.steered_flows_ended(now));
+                        t.failures += 1;
+                        warn!(to = %to, error = %e, failures = t.failures, "could not ask a previous holder how many connections it still has");
+                        if t.failures == PROBE_FAILURES {
+                            warn!(to = %to, "the previous holder does not answer: it counts as gone (its connections went with it)");
                         }
                     }
+                }
+                // (Gated by DRAIN_MIN like any end; until then the asks go on.)
+                if inst.drain.steer.iter().all(Target::done) {
+                    inst.with(|c| c.steered_flows_ended(now));
                 }
             }
         }

@@ -1414,7 +1414,7 @@ impl Daemon {
             k.on_iface.push(of(&have));
             k.on_lo.push(of(&lo));
         }
-        if self.insts.iter().any(|i| i.drain.steer_to.is_some()) {
+        if self.insts.iter().any(|i| !i.drain.steer.is_empty()) {
             match crate::io::steer::steered_packets().await {
                 Ok(p) => k.steered_packets = p,
                 Err(e) => warn!(error = %e, "status: could not read the forwarding counters"),

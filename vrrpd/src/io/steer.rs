@@ -4,18 +4,25 @@
 //! Three tables, all named `k3s_ha`, each holding only what this module rendered:
 //!
 //! - `ip k3s_ha` / `ip6 k3s_ha`, chain `prerouting` (hook prerouting, priority mangle,
-//!   after conntrack):
-//!   - always, per VIP: a TCP SYN to the VIP marks its connection ([`OWN_MARK`] in the
-//!     conntrack mark). Every flow that began on this node is known by it, whichever node
-//!     held the VIP then.
-//!   - while steering to the previous holder: every other TCP packet to the VIP (a flow
-//!     whose SYN never reached this node) is cloned to the previous holder's address
-//!     (`dup to ... device ...`, sent to its MAC with no routing change) and dropped here,
-//!     so this node's stack never answers it with a reset. New flows are served here from
-//!     their first SYN.
-//!     (`dup` exists only in the `ip`/`ip6` families, hence two tables and not one `inet`
-//!     table; nft's `socket` expression cannot say "no local socket": its lookup also
-//!     matches the listener.)
+//!   after conntrack). A TCP packet to a VIP that is not a SYN and that conntrack does
+//!   not know (state new: its SYN never reached this node; or invalid) belongs to a flow
+//!   another node serves. Such a packet, dropped by the hook, leaves no conntrack entry
+//!   behind, so every packet of a foreign flow stays "new" here.
+//!   - while steering: it is cloned to every node this one forwards to (`dup to ...
+//!     device ...`: to that node's MAC, no routing change) with its TTL / hop limit set
+//!     to [`FORWARDED_TTL`], and dropped here, so this node's stack never answers it with a reset. The
+//!     node that serves the flow takes its copy; the others drop theirs (next rule).
+//!     New flows are served here from their first SYN.
+//!   - always: such a packet that arrives with TTL / hop limit [`FORWARDED_TTL`] or
+//!     less was forwarded here by another node and is not ours: it is dropped (not reset, not forwarded again).
+//!     A packet is forwarded once at most, so two nodes forwarding to each other never
+//!     loop.
+//!
+//!   (`dup` exists only in the `ip`/`ip6` families, hence two tables and not one `inet`
+//!   table; nft's `socket` expression cannot say "no local socket": its lookup also
+//!   matches the listener. A conntrack entry evicted while its flow lives (an idle flow
+//!   past `nf_conntrack_tcp_timeout_established`) makes the flow look foreign during a
+//!   drain.)
 //! - `arp k3s_ha`, only while IPv4 VIPs are parked on `lo`: ARP requests for them are
 //!   dropped (the kernel would answer for any local address on any interface), and this
 //!   node's own ARP requests that would carry a parked VIP as their sender address carry
@@ -30,10 +37,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-/// The conntrack mark bit of a flow whose SYN reached this node. One bit, so other users
-/// of the conntrack mark (kube-proxy and CNIs use the packet mark, some the low bits of
-/// the conntrack mark) keep theirs.
-pub const OWN_MARK: u32 = 0x0010_0000;
+/// The TTL / hop limit a forwarded packet is sent with, and at or below which a packet
+/// counts as forwarded: never forwarded again. (`dup` in prerouting decrements it, so it
+/// arrives as 1; a client's own packets on the LAN carry 64 or more.)
+pub const FORWARDED_TTL: u8 = 2;
 
 /// Our tables' name in every family.
 pub const TABLE: &str = "k3s_ha";
@@ -44,9 +51,9 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the tables must say, for both families at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
-    /// Every VIP (marked always).
+    /// Every VIP (foreign flows forwarded here are dropped, always).
     pub vips: Vec<IpAddr>,
-    /// VIP -> the previous holder to forward its unknown flows to.
+    /// VIP -> a node to forward its foreign flows to (one pair per node).
     pub steer: Vec<(IpAddr, IpAddr)>,
     /// IPv4 VIPs parked on `lo`, hidden from ARP; with the node's IPv4 address, which
     /// this node's own ARP requests carry instead of a parked VIP.
@@ -107,37 +114,44 @@ pub fn render(r: &Rules) -> Value {
             no_table(&mut out, fam);
             continue;
         }
-        // Priority mangle (-150): after conntrack (-200), so the mark is on the flow.
+        // Priority mangle (-150): after conntrack (-200), so the flow's state is known.
         table_with_chain(&mut out, fam, "prerouting", "prerouting", -150);
+        let ttl = if fam == "ip" { "ttl" } else { "hoplimit" };
+        let ttl_is = |op: &str| {
+            json!({"match": {"op": op,
+                "left": {"payload": {"protocol": fam, "field": ttl}}, "right": FORWARDED_TTL}})
+        };
         for vip in &vips {
-            out.push(rule(
-                fam,
-                "prerouting",
-                vec![
-                    daddr(*vip),
-                    json!({"match": {"op": "==",
-                        "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
-                                       ["fin", "syn", "rst", "ack"]]},
-                        "right": "syn"}}),
-                    json!({"mangle": {"key": {"ct": {"key": "mark"}},
-                        "value": {"|": [{"ct": {"key": "mark"}}, OWN_MARK]}}}),
-                ],
-            ));
-        }
-        for (vip, to) in r.steer.iter().filter(|(v, _)| family(*v) == fam) {
-            out.push(rule(
-                fam,
-                "prerouting",
-                vec![
-                    daddr(*vip),
-                    json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}),
-                    json!({"match": {"op": "==",
-                        "left": {"&": [{"ct": {"key": "mark"}}, OWN_MARK]}, "right": 0}}),
-                    json!({"counter": null}),
-                    json!({"dup": {"addr": to.to_string(), "dev": r.device}}),
-                    json!({"drop": null}),
-                ],
-            ));
+            let foreign = vec![
+                daddr(*vip),
+                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}),
+                json!({"match": {"op": "==",
+                    "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, "syn"]},
+                    "right": 0}}),
+                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                    "right": ["new", "invalid"]}}),
+            ];
+            let to: Vec<IpAddr> = r
+                .steer
+                .iter()
+                .filter(|(v, _)| v == vip)
+                .map(|(_, t)| *t)
+                .collect();
+            if !to.is_empty() {
+                let mut e = foreign.clone();
+                e.push(ttl_is(">"));
+                e.push(json!({"counter": null}));
+                e.push(json!({"mangle": {"key": {"payload": {"protocol": fam, "field": ttl}}, "value": FORWARDED_TTL}}));
+                for t in &to {
+                    e.push(json!({"dup": {"addr": t.to_string(), "dev": r.device}}));
+                }
+                e.push(json!({"drop": null}));
+                out.push(rule(fam, "prerouting", e));
+            }
+            let mut e = foreign;
+            e.push(ttl_is("<="));
+            e.push(json!({"drop": null}));
+            out.push(rule(fam, "prerouting", e));
         }
     }
     match (r.parked_v4.is_empty(), r.node_v4) {
@@ -291,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn marks_always_steers_and_hides_only_while_asked() {
+    fn drops_foreign_flows_always_steers_and_hides_only_while_asked() {
         let r = Rules {
             vips: vec![ip("10.0.0.100"), ip("fd00::100")],
             steer: vec![(ip("fd00::100"), ip("fe80::1"))],
@@ -300,8 +314,15 @@ mod tests {
             device: "eth0".into(),
         };
         let text = render(&r).to_string();
-        // One mark rule per VIP, one steering rule, and no ARP table.
-        assert_eq!(text.matches("\"mangle\"").count(), 2, "{text}");
+        // Per VIP one rule dropping what others forwarded; one steering rule (hop limit
+        // set to FORWARDED_TTL, then the copy); no ARP table.
+        assert_eq!(
+            text.matches(r#""right":["new","invalid"]"#).count(),
+            3,
+            "{text}"
+        );
+        assert_eq!(text.matches("\"mangle\"").count(), 1, "{text}");
+        assert!(text.contains(r#""field":"hoplimit""#), "{text}");
         assert_eq!(text.matches("\"dup\"").count(), 1, "{text}");
         assert!(
             text.contains(r#"{"dup":{"addr":"fe80::1","dev":"eth0"}}"#),
@@ -315,6 +336,10 @@ mod tests {
         };
         let text = render(&parked).to_string();
         assert!(!text.contains("\"dup\""), "{text}");
+        assert!(
+            !text.contains("\"mangle\":{\"key\":{\"payload\":{\"field\":\"hoplimit\""),
+            "{text}"
+        );
         let batch = render(&parked);
         let arp_rules: Vec<&Value> = batch["nftables"]
             .as_array()
@@ -328,6 +353,26 @@ mod tests {
         assert_eq!(arp_rules[0][1]["match"]["right"], "10.0.0.100", "{text}");
         assert_eq!(arp_rules[0][2], json!({"drop": null}), "{text}");
         assert_eq!(arp_rules[1][1]["mangle"]["value"], "10.0.0.1", "{text}");
+    }
+
+    /// `K3SHA_STEER_DUMP=file cargo test -p vrrpd --lib steer::tests::dump` writes a
+    /// batch with every kind of rule, to try against a real nft by hand.
+    #[test]
+    fn dump() {
+        let r = Rules {
+            vips: vec![ip("10.0.0.100"), ip("fd00::100")],
+            steer: vec![
+                (ip("10.0.0.100"), ip("10.0.0.1")),
+                (ip("10.0.0.100"), ip("10.0.0.3")),
+                (ip("fd00::100"), ip("fe80::1")),
+            ],
+            parked_v4: vec!["10.0.0.100".parse().unwrap()],
+            node_v4: Some("10.0.0.2".parse().unwrap()),
+            device: "eth0".into(),
+        };
+        if let Ok(f) = std::env::var("K3SHA_STEER_DUMP") {
+            std::fs::write(f, render(&r).to_string()).unwrap();
+        }
     }
 
     #[test]
