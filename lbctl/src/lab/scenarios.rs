@@ -859,8 +859,94 @@ fn connections_survive_handover(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     })
 }
 
+/// How long, at most, the new holder forwards to a previous holder that is gone: three
+/// unanswered asks a second apart, each up to 1 s, after DRAIN_MIN (vrrpd's drain.rs).
+const STEER_GONE_MS: f64 = 2000.0 + 3.0 * (1000.0 + 1000.0) + 1000.0;
+
+/// An unplanned failure in the middle of a drain: `maintenance on` on the holder (the
+/// new holder forwards its connections to it), then its cable is cut. The connections it
+/// served are lost with it; what must hold: new connections never fail, the forwarding
+/// to the gone node ends (no black hole: its flows get a reset instead of silence) within
+/// [`STEER_GONE_MS`], and the held connections end with an error, not a hang.
+fn handover_then_cable_cut(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
+    let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
+    let run_dir = c.st.node(&m)?.run_dir.clone();
+    let specs = (0..4)
+        .map(|_| (SocketAddr::new(c.vip, c.http_port), hold::Kind::KeepAlive))
+        .collect();
+    let held = Holder::start(&c.client_ns, specs)?;
+    let probe = c.probe(false)?;
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
+    crate::ops::set_maintenance(&run_dir, true)?;
+    let st: &LabState = c.st;
+    let moved = wait_for(Duration::from_secs(20), || {
+        master(st).is_some_and(|x| x != m)
+    });
+    let new = master(st).ok_or_else(|| anyhow!("nobody took over from {m}"))?;
+    let new_run = c.st.node(&new)?.run_dir.clone();
+    // Forwarding to the node that is about to go (any instance, any position).
+    let steering = |run: &std::path::Path| {
+        crate::ops::vrrpd_status(run).is_ok_and(|v| {
+            v.instances.iter().any(|i| {
+                i.drain.as_ref().is_some_and(|d| {
+                    d.steering_to_node.as_deref() == Some(m.as_str())
+                        || d.steering_also_to.contains(&m)
+                })
+            })
+        })
+    };
+    let was_steering = steering(&new_run);
+    let event = probe.now_ms();
+    fail(c.st, &m, FailHow::Link)?;
+    let ended = wait_for(Duration::from_millis(STEER_GONE_MS as u64 + 5000), || {
+        !steering(&new_run)
+    });
+    // The held connections' next requests get their reset (or time out) meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let (out, samples) = finish(probe, event)?;
+    let held = held.finish()?;
+    let ended_ms = ended.map(|d| d.as_secs_f64() * 1000.0);
+    let all_ended = held.iter().all(|h| h.error.is_some());
+    // The maintenance stays on across the cut: restore() ends it.
+    Ok(ScenarioReport {
+        name: "handover-then-cable-cut".into(),
+        what: format!(
+            "maintenance on {m}, then its cable cut: the new holder stops forwarding to it, no new request fails"
+        ),
+        recovered_ms: ended_ms,
+        bound_ms: Some(STEER_GONE_MS),
+        passed: moved.is_some()
+            && was_steering
+            && ended_ms.is_some_and(|e| e <= STEER_GONE_MS)
+            && out.failed == 0
+            && all_ended,
+        notes: vec![
+            format!(
+                "{new} took over after {}, forwarding to {m}: {was_steering}",
+                moved.map_or("(never)".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+            ),
+            format!(
+                "cable cut: {new} stopped forwarding after {}",
+                ended_ms.map_or("(never)".into(), |e| format!("{e:.0} ms"))
+            ),
+            format!(
+                "{} of {} connections held through {m} ended with an error (they cannot survive its loss): {}",
+                held.iter().filter(|h| h.error.is_some()).count(),
+                held.len(),
+                held.iter()
+                    .filter_map(|h| h.error.clone())
+                    .next()
+                    .unwrap_or_default()
+            ),
+        ],
+        outcome: out,
+        samples,
+        event_ms: Some(event),
+    })
+}
+
 /// Every scenario, in the order `run_all` runs them.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "traffic-spread",
     "every-service",
     "vip-failover-link",
@@ -871,6 +957,7 @@ pub const SCENARIOS: [&str; 10] = [
     "planned-maintenance",
     "drain-follows-vip",
     "connections-survive-handover",
+    "handover-then-cable-cut",
 ];
 
 /// Run one scenario by name, then make the lab whole again (all nodes up, the
@@ -920,6 +1007,7 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
         "planned-maintenance" => planned_maintenance(&mut c).map(|r| vec![r]),
         "drain-follows-vip" => drain_follows_vip(&mut c).map(|r| vec![r]),
         "connections-survive-handover" => connections_survive_handover(&mut c).map(|r| vec![r]),
+        "handover-then-cable-cut" => handover_then_cable_cut(&mut c).map(|r| vec![r]),
         other => Err(anyhow!(
             "unknown scenario {other:?}; scenarios are: {}",
             SCENARIOS.join(", ")

@@ -35,7 +35,7 @@ pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Failed asks in a row after which the previous holder counts as gone.
 const PROBE_FAILURES: u32 = 3;
 /// One ask of the previous holder's lbd.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the shell knows of one instance's drain, beside the core's deadlines.
 #[derive(Debug, Default)]
@@ -391,7 +391,9 @@ impl Daemon {
             let local = self.node.address;
             for k in 0..self.insts[i].drain.steer.len() {
                 let t = &self.insts[i].drain.steer[k];
-                if t.probing || t.flows == Some(0) {
+                // (Asked again after a 0 too: only a report ends the drain, and the first
+                // 0 may come before DRAIN_MIN.)
+                if t.probing {
                     continue;
                 }
                 let to = t.to;
