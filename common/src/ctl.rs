@@ -276,6 +276,25 @@ pub async fn serve_on<R, F, Fut>(
     F: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response> + Send,
 {
+    serve_listener(&listener, handler, shutdown).await;
+    let _ = std::fs::remove_file(path);
+}
+
+/// Serve requests on `listener` until `shutdown` completes, and leave the socket file
+/// alone: lbd handing its listening sockets to a new lbd process (an upgrade) stops
+/// accepting here while the new process goes on serving the same socket at the same path.
+/// Connections already accepted get [`FINISH`] to end (an answer being written, such as
+/// the one to the request that caused the shutdown, reaches its client).
+pub async fn serve_listener<R, F, Fut>(
+    listener: &UnixListener,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    R: DeserializeOwned + Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -289,8 +308,9 @@ pub async fn serve_on<R, F, Fut>(
                         continue;
                     }
                 };
+                while conns.try_join_next().is_some() {}
                 let handler = handler.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = serve_stream(stream, handler).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
@@ -298,8 +318,12 @@ pub async fn serve_on<R, F, Fut>(
             }
         }
     }
-    let _ = std::fs::remove_file(path);
+    let _ =
+        tokio::time::timeout(FINISH, async { while conns.join_next().await.is_some() {} }).await;
 }
+
+/// How long a control connection may go on once its server stops accepting.
+pub const FINISH: Duration = Duration::from_secs(2);
 
 /// Serve the requests of one connection (a control socket's, or a peer's over TCP) until it
 /// closes or stays silent for 30 s. A line that is no request gets an error answer.

@@ -651,6 +651,7 @@ impl Engine {
             node: self.0.node.clone(),
             cluster: cluster.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
             uptime_secs: self.0.started.elapsed().as_secs(),
             now_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
