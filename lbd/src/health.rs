@@ -119,6 +119,21 @@ impl Health {
         self.initial || self.count > 0
     }
 
+    /// The state another lbd process had (an upgrade hands it over): past the initial
+    /// state, `count` results against `up` so far.
+    pub fn resumed(up: bool, count: u32) -> Health {
+        Health {
+            up,
+            initial: false,
+            count,
+        }
+    }
+
+    /// Results against the current state so far (what [`Health::resumed`] takes).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// `"1/3 down"` while an UP server fails, `"1/2 up"` while a DOWN one recovers.
     pub fn transition(&self, rise: u32, fall: u32) -> Option<String> {
         if self.count == 0 {
@@ -130,6 +145,17 @@ impl Health {
             format!("{}/{} up", self.count, rise)
         })
     }
+}
+
+/// Every check status a probe or a client's failed connect records (HAProxy's names),
+/// and `INI` before the first.
+pub const CHECK_STATUSES: &[&str] = &[
+    "INI", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7OK", "L7TOUT", "L7RSP", "L7STS",
+];
+
+/// The static name of a check status read back from another process, if it is one.
+pub fn check_status(name: &str) -> Option<&'static str> {
+    CHECK_STATUSES.iter().copied().find(|s| *s == name)
 }
 
 /// A check ready to run: the config plus a prepared TLS client config.
