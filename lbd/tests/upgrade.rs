@@ -188,19 +188,17 @@ impl Lbd {
         std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_lbd"), &bin).unwrap();
         std::fs::write(dir.path().join("cluster.toml"), cfg).unwrap();
-        let mut cmd = Lbd::command(&bin, notify, dir.path());
         // A test thread forking while another wrote a copy holds the copy open for
         // writing until its exec: ETXTBSY for a moment.
         let mut tries = 0;
         let old = loop {
-            match netns::spawn(std::mem::replace(&mut cmd, Command::new("true"))) {
+            match netns::spawn(Lbd::command(&bin, notify, dir.path())) {
                 Ok(c) => break c,
                 Err(netns::NetnsError::Spawn { source, .. })
                     if source.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 =>
                 {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(20));
-                    cmd = Lbd::command(&bin, notify, dir.path());
                 }
                 Err(e) => panic!("{e}"),
             }
