@@ -441,6 +441,35 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// An upgrade hands a server's check status over by name: a name missing from the
+    /// list would make the new process start that server unchecked.
+    #[test]
+    fn every_check_status_written_is_in_the_list() {
+        let sources = [include_str!("health.rs"), include_str!("engine/connect.rs")];
+        let mut found = 0;
+        for src in sources {
+            for (i, _) in src.match_indices("\"L") {
+                let name: String = src[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+                let quoted = src[i + 1 + name.len()..].starts_with('"');
+                if quoted && name.len() >= 4 && name[1..2].chars().all(|c| c.is_ascii_digit()) {
+                    found += 1;
+                    assert!(
+                        check_status(&name).is_some(),
+                        "{name} is not in CHECK_STATUSES"
+                    );
+                }
+            }
+        }
+        assert!(found >= 10, "only {found} status names found");
+        for s in CHECK_STATUSES {
+            assert_eq!(check_status(s), Some(*s));
+        }
+        assert_eq!(check_status(&format!("L{}XX", 9)), None);
+    }
+
     #[test]
     fn first_result_is_decisive_then_rise_and_fall_count() {
         let mut h = Health::default();
