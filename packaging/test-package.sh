@@ -10,13 +10,21 @@
 #      links, lbctl accepting the shipped cluster.toml, and NO daemon started; then the
 #      installed daemons run as user k3s-ha with only their units' capabilities, inside a
 #      network namespace the script creates (vrrpd takes the VIP, lbd binds port 80);
-#   5. upgrade to revision 2 keeping an edited conffile;
+#   5. upgrade to revision 2 keeping an edited conffile, with revision 1's lbd running (as
+#      k3s-ha, in a namespace of ours): the postinst hands it over to the new binary
+#      (lbctl upgrade lbd) with 20 connections held through it and new ones opened all
+#      along: nothing refused, reset or lost, a new PID, the old one gone after its
+#      connections; policy-rc.d forbidding a restart of lbd.service keeps the running lbd,
+#      and a new binary that cannot take over (a bad cluster.toml) leaves it serving;
 #   6. dpkg -r, then dpkg -P: nothing left behind but the system user;
-#   and (3d) the package under a real systemd in a booted container (test-systemd.sh).
+#   and (3d) the package under a real systemd in a booted container (test-systemd.sh),
+#   including the upgrade to revision 2 there.
 #
-# Safe here: a policy-rc.d that refuses every start is in place while dpkg runs, the
-# postinst starts nothing on a first install, and the script refuses to touch a k3s-ha
-# that was installed before it ran (set K3SHA_PKG_TEST_FORCE=1 to allow it). Needs root
+# Safe here: a policy-rc.d that refuses every start is in place while dpkg runs (it allows
+# only a restart of lbd.service, which the postinst asks before handing a running lbd
+# over; the only lbd on /run/k3s-ha is this script's), the postinst starts nothing on a
+# first install, and the script refuses to touch a k3s-ha that was installed before it
+# ran (set K3SHA_PKG_TEST_FORCE=1 to allow it). Needs root
 # for dpkg; without root it builds and lints, then SKIPS the rest, loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,20 +105,39 @@ if dpkg-query -W -f='${Status}' k3s-ha 2>/dev/null | grep -q "installed"; then
 fi
 echo "PID 1: $(ps -p 1 -o comm= || true); systemd running: $([ -d /run/systemd/system ] && echo yes || echo no)"
 
-# Refuse every service start while the test's dpkg runs (deb-systemd-invoke honours it).
+# Refuse every service start while the test's dpkg runs (deb-systemd-invoke honours it),
+# but the handover of the test's own lbd (the postinst asks for "lbd.service restart").
 PRC=/usr/sbin/policy-rc.d
 PRC_MADE=0
-if [ ! -e "$PRC" ]; then
+prc_allow_lbd() {
+  printf '#!/bin/sh\n# k3s-ha packaging test: start nothing; hand the test'"'"'s lbd over\n[ "$1 $2" = "lbd.service restart" ] && exit 0\nexit 101\n' > "$PRC"
+  chmod 755 "$PRC"
+}
+prc_deny_all() {
   printf '#!/bin/sh\n# k3s-ha packaging test: start nothing\nexit 101\n' > "$PRC"
   chmod 755 "$PRC"
-  PRC_MADE=1
+}
+# A policy-rc.d of the machine's own (a container image's "exit 101") is set aside for the
+# test's run and put back at the end: the test's refuses as much, but for its own lbd.
+PRC_SAVED=""
+if [ -e "$PRC" ] || [ -L "$PRC" ]; then
+  PRC_SAVED="$PRC.k3sha-pkgtest-saved"
+  mv "$PRC" "$PRC_SAVED"
 fi
+prc_allow_lbd
+PRC_MADE=1
+RUN_MADE=0
 cleanup() {
   [ "$PRC_MADE" = 1 ] && rm -f "$PRC"
-  # Only what this script started: the two daemons, the namespace, the temp dir.
-  for pid in ${VRRPD_PID:-} ${LBD_PID:-}; do kill -KILL "$pid" 2>/dev/null || true; done
+  [ -n "$PRC_SAVED" ] && mv "$PRC_SAVED" "$PRC"
+  # Only what this script started: the daemons (an upgraded lbd too), the stand-in, the
+  # connection holder, the namespace, the temp dir, /run/k3s-ha if it made it.
+  for pid in ${VRRPD_PID:-} ${LBD_PID:-} ${NEW_LBD_PID:-} ${BACKEND_PID:-} ${HOLD_PID:-}; do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   if [ -n "${NS:-}" ] && ip netns list | grep -qw "$NS"; then ip netns del "$NS" || true; fi
   [ -n "${PRIV:-}" ] && rm -rf "$PRIV"
+  [ "$RUN_MADE" = 1 ] && rm -rf /run/k3s-ha
   if [ "${PURGED:-0}" != 1 ] && dpkg-query -W k3s-ha >/dev/null 2>&1; then
     dpkg -P k3s-ha >/dev/null 2>&1 || true
   fi
@@ -283,20 +310,135 @@ PRIV=""
 # A bookworm root filesystem booted with systemd-nspawn -b: the units as shipped, PID 1
 # systemd, the journal, STATUS=, signals and a capability drop-in (packaging/test-systemd.sh).
 say "real systemd: the package in a booted bookworm container"
-./packaging/test-systemd.sh "$DEB1" || fail "real systemd test (see above)"
+./packaging/test-systemd.sh "$DEB1" "$DEB2" || fail "real systemd test (see above)"
 
-# --- 4. upgrade keeping an edited conffile -----------------------------------------------
-say "edit the conffile, upgrade to revision 2"
+# --- 4. upgrade keeping an edited conffile, with lbd running -----------------------------
+# Revision 1's lbd as k3s-ha with its unit's capability, in a namespace of our own
+# (10.151.0.0/24), on the package's run directory where the postinst finds it: its echo
+# service (a `tcp` stand-in behind it) carries 20 held connections and a new one every
+# round (packaging/test-hold.sh) while dpkg upgrades.
+say "upgrade to revision 2 with lbd running: handed over to the new binary, not restarted"
+[ ! -e /run/k3s-ha/lbd.sock ] || fail "/run/k3s-ha/lbd.sock exists: another lbd runs here; not touching it"
+PRIV=$(mktemp -d /tmp/k3sha-pkgtest.XXXXXX)
+chmod 755 "$PRIV"
+NS="k3shapkg-$$-u"
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add eth0 type veth peer name eth1
+ip -n "$NS" addr add 10.151.0.11/24 dev eth0
+ip -n "$NS" link set eth0 up
+ip -n "$NS" link set eth1 up
+cat > "$PRIV/cluster.toml" <<'TOML'
+[cluster]
+name = "pkgtest"
+domain = "pkgtest.invalid"
+[vip]
+address = "10.151.0.100/24"
+[[nodes]]
+name = "p1"
+address = "10.151.0.11"
+role = "server"
+[lbd]
+drain_timeout = "20s"
+[[services]]
+name = "echo"
+listen = 8081
+backends = ["10.151.0.11:18081"]
+check = { kind = "tcp", interval = "200ms", fall = 1 }
+TOML
+chgrp k3s-ha "$PRIV/cluster.toml" && chmod 0640 "$PRIV/cluster.toml"
+[ -d /run/k3s-ha ] || RUN_MADE=1
+install -d -m 0750 -o k3s-ha -g k3s-ha /run/k3s-ha "$PRIV/state"
+ip netns exec "$NS" /usr/bin/lbctl lab backend --node p1 --serve 18081:tcp >"$PRIV/backend.log" 2>&1 &
+BACKEND_PID=$!
+# shellcheck disable=SC2046 # word splitting of setpriv_as is wanted
+ip netns exec "$NS" setpriv $(setpriv_as +net_bind_service) \
+  /usr/sbin/lbd --config "$PRIV/cluster.toml" --node p1 --state-dir "$PRIV/state" >"$PRIV/lbd.log" 2>&1 &
+LBD_PID=$!
+echo_served() { ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/10.151.0.11/8081 && IFS= read -r -t 2 -u 3 l && [ "$l" = p1 ]' 2>/dev/null; }
+check "revision 1's lbd serves the echo service (10 s)" wait_for 10 echo_served
+HOLD_PID=""
+hold_start() { # NAME
+  rm -f "$PRIV/hold.stop"
+  ip netns exec "$NS" bash packaging/test-hold.sh 10.151.0.11 8081 20 "$PRIV/hold.stop" \
+    >"$PRIV/$1.out" 2>"$PRIV/$1.err" &
+  HOLD_PID=$!
+  sleep 1
+}
+hold_end() { # NAME: fails if anything was refused, reset or lost
+  sleep 1
+  touch "$PRIV/hold.stop"
+  local rc=0
+  wait "$HOLD_PID" || rc=$?
+  HOLD_PID=""
+  echo "held connections: $(cat "$PRIV/$1.out")"
+  [ "$rc" = 0 ] || { cat "$PRIV/$1.err"; return 1; }
+}
+lbd_pids() { installed_daemons | awk '$2 == "/usr/sbin/lbd" {print $1}'; }
+# The PID of the lbd that answers on /run/k3s-ha/lbd.sock (after a reinstall its binary
+# is a deleted file too: lbd_pids no longer finds it).
+lbd_answering() { /usr/bin/lbctl status --json 2>/dev/null | sed -n 's/^ *"pid": \([0-9]*\),*$/\1/p' | head -n 1; }
+
 echo "# edited by the k3s-ha packaging test $$" >> /etc/k3s-ha/cluster.toml
 sum_before=$(sha256sum /etc/k3s-ha/cluster.toml)
-dpkg -i --force-confold "$DEB2"
+hold_start upgrade
+t0=$(date +%s.%N)
+dpkg -i --force-confold "$DEB2" 2>&1 | tee "$OUT/dpkg-upgrade.txt"
+t1=$(date +%s.%N)
 check "installed version is -2" bash -c "dpkg-query -W -f='\${Version}' k3s-ha | grep -q -- '-2$'"
 check "edited conffile kept" bash -c "[ \"\$(sha256sum /etc/k3s-ha/cluster.toml)\" = '$sum_before' ]"
 check "no .dpkg-new/.dpkg-dist/.dpkg-old left" bash -c '! ls /etc/k3s-ha/*.dpkg-* 2>/dev/null | grep -q .'
 check "cluster.toml still root:k3s-ha 0640" \
   bash -c '[ "$(stat -c %U:%G:%a /etc/k3s-ha/cluster.toml)" = root:k3s-ha:640 ]'
 for u in "${UNITS[@]}"; do check "$u.service still enabled" enabled_link "$u"; done
-check "no daemon started by the upgrade" test -z "$(installed_daemons)"
+check "the postinst handed lbd over (lbctl upgrade lbd)" grep -q '^lbd upgraded: PID ' "$OUT/dpkg-upgrade.txt"
+NEW_LBD_PID=$(lbd_pids)
+check "one lbd runs the new /usr/sbin/lbd, with a new PID (was $LBD_PID)" \
+  bash -c "[ -n '$NEW_LBD_PID' ] && [ '$NEW_LBD_PID' != '$LBD_PID' ] && [ \"\$(echo $NEW_LBD_PID | wc -w)\" = 1 ]"
+check "the new lbd answers on /run/k3s-ha/lbd.sock" test "$(lbd_answering)" = "$NEW_LBD_PID"
+check "the new lbd: user k3s-ha, NET_BIND_SERVICE only" \
+  bash -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/$NEW_LBD_PID/status)\" = \"\$(id -u k3s-ha)\" ] && grep -q '^CapEff:[[:space:]]*0000000000000400\$' /proc/$NEW_LBD_PID/status"
+check "the old lbd runs the replaced (deleted) binary and drains" \
+  bash -c "readlink /proc/$LBD_PID/exe | grep -q '(deleted)'"
+only_the_new_lbd() { [ "$(installed_daemons | awk '{print $1}' | tr '\n' ' ')" = "$NEW_LBD_PID " ]; }
+check "no other daemon started by the upgrade" only_the_new_lbd
+check "held through the upgrade: nothing refused, reset or lost" hold_end upgrade
+check "the old lbd exits once its connections are closed (5 s)" wait_for 5 gone "$LBD_PID"
+rc=0; wait "$LBD_PID" || rc=$?
+check "the old lbd exited 0" test "$rc" = 0
+LBD_PID=""
+echo "dpkg -i took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s; $(grep '^lbd upgraded' "$OUT/dpkg-upgrade.txt")"
+
+say "policy-rc.d forbidding a restart of lbd.service keeps the running lbd"
+prc_deny_all
+dpkg -i --force-confold "$DEB2" 2>&1 | tee "$OUT/dpkg-policy.txt"
+prc_allow_lbd
+check "the postinst says why lbd was not handed over" grep -q 'policy-rc.d forbids restarting lbd.service' "$OUT/dpkg-policy.txt"
+check "the same lbd runs ($NEW_LBD_PID)" test "$(lbd_answering)" = "$NEW_LBD_PID"
+
+say "a new binary that cannot take over (cluster.toml made invalid) leaves lbd serving"
+cp "$PRIV/cluster.toml" "$PRIV/cluster.toml.good"
+sed -i 's/^name = "echo"$/name = "echo"\nbogus = 1/' "$PRIV/cluster.toml"
+hold_start bad
+rc=0
+dpkg -i --force-confold "$DEB2" >"$OUT/dpkg-bad.txt" 2>&1 || rc=$?
+cat "$OUT/dpkg-bad.txt"
+check "dpkg -i still succeeds" test "$rc" = 0
+check "the postinst warns that lbd was NOT upgraded, and why (the cluster.toml error)" \
+  bash -c "grep -q 'lbd was NOT upgraded' '$OUT/dpkg-bad.txt' && grep -q 'bogus' '$OUT/dpkg-bad.txt'"
+check "the same lbd runs ($NEW_LBD_PID)" test "$(lbd_answering)" = "$NEW_LBD_PID"
+check "held meanwhile: nothing refused, reset or lost" hold_end bad
+cp "$PRIV/cluster.toml.good" "$PRIV/cluster.toml"
+kill -TERM "$NEW_LBD_PID"
+check "the upgraded lbd stops on SIGTERM (15 s)" wait_for 15 gone "$NEW_LBD_PID"
+NEW_LBD_PID=""
+kill -TERM "$BACKEND_PID" 2>/dev/null || true
+wait "$BACKEND_PID" 2>/dev/null || true
+BACKEND_PID=""
+ip netns del "$NS"
+rm -rf "$PRIV"
+PRIV=""
+[ "$RUN_MADE" = 0 ] || { rm -rf /run/k3s-ha; RUN_MADE=0; }
 
 # --- 5. remove, purge ---------------------------------------------------------------------
 say "dpkg -r"

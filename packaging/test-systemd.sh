@@ -4,14 +4,20 @@
 # and the units run exactly as shipped (their sandboxing, capabilities, Type=notify,
 # watchdog, journal). Called by packaging/test-package.sh with the .deb to test:
 #
-#   packaging/test-systemd.sh target/k3s-ha-package-test/k3s-ha_0.1.0-1_amd64.deb
+#   packaging/test-systemd.sh target/k3s-ha-package-test/k3s-ha_0.1.0-1_amd64.deb [REV2.deb]
 #
 # What it proves, each as a check:
 #   - both units start and are active; vrrpd takes the VIP; STATUS= says so
 #     (`systemctl status`), and lbd's says how many servers are up;
 #   - warnings reach the journal as warnings (`journalctl -p warning`), with no colour
 #     escape codes;
-#   - SIGUSR1 / SIGUSR2 (systemctl kill) dump the status and kill nothing;
+#   - SIGUSR1 / SIGUSR2 (systemctl kill) dump the status and kill nothing (lbd: SIGUSR1;
+#     its SIGUSR2 upgrades);
+#   - lbd upgrades without a restart (SIGUSR2, `lbctl upgrade lbd`): systemd takes the new
+#     process as MainPID (NotifyAccess=main), the unit stays active, no restart is counted,
+#     the watchdog is fed by the new process, 20 connections held through lbd lose nothing
+#     and new ones are never refused; with REV2.deb, the same across `dpkg -i` of the
+#     next revision (the postinst hands lbd over, restarts vrrpd);
 #   - with CAP_NET_ADMIN taken away by a drop-in, vrrpd does not claim the VIP: fault in
 #     STATUS=, an error in the journal, no VIP in the kernel, FAULT in `lbctl status`;
 #     the drop-in removed, it holds the VIP again.
@@ -22,8 +28,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB=${1:?usage: $0 PACKAGE.deb}
+DEB=${1:?usage: $0 PACKAGE.deb [NEXT_REVISION.deb]}
 DEB=$(readlink -f "$DEB")
+DEB2=${2:-}
+[ -z "$DEB2" ] || DEB2=$(readlink -f "$DEB2")
 say() { printf '\n==> systemd: %s\n' "$*"; }
 fail() {
   printf 'FAIL (systemd): %s\n' "$*" >&2
@@ -59,6 +67,8 @@ mmdebstrap --quiet --variant=minbase \
   bookworm "$ROOT" http://deb.debian.org/debian
 echo k3sha-sd1 > "$ROOT/etc/hostname"
 cp "$DEB" "$ROOT/root/k3s-ha.deb"
+[ -z "$DEB2" ] || cp "$DEB2" "$ROOT/root/k3s-ha-2.deb"
+cp packaging/test-hold.sh "$ROOT/root/test-hold.sh"
 
 say "network namespace $NS (veth pair inside it, 10.150.0.0/24)"
 ip netns add "$NS"
@@ -126,11 +136,16 @@ name = "web"
 listen = 8080
 backends = ["10.150.0.11:18080"]
 check = { kind = "tcp", interval = "200ms", fall = 1 }
+[[services]]
+name = "echo"
+listen = 8081
+backends = ["10.150.0.11:18081"]
+check = { kind = "tcp", interval = "200ms", fall = 1 }
 TOML
 in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /root/k3s-ha.deb >/dev/null
 in_ct install -m 0640 -o root -g k3s-ha /etc/k3s-ha-test.toml /etc/k3s-ha/cluster.toml
 # A stand-in backend for lbd's service (lbctl's own, as in the lab), as a transient unit.
-in_ct systemd-run --quiet --unit=k3sha-standin /usr/bin/lbctl lab backend --node sd1 --http-port 18080
+in_ct systemd-run --quiet --unit=k3sha-standin /usr/bin/lbctl lab backend --node sd1 --http-port 18080 --serve 18081:tcp
 in_ct systemctl start lbd vrrpd
 active() { [ "$(in_ct systemctl is-active "$1")" = active ]; }
 wait_for() { local n=$(( $1 * 10 )); shift; while [ "$n" -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done; return 1; }
@@ -143,14 +158,88 @@ check "systemctl status vrrpd says master and who holds the VIP" \
   wait_for 5 bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value vrrpd)\" = 'master, VIP 10.150.0.100 held here' ]"
 echo "vrrpd STATUS=: $(status_text vrrpd)"
 check "systemctl status lbd says servers up per service" \
-  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up; '"
+  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up, echo 1/1 up; '"
 echo "lbd STATUS=: $(status_text lbd)"
+
+say "lbd upgrades under systemd: the MainPID handed over, no restart, nothing dropped"
+mainpid() { in_ct systemctl show -p MainPID --value "$1"; }
+nrestarts() { in_ct systemctl show -p NRestarts --value "$1"; }
+gone_ct() { ! in_ct test -d "/proc/$1"; }
+HOLD_PID=""
+hold_start() { # NAME: 20 connections through lbd's echo service, a new one every round
+  in_ct rm -f /run/hold.stop
+  in_ct bash /root/test-hold.sh 10.150.0.11 8081 20 /run/hold.stop >"$WORK/$1.out" 2>"$WORK/$1.err" &
+  HOLD_PID=$!
+  sleep 1
+}
+hold_end() { # NAME: stop, print the summary; fails if anything was refused, reset or lost
+  sleep 1
+  in_ct touch /run/hold.stop
+  local rc=0
+  wait "$HOLD_PID" || rc=$?
+  HOLD_PID=""
+  echo "held connections: $(cat "$WORK/$1.out")"
+  [ "$rc" = 0 ] || { cat "$WORK/$1.err"; return 1; }
+}
+upgraded_from() { # OLD_PID: systemd's MainPID is another lbd now
+  local p; p=$(mainpid lbd)
+  [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$1" ]
+}
+pid0=$(mainpid lbd)
+restarts0=$(nrestarts lbd)
+hold_start usr2
+in_ct systemctl kill -s USR2 --kill-whom=main lbd
+check "SIGUSR2: systemd's MainPID is a new lbd (was $pid0)" wait_for 10 upgraded_from "$pid0"
+pid1=$(mainpid lbd)
+check "SIGUSR2: lbd.service stays active" active lbd
+check "SIGUSR2: no restart counted (NRestarts=$restarts0)" test "$(nrestarts lbd)" = "$restarts0"
+check "SIGUSR2: the old lbd ($pid0) still drains the held connections" in_ct test -d "/proc/$pid0"
+check "SIGUSR2: held and new connections: nothing refused, reset or lost" hold_end usr2
+check "SIGUSR2: the old lbd exits once its connections are closed (5 s)" wait_for 5 gone_ct "$pid0"
+hold_start lbctl
+out=$(in_ct lbctl upgrade lbd 2>&1) || fail "lbctl upgrade lbd: $out"
+echo "$out"
+pid2=$(mainpid lbd)
+check "lbctl upgrade lbd: the new PID it names is systemd's MainPID ($pid2)" \
+  bash -c "[ '$pid2' != '$pid1' ] && echo '$out' | grep -q '^lbd upgraded: PID $pid2 '"
+check "lbctl upgrade lbd: held and new connections: nothing refused, reset or lost" hold_end lbctl
+check "lbctl upgrade lbd: the old lbd ($pid1) exits (5 s)" wait_for 5 gone_ct "$pid1"
+check "the new lbd runs /usr/sbin/lbd as k3s-ha" \
+  bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- stat -c %U /proc/$pid2)\" = k3s-ha ] && [ \"\$(nsenter -t $LEADER -a -r -w -- readlink /proc/$pid2/exe)\" = /usr/sbin/lbd ]"
+# WatchdogSec=10s: a new main process that did not feed it would be killed by now.
+sleep 11
+check "11 s later: still active, same MainPID, no restart (the new process feeds the watchdog)" \
+  bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl is-active lbd)\" = active ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p MainPID --value lbd)\" = $pid2 ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p NRestarts --value lbd)\" = $restarts0 ]"
+check "systemd accepted every notification (NotifyAccess=main: none from a process not main)" \
+  bash -c "! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -o cat | grep -q 'reception only permitted for main PID'"
+check "the upgrades are in lbd's journal at info, no error" \
+  bash -c "nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u lbd -o cat | grep -q 'upgrade done' && ! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u lbd -p err -o cat | grep -q ."
+echo "systemd on the handover:"
+in_ct journalctl --no-pager -u lbd -o cat | grep -iE 'main pid|supervising' | tail -n 4 || true
+
+if [ -n "$DEB2" ]; then
+  say "package upgrade to the next revision with lbd running: lbd handed over, vrrpd restarted"
+  pid0=$(mainpid lbd)
+  vpid0=$(mainpid vrrpd)
+  hold_start dpkg
+  in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /root/k3s-ha-2.deb >"$WORK/dpkg2.out" 2>&1 ||
+    { cat "$WORK/dpkg2.out"; fail "dpkg -i (revision 2)"; }
+  cat "$WORK/dpkg2.out"
+  check "dpkg -i: held and new connections: nothing refused, reset or lost" hold_end dpkg
+  check "revision 2 installed" bash -c "nsenter -t $LEADER -a -r -w -- dpkg-query -W -f='\${Version}' k3s-ha | grep -q -- '-2\$'"
+  check "the postinst upgraded lbd (lbctl upgrade lbd)" grep -q '^lbd upgraded: PID ' "$WORK/dpkg2.out"
+  check "lbd: a new MainPID (was $pid0), active, no restart counted" \
+    bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p MainPID --value lbd)\" != $pid0 ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl is-active lbd)\" = active ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p NRestarts --value lbd)\" = $restarts0 ]"
+  check "vrrpd restarted (MainPID was $vpid0)" bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p MainPID --value vrrpd)\" != $vpid0 ]"
+  check "vrrpd active again and holds the VIP" wait_for 10 vip_held
+  check "the old lbd ($pid0) exits (5 s)" wait_for 5 gone_ct "$pid0"
+fi
 
 say "journal: priorities, no escape codes"
 # The stand-in goes away: lbd logs a warning (a server that was UP went DOWN).
 in_ct systemctl stop k3sha-standin
 check "systemctl status lbd follows: 0/1 up" \
-  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up; '"
+  wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 0/1 up, echo 0/1 up; '"
 warn_seen() { in_ct journalctl --no-pager -u lbd -p warning -o cat | grep -q 'server DOWN'; }
 check "lbd's 'server DOWN' is in journalctl -p warning" wait_for 5 warn_seen
 check "lbd's info lines are not warnings" bash -c "! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u lbd -p warning -o cat | grep -q 'lbd ready'"
@@ -160,11 +249,16 @@ check "journal fields: SYSLOG_IDENTIFIER=vrrpd" bash -c "nsenter -t $LEADER -a -
 say "dump signals"
 for sig in USR1 USR2; do
   in_ct rm -f /run/k3s-ha/vrrpd.status.json /run/k3s-ha/lbd.status.json
-  in_ct systemctl kill -s "$sig" --kill-whom=main vrrpd lbd
+  # (lbd's SIGUSR2 upgrades: above.)
+  if [ "$sig" = USR1 ]; then who="vrrpd lbd"; else who=vrrpd; fi
+  # shellcheck disable=SC2086 # one unit or two
+  in_ct systemctl kill -s "$sig" --kill-whom=main $who
   check "SIG$sig: vrrpd still active" bash -c "sleep 0.5; [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl is-active vrrpd)\" = active ]"
   check "SIG$sig: lbd still active" active lbd
   check "SIG$sig: vrrpd.status.json written" in_ct test -s /run/k3s-ha/vrrpd.status.json
-  check "SIG$sig: lbd.status.json written" in_ct test -s /run/k3s-ha/lbd.status.json
+  if [ "$sig" = USR1 ]; then
+    check "SIG$sig: lbd.status.json written" in_ct test -s /run/k3s-ha/lbd.status.json
+  fi
 done
 check "the VIP stayed" vip_held
 

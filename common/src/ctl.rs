@@ -276,6 +276,26 @@ pub async fn serve_on<R, F, Fut>(
     F: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response> + Send,
 {
+    serve_listener(&listener, handler, shutdown).await;
+    let _ = std::fs::remove_file(path);
+}
+
+/// Serve requests on `listener` until `shutdown` completes, and leave the socket file
+/// alone: lbd handing its listening sockets to a new lbd process (an upgrade) stops
+/// accepting here while the new process goes on serving the same socket at the same path.
+/// A request being answered then (such as the one that caused the shutdown) gets up to
+/// [`FINISH`] to reach its client; idle connections are closed.
+pub async fn serve_listener<R, F, Fut>(
+    listener: &UnixListener,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    R: DeserializeOwned + Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    let mut conns = tokio::task::JoinSet::new();
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -289,21 +309,55 @@ pub async fn serve_on<R, F, Fut>(
                         continue;
                     }
                 };
+                while conns.try_join_next().is_some() {}
                 let handler = handler.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_stream(stream, handler).await {
+                let busy = busy.clone();
+                conns.spawn(async move {
+                    if let Err(e) = serve_counted(stream, handler, &busy).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
                 });
             }
         }
     }
-    let _ = std::fs::remove_file(path);
+    let deadline = tokio::time::Instant::now() + FINISH;
+    while busy.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    conns.abort_all();
 }
+
+/// How long a request being answered may take once its server stops accepting.
+pub const FINISH: Duration = Duration::from_secs(2);
 
 /// Serve the requests of one connection (a control socket's, or a peer's over TCP) until it
 /// closes or stays silent for 30 s. A line that is no request gets an error answer.
 pub async fn serve_stream<S, R, F, Fut>(stream: S, handler: F) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite,
+    R: DeserializeOwned,
+    F: Fn(R) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    serve_counted(stream, handler, &std::sync::atomic::AtomicUsize::new(0)).await
+}
+
+/// Counts a request in `busy` from its line read to its answer written.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn serve_counted<S, R, F, Fut>(
+    stream: S,
+    handler: F,
+    busy: &std::sync::atomic::AtomicUsize,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite,
     R: DeserializeOwned,
@@ -327,6 +381,8 @@ where
         if n == 0 {
             return Ok(());
         }
+        busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _busy = Busy(busy);
         let resp = match serde_json::from_str::<R>(line.trim_end()) {
             Ok(req) => handler(req).await,
             Err(e) => Response::err(format!(

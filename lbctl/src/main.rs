@@ -64,6 +64,17 @@ enum Cmd {
     },
     /// Re-read cluster.toml in both daemons (a bad file keeps the old config running).
     Reload,
+    /// Replace the running lbd by the installed binary without refusing or dropping a
+    /// connection, and without moving the VIP (after a package upgrade; also a restart
+    /// that keeps everything). Exit status: 0 done, 1 the new lbd did not take over (the
+    /// running one goes on serving), 3 the running lbd predates upgrades (restart it), 4
+    /// no lbd runs here.
+    Upgrade {
+        what: UpgradeWhat,
+        /// How long the new process may take to be ready, in seconds (default 15).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
     /// Planned maintenance of this node: hand the VIP over and stay backup until `off`.
     Maintenance { state: OnOff },
     /// Install k3s, the DNS zones, the ingress controller or the demo app from cluster.toml.
@@ -178,6 +189,11 @@ enum How {
     Stop,
     /// SIGTERM vrrpd alone (as its package upgrade does): the VIP moves, lbd serves on.
     StopVrrpd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UpgradeWhat {
+    Lbd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -297,6 +313,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Reload => {
             out!("{}", ops::reload(&run_dir)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Upgrade {
+            what: UpgradeWhat::Lbd,
+            timeout,
+        } => {
+            let outcome = ops::upgrade_lbd(&run_dir, timeout.map(Duration::from_secs));
+            match &outcome {
+                ops::UpgradeOutcome::Done(u) => out!("{}", ops::upgraded_text(u)),
+                ops::UpgradeOutcome::Failed(e)
+                | ops::UpgradeOutcome::Unsupported(e)
+                | ops::UpgradeOutcome::NotRunning(e) => eprintln!("error: {e}"),
+            }
+            Ok(ExitCode::from(outcome.exit_code()))
         }
         Cmd::Maintenance { state } => {
             outln!(

@@ -1,6 +1,6 @@
 //! Day-to-day operations through the daemons' control sockets: `status`, `drain`, `enable`,
-//! `disable`, `reload`, `maintenance`; and `status --cluster` through every server's stats
-//! page.
+//! `disable`, `reload`, `maintenance`, `upgrade lbd`; and `status --cluster` through every
+//! server's stats page.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -464,6 +464,69 @@ pub fn reload(run_dir: &Path) -> Result<String> {
         bail!("{}", out.trim_end());
     }
     Ok(out)
+}
+
+/// What `lbctl upgrade lbd` came to; each has its exit status (the package's postinst
+/// tells them apart).
+#[derive(Debug)]
+pub enum UpgradeOutcome {
+    /// A new lbd accepts on every listener; the old one drains and exits.
+    Done(lbd_proto::Upgraded),
+    /// The new lbd did not take over; the running one goes on serving (exit 1).
+    Failed(String),
+    /// The running lbd predates upgrades: only a restart replaces it (exit 3).
+    Unsupported(String),
+    /// No lbd answers on this node (exit 4).
+    NotRunning(String),
+}
+
+impl UpgradeOutcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            UpgradeOutcome::Done(_) => 0,
+            UpgradeOutcome::Failed(_) => 1,
+            UpgradeOutcome::Unsupported(_) => 3,
+            UpgradeOutcome::NotRunning(_) => 4,
+        }
+    }
+}
+
+/// `lbctl upgrade lbd`: the running lbd starts the installed binary and hands it every
+/// listening socket (no connection refused or dropped, the VIP stays); waits for the
+/// outcome. `timeout`: how long the new process may take to be ready (lbd's default:
+/// 15 s).
+pub fn upgrade_lbd(run_dir: &Path, timeout: Option<Duration>) -> UpgradeOutcome {
+    let req = lbd_proto::Upgrade {
+        timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    };
+    // lbd answers within its timeout plus the handover's few steps (each bounded).
+    let wait = timeout.unwrap_or(Duration::from_secs(15)) + Duration::from_secs(15);
+    match block_on(lbd_proto::upgrade(&sock(run_dir, "lbd"), req, wait)) {
+        Ok(u) => UpgradeOutcome::Done(u),
+        Err(e @ CtlError::NotRunning { .. }) => UpgradeOutcome::NotRunning(e.to_string()),
+        Err(CtlError::Refused { message, .. }) if message.contains("unknown variant `upgrade`") => {
+            UpgradeOutcome::Unsupported(format!(
+                "the running lbd predates upgrades (it does not know the request: {message}); \
+                 only a restart replaces it: systemctl restart lbd"
+            ))
+        }
+        Err(e) => UpgradeOutcome::Failed(e.to_string()),
+    }
+}
+
+/// The lines `lbctl upgrade lbd` prints for a done upgrade.
+pub fn upgraded_text(u: &lbd_proto::Upgraded) -> String {
+    format!(
+        "lbd upgraded: PID {} ({} {}) accepts on every listener since {} ms after the request\n\
+         PID {} no longer accepts; it finishes its {} open connection(s) (at most {} s) and exits\n",
+        u.new_pid,
+        u.binary,
+        u.new_version,
+        u.took_ms,
+        u.old_pid,
+        u.draining,
+        u.drain_timeout_ms / 1000,
+    )
 }
 
 /// Minimal HTTP/1.0 GET for the stats pages (no dependency on an HTTP client crate).

@@ -148,3 +148,81 @@ fn cluster_status_fails_when_a_node_does_not_answer() {
     assert!(text.contains("NOT ANSWERING"), "{text}");
     assert_eq!(out.status.code(), Some(1), "{text}");
 }
+
+/// `lbctl upgrade lbd` says what happened and its exit status tells the package's postinst
+/// what to do: 0 done, 1 the new lbd did not take over (the old one serves), 3 the running
+/// lbd predates upgrades (restart it), 4 no lbd here.
+#[test]
+fn upgrade_lbd_tells_its_outcomes_apart() {
+    use common::proto::lbd;
+    let run = |dir: &Path| {
+        let out = lbctl()
+            .args(["upgrade", "lbd", "--timeout", "3", "--run-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(dir.path());
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("lbd is not running here"), "{err}");
+
+    // A done upgrade: the new PID, and what the old one does now.
+    let guard = StandIn::serve(dir.path(), "lbd", |req: lbd::Request| async move {
+        match req {
+            lbd::Request::Upgrade(u) => {
+                assert_eq!(u.timeout_ms, Some(3000));
+                Response::from_result(Ok(lbd::Upgraded {
+                    old_pid: 100,
+                    new_pid: 200,
+                    binary: "/usr/sbin/lbd".into(),
+                    new_version: "0.2.0".into(),
+                    took_ms: 12,
+                    draining: 41,
+                    drain_timeout_ms: 30_000,
+                }))
+            }
+            other => Response::err(format!("not served here: {other:?}")),
+        }
+    });
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "lbd upgraded: PID 200 (/usr/sbin/lbd 0.2.0) accepts on every listener since 12 ms after the request\n\
+         PID 100 no longer accepts; it finishes its 41 open connection(s) (at most 30 s) and exits\n"
+    );
+    drop(guard);
+
+    // The new one failed: the old one's reason.
+    let guard = StandIn::serve(dir.path(), "lbd", |_: lbd::Request| async move {
+        Response::err("upgrade failed, the running lbd goes on serving: the new lbd /usr/sbin/lbd (PID 7) did not take over: bad file")
+    });
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("goes on serving") && err.contains("bad file"),
+        "{err}"
+    );
+    drop(guard);
+
+    // An lbd from before upgrades answers with serde's message for an unknown command.
+    let _guard = StandIn::serve(dir.path(), "lbd", |req: serde_json::Value| async move {
+        Response::err(format!(
+            "bad request: unknown variant `upgrade`, expected one of `status`, `reload` (got {})",
+            req["cmd"]
+        ))
+    });
+    let (code, _, err) = run(dir.path());
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("predates upgrades") && err.contains("systemctl restart lbd"),
+        "{err}"
+    );
+}

@@ -54,6 +54,7 @@ pub async fn handle(
         }
         Request::Flows(f) => flows(f).await.map(Answer::Flows),
         Request::Sync(_) => Err("`sync` is for the other servers' lbd, on the peer port".into()),
+        Request::Upgrade(_) => Err("`upgrade` is served on lbd's control socket only".into()),
         Request::Reload => {
             engine.reload().await?;
             Ok(Answer::Reloaded(Reloaded {

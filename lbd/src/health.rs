@@ -119,6 +119,21 @@ impl Health {
         self.initial || self.count > 0
     }
 
+    /// The state another lbd process had (an upgrade hands it over): past the initial
+    /// state, `count` results against `up` so far.
+    pub fn resumed(up: bool, count: u32) -> Health {
+        Health {
+            up,
+            initial: false,
+            count,
+        }
+    }
+
+    /// Results against the current state so far (what [`Health::resumed`] takes).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// `"1/3 down"` while an UP server fails, `"1/2 up"` while a DOWN one recovers.
     pub fn transition(&self, rise: u32, fall: u32) -> Option<String> {
         if self.count == 0 {
@@ -130,6 +145,17 @@ impl Health {
             format!("{}/{} up", self.count, rise)
         })
     }
+}
+
+/// Every check status a probe or a client's failed connect records (HAProxy's names),
+/// and `INI` before the first.
+pub const CHECK_STATUSES: &[&str] = &[
+    "INI", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7OK", "L7TOUT", "L7RSP", "L7STS",
+];
+
+/// The static name of a check status read back from another process, if it is one.
+pub fn check_status(name: &str) -> Option<&'static str> {
+    CHECK_STATUSES.iter().copied().find(|s| *s == name)
 }
 
 /// A check ready to run: the config plus a prepared TLS client config.
@@ -414,6 +440,35 @@ pub use common::tls::{unverified_client_config, AnyServerCert};
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    /// An upgrade hands a server's check status over by name: a name missing from the
+    /// list would make the new process start that server unchecked.
+    #[test]
+    fn every_check_status_written_is_in_the_list() {
+        let sources = [include_str!("health.rs"), include_str!("engine/connect.rs")];
+        let mut found = 0;
+        for src in sources {
+            for (i, _) in src.match_indices("\"L") {
+                let name: String = src[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+                let quoted = src[i + 1 + name.len()..].starts_with('"');
+                if quoted && name.len() >= 4 && name[1..2].chars().all(|c| c.is_ascii_digit()) {
+                    found += 1;
+                    assert!(
+                        check_status(&name).is_some(),
+                        "{name} is not in CHECK_STATUSES"
+                    );
+                }
+            }
+        }
+        assert!(found >= 10, "only {found} status names found");
+        for s in CHECK_STATUSES {
+            assert_eq!(check_status(s), Some(*s));
+        }
+        assert_eq!(check_status(&format!("L{}XX", 9)), None);
+    }
 
     #[test]
     fn first_result_is_decisive_then_rise_and_fall_count() {

@@ -4,7 +4,8 @@
 //! - [`health`]: check probes (TCP, TLS, HTTP, HTTPS) and the rise/fall state machine.
 //! - [`copy`]: moving bytes (splice through a pipe, or a buffered fallback), timeouts.
 //! - [`engine`]: frontends, servers, listeners, checkers, caps, reload, snapshot.
-//! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]).
+//! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]);
+//!   [`upgrade`]: handing every listener to a new process (upgrades, restarts).
 //! - [`admin`]: the cluster's admin states (drain, maintenance, weights), kept on disk;
 //!   [`peers`]: shared with the other servers' lbd.
 //! - [`snapshot`] (`common::proto::lbd`): the one view of the proxy's state that the stats
@@ -22,6 +23,7 @@ pub mod peers;
 /// The snapshot types live with the control protocol they are part of.
 pub use common::proto::lbd as snapshot;
 pub mod stats;
+pub mod upgrade;
 
 pub use daemon::{run, Options, RunError};
 pub use engine::Engine;

@@ -55,14 +55,18 @@ fn main() -> ExitCode {
         node: args.node,
         run_dir: args.run_dir,
         state_dir,
+        exec: lbd::upgrade::Exec::of_this_process(),
     };
     let result = rt.block_on(async {
+        // The handlers are in place before anything else: a SIGTERM right after an
+        // upgrade made this process systemd's main one drains instead of killing.
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
         let shutdown = async {
-            use tokio::signal::unix::{signal, SignalKind};
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
+            match signals {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

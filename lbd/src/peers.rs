@@ -6,6 +6,7 @@
 //!  lbctl drain here --> every peer: exchange now (lbctl hears who has it), retried for
 //!                       the ones that did not answer
 //!  a peer's sync    --> merge (newer stamp wins) --> engine --> answer with everything
+//!  upgrade          --> the listener goes to the new lbd process; here everything stops
 //! ```
 //!
 //! Who may talk: a connection must come from another server's address in cluster.toml and
@@ -24,7 +25,7 @@ use common::config::Cluster;
 use common::ctl::{self, Response};
 use common::proto::lbd::{AdminEntry, Answer, Pending, Request, Shared, Sync, Synced};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::engine::Engine;
@@ -50,6 +51,8 @@ pub struct Peers {
     local: IpAddr,
     list: Vec<Arc<Peer>>,
     refused: AtomicU64,
+    /// Set when a new lbd process took over (an upgrade): this one shares nothing more.
+    stopped: watch::Sender<bool>,
 }
 
 impl Peers {
@@ -75,26 +78,72 @@ impl Peers {
                 local: mine.address,
                 list,
                 refused: AtomicU64::new(0),
+                stopped: watch::Sender::new(false),
             })
         })
     }
 
-    /// Listen on this node's address and start one task per peer. A port that cannot be
-    /// had is said in the journal; lbd goes on (it still pushes its own changes).
-    pub async fn start(self: &Arc<Self>, engine: Engine, port: u16) {
+    /// The listener on this node's address: the one a previous lbd process handed over
+    /// (an upgrade) when it is on that address, else a new one. A port that cannot be had
+    /// is said in the journal; lbd goes on (it still pushes its own changes).
+    pub fn listen(
+        &self,
+        port: u16,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Option<std::net::TcpListener> {
         let at = SocketAddr::new(self.local, port);
-        match TcpListener::bind(at).await {
-            Ok(l) => {
-                info!(%at, peers = ?self.list.iter().map(|p| &p.name).collect::<Vec<_>>(), "sharing admin states with the other servers");
-                tokio::spawn(self.clone().accept_loop(l, engine.clone()));
+        if let Some(l) = inherited {
+            if l.local_addr().ok() == Some(at) {
+                return Some(l);
             }
+        }
+        match crate::engine::bind_listener(at, false) {
+            Ok(l) => Some(l),
             Err(e) => {
-                warn!(%at, error = %e, "cannot listen for the other servers' lbd: admin states made there do not reach this node until it can")
+                warn!(%at, error = %e, "cannot listen for the other servers' lbd: admin states made there do not reach this node until it can");
+                None
+            }
+        }
+    }
+
+    /// Serve the peer port on `listener` and start one task per peer, until [`Peers::stop`].
+    pub fn start(self: &Arc<Self>, engine: Engine, listener: Option<std::net::TcpListener>) {
+        if let Some(l) = listener {
+            match l
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+            {
+                Ok(l) => {
+                    info!(at = ?l.local_addr().ok(), peers = ?self.list.iter().map(|p| &p.name).collect::<Vec<_>>(), "sharing admin states with the other servers");
+                    tokio::spawn(
+                        self.clone()
+                            .until_stopped(self.clone().accept_loop(l, engine.clone())),
+                    );
+                }
+                Err(e) => warn!(error = %e, "cannot serve the peer port"),
             }
         }
         for p in &self.list {
             p.dirty.notify_one();
-            tokio::spawn(self.clone().peer_task(p.clone(), engine.clone()));
+            tokio::spawn(
+                self.clone()
+                    .until_stopped(self.clone().peer_task(p.clone(), engine.clone())),
+            );
+        }
+    }
+
+    /// A new lbd process took over: stop accepting on the peer port (the new process
+    /// serves the same socket) and stop sharing from here, so that this process no longer
+    /// writes the admin state file the new one owns.
+    pub fn stop(&self) {
+        self.stopped.send_replace(true);
+    }
+
+    async fn until_stopped(self: Arc<Self>, task: impl std::future::Future<Output = ()>) {
+        let mut stopped = self.stopped.subscribe();
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => {}
+            () = task => {}
         }
     }
 

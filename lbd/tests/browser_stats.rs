@@ -133,6 +133,7 @@ fn initial(backend: SocketAddr) -> Snapshot {
         node: "browser-test".to_owned(),
         cluster: "loopback".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: 1,
         uptime_secs: 0,
         now_unix_ms: 0,
         current_connections: 0,

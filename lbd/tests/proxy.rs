@@ -1280,7 +1280,7 @@ fn reload_moves_and_removes_ports() {
 
 /// Regression: SIGUSR1 (keepalived's "dump data", HAProxy's "soft stop") ended lbd
 /// silently. Now the dump signals write the status and lbd keeps serving; SIGTTOU /
-/// SIGTTIN do not stop it either.
+/// SIGTTIN do not stop it either. (SIGUSR2 upgrades: tests/upgrade.rs.)
 #[test]
 fn dump_signals_write_the_status_and_keep_serving() {
     let b = Backend::start("127.0.0.1", "b", Mode::Echo);
@@ -1291,7 +1291,6 @@ fn dump_signals_write_the_status_and_keep_serving() {
     let file = lbd.dir.path().join("run/lbd.status.json");
     for sig in [
         Signal::SIGUSR1,
-        Signal::SIGUSR2,
         Signal::SIGQUIT,
         Signal::SIGTTOU,
         Signal::SIGTTIN,
@@ -1303,7 +1302,7 @@ fn dump_signals_write_the_status_and_keep_serving() {
         let (c, name) = hello(port);
         assert_eq!(name.as_deref(), Some("b"), "not serving after {sig}");
         drop(c);
-        let dumps = matches!(sig, Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGQUIT);
+        let dumps = matches!(sig, Signal::SIGUSR1 | Signal::SIGQUIT);
         assert_eq!(file.exists(), dumps, "{sig}: {}", lbd.log());
         if dumps {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();

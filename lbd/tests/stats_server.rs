@@ -74,6 +74,7 @@ fn snapshot() -> Snapshot {
         node: "server-1".to_owned(),
         cluster: "test".to_owned(),
         version: "0.1.0".to_owned(),
+        pid: 1,
         uptime_secs: 12,
         now_unix_ms: 1_700_000_000_000,
         current_connections: 2,

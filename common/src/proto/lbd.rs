@@ -11,6 +11,7 @@
 //! | `suspect`    | [`Suspect`]: a node vrrpd lost (`{"node", "addresses", "why"}`) | [`Suspected`] |
 //! | `sync`       | [`Sync`]: lbd to lbd over the peer port, the admin states one knows | [`Synced`] |
 //! | `flows`      | [`Flows`]: `{"addresses": [...]}`, also on the peer port  | [`FlowCount`] |
+//! | `upgrade`    | [`Upgrade`]: `{"timeout_ms": N}` (optional)                | [`Upgraded`] |
 //!
 //! An admin state (`set-server`, `set-weight`) is the cluster's, not the node's: lbd keeps
 //! it in its state directory and shares it with every other server's lbd over TCP
@@ -42,6 +43,7 @@ pub enum Request {
     Suspect(Suspect),
     Sync(Sync),
     Flows(Flows),
+    Upgrade(Upgrade),
 }
 
 /// One server's admin state as the cluster knows it: a last-writer-wins register. `stamp`
@@ -160,6 +162,41 @@ pub enum Answer {
     Synced(Synced),
     Shared(Shared),
     Flows(FlowCount),
+    Upgraded(Upgraded),
+}
+
+/// Replace this lbd by the binary it was started from (after a package upgrade, the new
+/// one), without closing a listening socket or an open connection: the running process
+/// starts that binary with its own arguments and hands it every listening socket; once
+/// the new process has taken all of them (and read a valid cluster.toml), the old one
+/// stops accepting, tells systemd the new main PID, answers, finishes its connections (at
+/// most `lbd.drain_timeout`) and exits. If the new process fails, exits or does not take
+/// over within `timeout_ms`, it is killed and the old one goes on serving as before: the
+/// answer is then an error saying why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Upgrade {
+    /// How long the new process may take to be ready; `None`: lbd's default (15 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgraded {
+    /// The process that answers: it has stopped accepting and drains its connections.
+    pub old_pid: u32,
+    /// The process that accepts now (systemd's main PID).
+    pub new_pid: u32,
+    /// The binary the new process runs.
+    pub binary: String,
+    /// `lbd --version` of the new process.
+    pub new_version: String,
+    /// From the request to the new process accepting.
+    pub took_ms: u64,
+    /// Connections the old process still carries (it exits once they are done, or at
+    /// `drain_timeout_ms`).
+    pub draining: u64,
+    pub drain_timeout_ms: u64,
 }
 
 /// How many TCP connections this node still carries whose local address is one of
@@ -216,6 +253,10 @@ pub async fn suspect(path: &Path, req: Suspect, timeout: Duration) -> Result<Sus
     super::request(path, &Request::Suspect(req), timeout).await
 }
 
+pub async fn upgrade(path: &Path, req: Upgrade, timeout: Duration) -> Result<Upgraded, CtlError> {
+    super::request(path, &Request::Upgrade(req), timeout).await
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// This node's name (from cluster.toml).
@@ -223,7 +264,10 @@ pub struct Snapshot {
     pub cluster: String,
     /// lbd version string.
     pub version: String,
-    /// Seconds since lbd started.
+    /// The process that answers (it changes with every upgrade, `lbctl upgrade lbd`).
+    #[serde(default)]
+    pub pid: u32,
+    /// Seconds since lbd started (since this process took over, after an upgrade).
     pub uptime_secs: u64,
     /// Wall-clock time of the snapshot, Unix milliseconds.
     pub now_unix_ms: u64,
@@ -389,6 +433,7 @@ impl Snapshot {
             node: node.to_owned(),
             cluster: cluster.to_owned(),
             version: String::new(),
+            pid: 0,
             uptime_secs: 0,
             now_unix_ms: 0,
             current_connections: 0,

@@ -7,7 +7,7 @@
 //!
 //! - [`vrrpd`]: `status` ([`vrrpd::Status`]), `maintenance`, `reload`;
 //! - [`lbd`]: `status` ([`lbd::Snapshot`], also the stats page's `/stats.json`),
-//!   `set-server`, `set-weight`, `reload`.
+//!   `set-server`, `set-weight`, `reload`, `upgrade`.
 //!
 //! A daemon parses a line into its `Request` enum (an unknown command or a missing argument
 //! is answered with serde's message, naming what is allowed) and answers with its `Answer`

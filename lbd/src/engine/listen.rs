@@ -86,11 +86,20 @@ pub(super) fn accept_error_is_per_connection(e: &io::Error) -> bool {
 
 pub(super) async fn listen_loop(
     engine: Engine,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     mut rx: watch::Receiver<Option<Arc<Frontend>>>,
 ) {
     let mut last_warn: Option<Instant> = None;
     let mut last_cap_warn: Option<Instant> = None;
+    // A new process of an upgrade accepts once the old one has let go (until then the
+    // old one accepts from the same socket).
+    let mut accepting = engine.0.accepting.subscribe();
+    while !*accepting.borrow_and_update() {
+        tokio::select! {
+            r = accepting.changed() => if r.is_err() { return },
+            r = rx.changed() => if r.is_err() || rx.borrow().is_none() { return },
+        }
+    }
     loop {
         let Some(fe) = rx.borrow_and_update().clone() else {
             return;

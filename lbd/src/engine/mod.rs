@@ -23,11 +23,17 @@
 //! - [`listen`]: binding, the descriptor cap, the accept loop and admission;
 //! - [`connect`]: one client connection (pick, connect and retry, copy);
 //! - [`check`]: one server's health checker.
+//!
+//! An upgrade (`crate::upgrade`) hands the listening sockets and the servers' health to a
+//! new process: [`Engine::listener_fds`] and [`Engine::health_views`] on the old side;
+//! [`Engine::inherit`] before the first `apply`, and [`Engine::pause_accepting`] until the
+//! old process lets go, on the new side.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -146,7 +152,11 @@ struct Inner {
     wildcard: IpAddr,
     cluster: RwLock<Arc<Cluster>>,
     frontends: RwLock<Vec<Arc<Frontend>>>,
-    listeners: Mutex<HashMap<SocketAddr, watch::Sender<Option<Arc<Frontend>>>>>,
+    listeners: Mutex<HashMap<SocketAddr, Held>>,
+    /// What a previous lbd process handed over (an upgrade), for the first `apply`.
+    inherited: Mutex<Inherited>,
+    /// Whether the listeners accept (false in a new process until the old one lets go).
+    accepting: watch::Sender<bool>,
     checkers: Mutex<Vec<JoinHandle<()>>>,
     conns: Gauge,
     max_conns: AtomicU64,
@@ -167,6 +177,20 @@ struct Inner {
     changed: Arc<Notify>,
     /// The cluster's admin states (drain, maintenance, run-time weights).
     book: Book,
+}
+
+/// A listening socket: its accept loop follows `tx`; the socket is kept here too, so that
+/// an upgrade can hand it to the new process.
+struct Held {
+    tx: watch::Sender<Option<Arc<Frontend>>>,
+    sock: Arc<TcpListener>,
+}
+
+/// What an upgrade brought from the previous lbd process.
+#[derive(Default)]
+struct Inherited {
+    listeners: HashMap<SocketAddr, std::net::TcpListener>,
+    health: HashMap<(String, SocketAddr), HealthView>,
 }
 
 /// A cheap handle to the engine.
@@ -224,6 +248,8 @@ impl Engine {
             cluster: RwLock::new(Arc::new(cluster.clone())),
             frontends: RwLock::new(Vec::new()),
             listeners: Mutex::new(HashMap::new()),
+            inherited: Mutex::new(Inherited::default()),
+            accepting: watch::Sender::new(true),
             checkers: Mutex::new(Vec::new()),
             conns: Gauge::default(),
             max_conns: AtomicU64::new(u64::from(cluster.lbd.max_connections)),
@@ -276,13 +302,19 @@ impl Engine {
                 source,
             })?);
         }
-        // 2. New listening sockets (existing ones are kept as they are).
+        // 2. New listening sockets (existing ones are kept as they are; after an upgrade,
+        // the ones the previous process handed over are taken, not bound again).
         let mut new_listeners = HashMap::new();
         {
             let held = lock(&self.0.listeners);
+            let mut inherited = lock(&self.0.inherited);
             for s in &cluster.services {
                 let addr = self.listen_addr(s);
                 if held.contains_key(&addr) || new_listeners.contains_key(&addr) {
+                    continue;
+                }
+                if let Some(l) = inherited.listeners.remove(&addr) {
+                    new_listeners.insert(addr, l);
                     continue;
                 }
                 let l =
@@ -296,13 +328,18 @@ impl Engine {
         }
         let mut tokio_listeners = HashMap::new();
         for (addr, l) in new_listeners {
-            let l = TcpListener::from_std(l).map_err(|source| ApplyError::Bind {
-                service: String::new(),
-                addr,
-                source,
-            })?;
+            let l = l
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+                .map_err(|source| ApplyError::Bind {
+                    service: String::new(),
+                    addr,
+                    source,
+                })?;
             tokio_listeners.insert(addr, l);
         }
+        let mut inherited_health = std::mem::take(&mut lock(&self.0.inherited).health);
+        let now = Instant::now();
         // 3. Frontends and servers, keeping what survives.
         let old_frontends = self.frontends();
         let old_servers: HashMap<(String, SocketAddr), Arc<Server>> = old_frontends
@@ -328,7 +365,15 @@ impl Engine {
                         old.backup.store(b.backup, Relaxed);
                         old.clone()
                     }
-                    None => Arc::new(Server::new(b, self.0.changed.clone())),
+                    None => {
+                        let srv = Arc::new(Server::new(b, self.0.changed.clone()));
+                        if let Some(h) = inherited_health.remove(&(s.name.clone(), b.addr)) {
+                            if srv.resume(&h, now) {
+                                debug!(service = %s.name, server = %srv.name, up = h.up, status = %h.status, "health taken over from the previous lbd process");
+                            }
+                        }
+                        srv
+                    }
                 })
                 .collect();
             for srv in &servers {
@@ -373,14 +418,14 @@ impl Engine {
                 .iter()
                 .map(|f| (f.cfg().listen, f.clone()))
                 .collect();
-            held.retain(|addr, tx| match wanted.get(addr) {
+            held.retain(|addr, h| match wanted.get(addr) {
                 Some(f) => {
-                    tx.send_replace(Some(f.clone()));
+                    h.tx.send_replace(Some(f.clone()));
                     true
                 }
                 None => {
                     info!(%addr, "listener closed: no service uses it any more");
-                    tx.send_replace(None);
+                    h.tx.send_replace(None);
                     false
                 }
             });
@@ -390,8 +435,14 @@ impl Engine {
                 };
                 let (tx, rx) = watch::channel(Some(fe.clone()));
                 info!(%addr, service = %fe.name, "listening");
-                tokio::spawn(listen_loop(self.clone(), listener, rx));
-                held.insert(addr, tx);
+                let sock = Arc::new(listener);
+                tokio::spawn(listen_loop(self.clone(), sock.clone(), rx));
+                held.insert(addr, Held { tx, sock });
+            }
+            // Handed over by the previous process for a service this configuration no
+            // longer has: closed here (the old process closes its copy when it exits).
+            for (addr, _) in lock(&self.0.inherited).listeners.drain() {
+                info!(%addr, "listener closed: handed over, but no service uses it any more");
             }
         }
         // 5. Health checkers, restarted with the new check settings (state is kept).
@@ -464,16 +515,76 @@ impl Engine {
 
     /// Stop accepting on every listener (SIGTERM); open connections go on.
     pub fn stop_accepting(&self) {
+        self.stop_listeners();
+        for h in lock(&self.0.checkers).drain(..) {
+            h.abort();
+        }
+    }
+
+    /// Stop accepting on every listener and close this process's copy of each (after an
+    /// upgrade the new process holds them: they stay open); open connections go on, and so
+    /// do the health checks (`close_on_down` still closes the connections of a server
+    /// that fails while they drain).
+    pub fn stop_listeners(&self) {
         self.0.stopping.store(true, Relaxed);
-        for (_, tx) in lock(&self.0.listeners).drain() {
-            tx.send_replace(None);
+        for (_, h) in lock(&self.0.listeners).drain() {
+            h.tx.send_replace(None);
         }
         for f in self.frontends() {
             f.stopped.store(true, Relaxed);
         }
-        for h in lock(&self.0.checkers).drain(..) {
-            h.abort();
+    }
+
+    /// A copy of every service listener's descriptor, for the new process of an upgrade.
+    pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        lock(&self.0.listeners)
+            .values()
+            .map(|h| h.sock.as_fd().try_clone_to_owned())
+            .collect()
+    }
+
+    /// Every checked server's health, for the new process of an upgrade.
+    pub fn health_views(&self) -> Vec<HealthView> {
+        let now = Instant::now();
+        self.frontends()
+            .iter()
+            .flat_map(|f| {
+                let cfg = f.cfg();
+                cfg.servers
+                    .iter()
+                    .filter_map(|s| s.health_view(&f.name, now))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Before the first `apply` of a new process: the listening sockets and the servers'
+    /// health the previous process handed over. `apply` takes a socket instead of binding
+    /// its address, and starts a server with its health instead of as unchecked.
+    pub fn inherit(&self, listeners: Vec<std::net::TcpListener>, health: Vec<HealthView>) {
+        let mut i = lock(&self.0.inherited);
+        for l in listeners {
+            match l.local_addr() {
+                Ok(addr) => {
+                    i.listeners.insert(addr, l);
+                }
+                Err(e) => warn!(error = %e, "a handed-over listener has no address: closed"),
+            }
         }
+        for h in health {
+            i.health.insert((h.service.clone(), h.addr), h);
+        }
+    }
+
+    /// Listeners bound or taken from now on accept nothing until [`Engine::resume_accepting`]
+    /// (a new process while the old one still accepts: connections wait in the kernel's
+    /// queue, which both processes share).
+    pub fn pause_accepting(&self) {
+        self.0.accepting.send_replace(false);
+    }
+
+    pub fn resume_accepting(&self) {
+        self.0.accepting.send_replace(true);
     }
 
     /// Wait until no connection is open, or `deadline` passes. Returns what is left open.
@@ -651,6 +762,7 @@ impl Engine {
             node: self.0.node.clone(),
             cluster: cluster.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
             uptime_secs: self.0.started.elapsed().as_secs(),
             now_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -57,6 +57,32 @@ pub(super) struct CheckState {
     pub(super) downtime: Duration,
 }
 
+/// What one server's health looks like to this process, handed to a new lbd process on
+/// an upgrade so that it routes as this one did from its first connection: a server known
+/// DOWN stays out of rotation, one known UP takes clients at once, until the new process's
+/// own checks say otherwise. Keyed by service name and server address (a server whose
+/// address changed starts as at a normal start).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthView {
+    pub service: String,
+    pub addr: SocketAddr,
+    pub up: bool,
+    /// Consecutive results against `up` so far (toward `rise` or `fall`).
+    pub count: u32,
+    pub status: String,
+    pub desc: String,
+    pub latency_us: Option<u64>,
+    pub since_change_ms: u64,
+    pub down_for_ms: Option<u64>,
+    pub downtime_ms: u64,
+    pub checks_failed: u64,
+    pub down_transitions: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One backend server of one frontend.
 #[derive(Debug)]
 pub struct Server {
@@ -230,6 +256,55 @@ impl Server {
             Change::None => {}
         }
         fast
+    }
+
+    /// This server's health for a new lbd process (see [`HealthView`]); `None` before its
+    /// first check (the new process starts it as at a normal start).
+    pub(super) fn health_view(&self, service: &str, now: Instant) -> Option<HealthView> {
+        let c = lock(&self.check);
+        if c.status == "INI" {
+            return None;
+        }
+        Some(HealthView {
+            service: service.to_owned(),
+            addr: self.addr,
+            up: self.up.load(Relaxed),
+            count: c.health.count(),
+            status: c.status.to_owned(),
+            desc: c.desc.clone(),
+            latency_us: c
+                .latency
+                .map(|l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX)),
+            since_change_ms: ms(now.saturating_duration_since(c.last_change)),
+            down_for_ms: c.down_since.map(|d| ms(now.saturating_duration_since(d))),
+            downtime_ms: ms(c.downtime),
+            checks_failed: self.checks_failed.load(Relaxed),
+            down_transitions: self.down_transitions.load(Relaxed),
+        })
+    }
+
+    /// Take the health another lbd process had for this server (an upgrade). A status
+    /// this version does not know leaves the server as at a normal start.
+    pub(super) fn resume(&self, h: &HealthView, now: Instant) -> bool {
+        let Some(status) = health::check_status(&h.status) else {
+            return false;
+        };
+        if status == "INI" {
+            return false;
+        }
+        let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        let mut c = lock(&self.check);
+        c.health = Health::resumed(h.up, h.count);
+        c.status = status;
+        c.desc.clone_from(&h.desc);
+        c.latency = h.latency_us.map(Duration::from_micros);
+        c.last_change = ago(h.since_change_ms);
+        c.down_since = h.down_for_ms.map(ago);
+        c.downtime = Duration::from_millis(h.downtime_ms);
+        self.up.store(h.up, Relaxed);
+        self.checks_failed.store(h.checks_failed, Relaxed);
+        self.down_transitions.store(h.down_transitions, Relaxed);
+        true
     }
 
     pub(super) fn admin(&self) -> Admin {

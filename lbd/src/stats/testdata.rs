@@ -72,6 +72,7 @@ pub(crate) fn sample() -> Snapshot {
         node: "server-1".to_owned(),
         cluster: "lab & co".to_owned(),
         version: "0.1.0".to_owned(),
+        pid: 4242,
         uptime_secs: 93_784,
         now_unix_ms: 1_700_000_000_000,
         current_connections: 8,
