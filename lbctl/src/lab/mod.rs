@@ -795,6 +795,25 @@ pub fn fail(st: &mut LabState, name: &str, how: FailHow) -> Result<String> {
     }
 }
 
+/// `lbctl upgrade lbd` on server `name`: its lbd re-executes its binary and hands the
+/// listeners over; the lab follows the new PID (the old one drains and exits).
+pub fn upgrade_lbd(st: &mut LabState, name: &str) -> Result<common::proto::lbd::Upgraded> {
+    let run = st.node(name)?.run_dir.clone();
+    match crate::ops::upgrade_lbd(&run, None) {
+        crate::ops::UpgradeOutcome::Done(u) => {
+            for p in &mut st.node_mut(name)?.procs {
+                if p.what == "lbd" {
+                    p.pid = u.new_pid;
+                    p.stopping = false;
+                }
+            }
+            st.save()?;
+            Ok(u)
+        }
+        other => bail!("lbd upgrade on {name}: {other:?}"),
+    }
+}
+
 /// SIGTERM vrrpd on `name` and wait (up to `timeout`) until it has handed over and exited.
 pub fn stop_vrrpd(st: &mut LabState, name: &str, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();

@@ -763,9 +763,10 @@ pub const HELD_CONNECTIONS: usize = 20;
 
 /// Established connections survive every planned move of the VIP (docs/handover.md):
 /// keep-alive HTTP and echo streams through the VIP, opened before and checked byte for
-/// byte after `maintenance on` on the holder, `off` (it preempts back), and a SIGTERM of
-/// the holder's vrrpd with its restart (it preempts back again); meanwhile a new
-/// connection every 20 ms, none of which may fail.
+/// byte after `maintenance on` on the holder, `off` (it preempts back), a SIGTERM of the
+/// holder's vrrpd with its restart (it preempts back again) and an lbd upgrade on the
+/// holder (the VIP stays); meanwhile a new connection every 20 ms, none of which may
+/// fail.
 fn connections_survive_handover(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let m = master(c.st).ok_or_else(|| anyhow!("no single master"))?;
     let run_dir = c.st.node(&m)?.run_dir.clone();
@@ -833,6 +834,19 @@ fn connections_survive_handover(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     step(c, &format!("SIGTERM of vrrpd on {m}"), true)?;
     start_node(c.st, &m, &["vrrpd"])?;
     step(c, &format!("vrrpd restarted on {m}"), false)?;
+    // An lbd upgrade on the holder: the VIP stays, the new process takes the listeners,
+    // the old one keeps the connections it has.
+    let u = super::upgrade_lbd(c.st, &m)?;
+    let st: &LabState = c.st;
+    let vip_stayed = wait_for(Duration::from_secs(3), || {
+        master(st).as_deref() != Some(m.as_str())
+    })
+    .is_none();
+    moved_all &= vip_stayed;
+    notes.push(format!(
+        "lbd upgraded on {m}: PID {} -> {} in {} ms, {} connection(s) left with the old one; VIP stayed on {m}: {vip_stayed}",
+        u.old_pid, u.new_pid, u.took_ms, u.draining
+    ));
     let (out, samples) = finish(probe, event)?;
     let held = held.finish()?;
     let (ok, failures) = hold::summary(&held);
@@ -848,7 +862,7 @@ fn connections_survive_handover(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     notes.extend(failures);
     Ok(ScenarioReport {
         name: "connections-survive-handover".into(),
-        what: "connections open through the VIP survive maintenance on/off and a vrrpd restart on the holder; no new request fails".into(),
+        what: "connections open through the VIP survive maintenance on/off, a vrrpd restart and an lbd upgrade on the holder; no new request fails".into(),
         recovered_ms: first_move.map(|d| d.as_secs_f64() * 1000.0),
         bound_ms: None,
         passed: ok == held.len() && out.failed == 0 && moved_all,
