@@ -210,13 +210,24 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
     }
 }
 
-async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>) -> Result<()> {
+async fn listen(
+    port: u16,
+    kind: Kind,
+    node: Arc<str>,
+    tls: Option<TlsAcceptor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     // Both families: the lab's nodes may have IPv6 addresses too.
     let l = TcpListener::bind(("::", port))
         .await
         .with_context(|| format!("binding port {port}"))?;
     loop {
-        let (s, _) = match l.accept().await {
+        let accepted = tokio::select! {
+            a = l.accept() => a,
+            // Stopping: the listener closes here (new connections are refused).
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let (s, _) = match accepted {
             Ok(x) => x,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -225,7 +236,9 @@ async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>)
         };
         let node = node.clone();
         let tls = tls.clone();
+        let active = Active::enter();
         tokio::spawn(async move {
+            let _active = active;
             let _ = s.set_nodelay(true);
             let r = match (tls, kind) {
                 (None, Kind::Tcp) => serve_tcp(s, &node).await,
@@ -242,7 +255,32 @@ async fn listen(port: u16, kind: Kind, node: Arc<str>, tls: Option<TlsAcceptor>)
     }
 }
 
-/// Run until SIGTERM / SIGINT.
+/// Connections being served (a stop waits for them, as an application server does).
+static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One connection being served, for as long as it lives.
+struct Active;
+
+impl Active {
+    fn enter() -> Active {
+        ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long a stop waits for the connections being served.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Run until SIGTERM / SIGINT; then stop listening (new connections are refused, so the
+/// proxy's checks and retries see the application gone at once) and finish the
+/// connections being served, for up to [`STOP_GRACE`], as an application server
+/// (nginx, a Go server's Shutdown) does.
 pub fn run(opts: BackendOpts) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -251,14 +289,27 @@ pub fn run(opts: BackendOpts) -> Result<()> {
         let node: Arc<str> = opts.node.as_str().into();
         let tls = tls_acceptor(&opts.node)?;
         let mut tasks = tokio::task::JoinSet::new();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(p) = opts.api_port {
-            tasks.spawn(listen(p, Kind::Api, node.clone(), Some(tls.clone())));
+            tasks.spawn(listen(
+                p,
+                Kind::Api,
+                node.clone(),
+                Some(tls.clone()),
+                stop_rx.clone(),
+            ));
         }
         if let Some(p) = opts.http_port {
-            tasks.spawn(listen(p, Kind::App, node.clone(), None));
+            tasks.spawn(listen(p, Kind::App, node.clone(), None, stop_rx.clone()));
         }
         if let Some(p) = opts.https_port {
-            tasks.spawn(listen(p, Kind::App, node.clone(), Some(tls.clone())));
+            tasks.spawn(listen(
+                p,
+                Kind::App,
+                node.clone(),
+                Some(tls.clone()),
+                stop_rx.clone(),
+            ));
         }
         for (p, what) in &opts.serve {
             let (kind, t) = match what {
@@ -267,16 +318,25 @@ pub fn run(opts: BackendOpts) -> Result<()> {
                 StandIn::Https => (Kind::App, Some(tls.clone())),
                 StandIn::Tcp => (Kind::Tcp, None),
             };
-            tasks.spawn(listen(*p, kind, node.clone(), t));
+            tasks.spawn(listen(*p, kind, node.clone(), t, stop_rx.clone()));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
+        let r = tokio::select! {
             _ = term.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
             Some(r) = tasks.join_next() => match r {
                 Ok(Err(e)) => Err(e),
                 _ => Ok(()),
             },
+        };
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let until = tokio::time::Instant::now() + STOP_GRACE;
+        while ACTIVE.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        r
     })
 }
