@@ -112,8 +112,8 @@ impl Daemon {
     }
 
     /// At start, before the cores: adopt what a predecessor parked (its deadline still
-    /// ahead), drop the rest from `lo`, and install the rules (the SYN marks first of all,
-    /// before this node can hold a VIP).
+    /// ahead), drop the rest from `lo`, and install the rules (before this node can hold
+    /// a VIP).
     pub(super) async fn start_drains(&mut self) {
         let path = parked_file(&self.opts.state_dir);
         let kept: Option<ParkedFile> = match std::fs::read(&path) {
@@ -148,8 +148,9 @@ impl Daemon {
         self.write_parked();
     }
 
-    /// At exit: the forwarding and the marks go; a park stays (with the ARP rules and
-    /// its record), for the next start to adopt or end.
+    /// At exit: the forwarding goes; a park stays (with its ARP rules, the rule that drops
+    /// foreign packets forwarded here, which another node may still send to every
+    /// previous holder, and its record), for the next start to adopt or end.
     pub(super) async fn finish_drains(&mut self) {
         for i in &mut self.insts {
             i.drain.steer.clear();
@@ -158,7 +159,11 @@ impl Daemon {
             return;
         }
         let mut r = self.rules();
-        r.vips.clear();
+        let parked: Vec<IpAddr> = (0..self.insts.len())
+            .filter(|&n| self.insts[n].drain.parked)
+            .flat_map(|n| self.parkable(n))
+            .collect();
+        r.vips.retain(|v| parked.contains(v));
         if let Err(e) = steer::apply(&steer::render(&r)).await {
             warn!(error = %e, "could not remove the forwarding rules at exit");
         }
