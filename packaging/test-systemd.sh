@@ -157,6 +157,10 @@ check "vrrpd holds the VIP (kernel)" wait_for 10 vip_held
 check "systemctl status vrrpd says master and who holds the VIP" \
   wait_for 5 bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value vrrpd)\" = 'master, VIP 10.150.0.100 held here' ]"
 echo "vrrpd STATUS=: $(status_text vrrpd)"
+# The handover's nftables rules (docs/handover.md): nft runs as vrrpd's child, inside the
+# unit's sandbox and with its capabilities.
+check "vrrpd wrote its nftables table (nft under the unit's sandbox)" in_ct nft list table ip k3s_ha
+check "no nft error in vrrpd's journal" bash -c "! nsenter -t $LEADER -a -r -w -- journalctl --no-pager -u vrrpd -o cat | grep -q 'could not write the handover rules'"
 check "systemctl status lbd says servers up per service" \
   wait_for 5 bash -c "nsenter -t $LEADER -a -r -w -- systemctl show -p StatusText --value lbd | grep -q '^web 1/1 up, echo 1/1 up; '"
 echo "lbd STATUS=: $(status_text lbd)"
@@ -304,4 +308,5 @@ check "vrrpd holds the VIP again" wait_for 10 vip_held
 say "stop"
 in_ct systemctl stop vrrpd lbd
 check "vrrpd removed the VIP on stop" bash -c "! nsenter -t $LEADER -a -r -w -- ip -br addr show dev eth0 | grep -q 10.150.0.100"
+check "...and parked it on lo for its connections, hidden from ARP" bash -c "nsenter -t $LEADER -a -r -w -- ip -br addr show dev lo | grep -q 10.150.0.100 && nsenter -t $LEADER -a -r -w -- nft list table arp k3s_ha >/dev/null"
 say "real systemd test passed"
