@@ -48,6 +48,13 @@
 //! `FAILOVER_BENCH_CHECK` (`INTERVAL_MS,FAST_MS,RISE,FALL`, default `1000,250,2,2`),
 //! `FAILOVER_BENCH_DUMP=DIR` (every probe of every run as CSV, and the daemons' logs,
 //! for a closer look; a relative DIR is taken from the workspace root).
+//!
+//! `FAILOVER_BENCH_EVENT=handover` measures a planned handover instead (issue 15):
+//! HELD keep-alive connections through the VIP (a request each every 100 ms), then
+//! SIGTERM of n1's VRRP daemon (vrrpd: priority 0 and make-before-break, the VIPs parked
+//! for their flows; keepalived: priority 0, VIP removed); n2 takes over. Reported per
+//! run: how many held connections still answer 3 s after n2 holds the VIP alone, and how
+//! many of the new connections probed meanwhile failed. A fresh lab per run.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -59,7 +66,8 @@ use anyhow::{bail, Context as _, Result};
 use benches::capture::AdvertCapture;
 use benches::failover::{
     analyse_event, answers_from, cluster_toml, haproxy_cfg, node_addr, protocol_bound, settled,
-    vip, CheckSettings, Outcome, Prober, HAPROXY_CONNECT_TIMEOUT, LISTEN_PORT, NET, RETRIES, VRID,
+    vip, CheckSettings, HeldConnections, Outcome, Prober, HAPROXY_CONNECT_TIMEOUT, LISTEN_PORT,
+    NET, RETRIES, VRID,
 };
 use benches::vrrp::{keepalived_config_on, phase, skew, summarize, Clock, Summary, PRIORITIES};
 use benches::{tail, workspace_root, write_file};
@@ -149,6 +157,9 @@ fn env_list(name: &str) -> Result<Option<Vec<u64>>> {
 }
 
 fn run() -> Result<()> {
+    if std::env::var("FAILOVER_BENCH_EVENT").is_ok_and(|e| e == "handover") {
+        return run_handover();
+    }
     let intervals = env_list("FAILOVER_BENCH_INTERVALS")?.unwrap_or_else(|| vec![1000, 200, 100]);
     let runs_override: Option<usize> = std::env::var("FAILOVER_BENCH_RUNS")
         .ok()
@@ -228,6 +239,99 @@ fn run() -> Result<()> {
     if write_file(&out, &report).is_ok() {
         eprintln!("report written to {}", out.display());
     }
+    Ok(())
+}
+
+/// Long-lived connections held through the VIP in the handover event.
+const HELD: usize = 20;
+
+/// One planned handover: what the held and the new connections saw.
+struct HandoverRun {
+    survived: usize,
+    requests: u64,
+    first_error: Option<String>,
+    moved: Option<Duration>,
+    new: Outcome,
+}
+
+fn run_handover() -> Result<()> {
+    let intervals = env_list("FAILOVER_BENCH_INTERVALS")?.unwrap_or_else(|| vec![1000, 100]);
+    let runs: usize = std::env::var("FAILOVER_BENCH_RUNS")
+        .ok()
+        .map(|s| s.parse().context("FAILOVER_BENCH_RUNS"))
+        .transpose()?
+        .unwrap_or(3);
+    let check = CheckSettings {
+        interval: Duration::from_millis(1000),
+        fast_interval: Duration::from_millis(250),
+        rise: 2,
+        fall: 2,
+    };
+    let bins = Bins {
+        vrrpd: benches::release_binary("vrrpd", "VRRPD_BIN")?,
+        lbd: benches::release_binary("lbd", "LBD_BIN")?,
+        lbctl: benches::release_binary("lbctl", "LBCTL_BIN")?,
+    };
+    let _ = k3sha_support::netns::delete_with_prefix(&format!("{NS_PREFIX}-"));
+    let load_before = loadavg();
+    let started = Instant::now();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| interval | stack | held connections surviving (per run) | keep-alive requests answered | new connections failed / sent | VIP moved after |\n|---|---|---|---|---|---|"
+    );
+    for &ms in &intervals {
+        let interval = Duration::from_millis(ms);
+        for stack in [Stack::Ours, Stack::Reference] {
+            let mut rows = Vec::new();
+            for run in 0..runs {
+                let mut c = Cluster::new(stack, interval, check, &bins)?;
+                c.wait_ready()
+                    .with_context(|| format!("{} at {ms} ms", stack.name()))?;
+                let r = c
+                    .planned_handover()
+                    .with_context(|| format!("{} at {ms} ms, run {run}", stack.name()))?;
+                eprintln!(
+                    "{} at {ms} ms, run {run}: {} of {HELD} held connections survived ({}), new {}/{} failed",
+                    stack.name(),
+                    r.survived,
+                    r.first_error.as_deref().unwrap_or("no error"),
+                    r.new.failed,
+                    r.new.sent
+                );
+                rows.push(r);
+            }
+            let surv: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{}/{HELD}", r.survived))
+                .collect();
+            let req: Vec<String> = rows.iter().map(|r| r.requests.to_string()).collect();
+            let newf: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{}/{}", r.new.failed, r.new.sent))
+                .collect();
+            let moved: Vec<String> = rows.iter().map(|r| opt_ms(r.moved)).collect();
+            let _ = writeln!(
+                out,
+                "| {ms} ms | {} | {} | {} | {} | {} |",
+                stack.name(),
+                surv.join(", "),
+                req.join(", "),
+                newf.join(", "),
+                moved.join(", ")
+            );
+            if let Some(e) = rows.iter().find_map(|r| r.first_error.clone()) {
+                let _ = writeln!(out, "|  | (first error: {e}) | | | | |");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nload before {load_before}, after {}; {:.0} s",
+        loadavg(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{out}");
     Ok(())
 }
 
@@ -471,6 +575,53 @@ impl Cluster {
             }
         }
         s
+    }
+
+    /// HELD keep-alive connections through the VIP, then SIGTERM of n1's VRRP daemon; 3 s
+    /// after n2 holds the VIP alone, how many still answer.
+    fn planned_handover(&mut self) -> Result<HandoverRun> {
+        let client = self.client_ns()?;
+        let target = SocketAddr::new(IpAddr::V4(vip()), LISTEN_PORT);
+        let held = HeldConnections::start(
+            &client,
+            target,
+            HELD,
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        )?;
+        let prober = Prober::start(&client, target, PROBE_EVERY, PROBE_TIMEOUT)?;
+        if !prober.wait_steady(20, Duration::from_secs(5)) {
+            bail!(
+                "the VIP does not answer before the handover\n{}",
+                self.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let ev = Instant::now();
+        self.nodes[0]
+            .vrrp
+            .as_ref()
+            .context("n1 runs no VRRP daemon")?
+            .signal(nix::sys::signal::Signal::SIGTERM)?;
+        let mut moved = None;
+        while ev.elapsed() < self.converge() {
+            if self.holders() == [1] {
+                moved = Some(ev.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let new = analyse_event(&prober.snapshot(), ev, BEFORE, Instant::now(), SLOW);
+        drop(prober);
+        let held = held.finish()?;
+        Ok(HandoverRun {
+            survived: held.iter().filter(|h| h.error.is_none()).count(),
+            requests: held.iter().map(|h| h.requests).sum(),
+            first_error: held.iter().find_map(|h| h.error.clone()),
+            moved,
+            new,
+        })
     }
 
     /// Run `k`: cut n1's cable at phase k after one of its adverts, wait until the VIP

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::vrrp::{master_down, Probe, PRIORITIES};
@@ -655,5 +655,136 @@ mod tests {
             protocol_bound(ms(1000)),
             Duration::from_nanos(3_457_812_500)
         );
+    }
+}
+
+/// The request of a held keep-alive connection (the stand-in answers and keeps it open).
+pub fn keep_alive_request() -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: fpbench-held\r\n\r\n",
+        vip()
+    )
+}
+
+/// `n` keep-alive connections to `target` from namespace `ns_name`, each sending a request
+/// every `every` on its own connection and reading the whole answer (at most `timeout`),
+/// until stopped: how a `kubectl get -w` or a websocket sits on the VIP. One thread (in the
+/// namespace) serves them all, in turn.
+pub struct HeldConnections {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Result<Vec<Held>>>>,
+}
+
+/// What became of one held connection.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub requests: u64,
+    /// The first failure (after the connection was up): what.
+    pub error: Option<String>,
+}
+
+impl HeldConnections {
+    pub fn start(
+        ns_name: &str,
+        target: SocketAddr,
+        n: usize,
+        every: Duration,
+        timeout: Duration,
+    ) -> Result<HeldConnections> {
+        use std::io::{Read, Write};
+        let path = netns_path(ns_name);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+        let handle = std::thread::Builder::new()
+            .name("held".into())
+            .spawn(move || -> Result<Vec<Held>> {
+                let opened = (|| -> Result<Vec<std::net::TcpStream>> {
+                    enter(&path)?;
+                    (0..n)
+                        .map(|_| {
+                            let s = std::net::TcpStream::connect_timeout(&target, timeout)?;
+                            s.set_read_timeout(Some(timeout))?;
+                            s.set_nodelay(true)?;
+                            Ok(s)
+                        })
+                        .collect()
+                })();
+                let mut conns = match opened {
+                    Ok(c) => {
+                        let _ = tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::anyhow!("{e:#}")));
+                        bail!("opening the held connections failed");
+                    }
+                };
+                let mut out = vec![
+                    Held {
+                        requests: 0,
+                        error: None
+                    };
+                    n
+                ];
+                let req = keep_alive_request();
+                let hard_stop = Instant::now() + Duration::from_secs(600);
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed)
+                    && Instant::now() < hard_stop
+                {
+                    let tick = Instant::now();
+                    for (s, h) in conns.iter_mut().zip(out.iter_mut()) {
+                        if h.error.is_some() {
+                            continue;
+                        }
+                        let r = (|| -> Result<()> {
+                            s.write_all(req.as_bytes())?;
+                            let mut buf = Vec::new();
+                            let mut chunk = [0u8; 4096];
+                            while parse_answer(&buf).is_none() {
+                                let k = s.read(&mut chunk)?;
+                                if k == 0 {
+                                    bail!("closed by the peer");
+                                }
+                                buf.extend_from_slice(&chunk[..k]);
+                                if buf.len() > 64 * 1024 {
+                                    bail!("no valid answer");
+                                }
+                            }
+                            Ok(())
+                        })();
+                        match r {
+                            Ok(()) => h.requests += 1,
+                            Err(e) => h.error = Some(format!("{e:#}")),
+                        }
+                    }
+                    std::thread::sleep(every.saturating_sub(tick.elapsed()));
+                }
+                Ok(out)
+            })
+            .context("spawning the held connections' thread")?;
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("the held connections' thread died"))??;
+        Ok(HeldConnections {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stop and report.
+    pub fn finish(mut self) -> Result<Vec<Held>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let h = self.handle.take().context("already finished")?;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("the held connections' thread panicked"))?
+    }
+}
+
+impl Drop for HeldConnections {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
