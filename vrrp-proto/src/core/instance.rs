@@ -410,8 +410,7 @@ impl Instance {
                     }
                     m.last_answer = Some(now);
                     m.adver_timer = after(now, self.cfg.adver_interval);
-                    // Its flows: it parks the VIPs for them when it hears us.
-                    // It held the VIPs too and parks them for the flows it took when it
+                    // It held the VIPs too, and parks them for the flows it took when it
                     // hears us.
                     self.steer_to(now, rx.src);
                     self.send_advert(self.priority);
