@@ -144,6 +144,13 @@ impl Daemon {
                 self.unpark_addresses(i).await;
             }
         }
+        if !self.drain_on() && kept.is_some() {
+            // Off now, parked before: the old tables (an ARP rule hiding the VIP among
+            // them) must not outlive the park.
+            if let Err(e) = steer::apply(&steer::render_none()).await {
+                warn!(error = %e, "could not remove the handover rules of the park before this start");
+            }
+        }
         self.apply_rules().await;
         self.write_parked();
     }
