@@ -897,10 +897,17 @@ fn handover_then_cable_cut(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     crate::ops::set_maintenance(&run_dir, true)?;
     let st: &LabState = c.st;
-    let moved = wait_for(Duration::from_secs(20), || {
-        master(st).is_some_and(|x| x != m)
+    // The one master seen (right after a resign two backups may both be master for a
+    // few ms: then `master` is None, which must not read as "nobody took over").
+    let mut new = None;
+    let moved = wait_for(Duration::from_secs(20), || match master(st) {
+        Some(x) if x != m => {
+            new = Some(x);
+            true
+        }
+        _ => false,
     });
-    let new = master(st).ok_or_else(|| anyhow!("nobody took over from {m}"))?;
+    let new = new.ok_or_else(|| anyhow!("nobody took over from {m}"))?;
     let new_run = c.st.node(&new)?.run_dir.clone();
     // Forwarding to the node that is about to go (any instance, any position).
     let steering = |run: &std::path::Path| {
