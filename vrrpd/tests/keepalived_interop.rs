@@ -167,11 +167,14 @@ fn vrrpd_master_keepalived_backup() {
     let mut s = Settings::new(72);
     s.checksum = Some("either".into());
     let mut c = TestCluster::new("72", s);
+    // vrrpd master first: started together, keepalived's timer may run out before
+    // vrrpd's first advert (vrrpd also writes its nftables rules before it starts the
+    // election), and this test is about a keepalived that joins as backup.
     c.start(0);
-    c.start_keepalived(1);
-    c.start(2);
     c.wait_ctl(0, Duration::from_secs(10));
     c.wait_sole_holder(c.vip4, 0, Duration::from_secs(5));
+    c.start_keepalived(1);
+    c.start(2);
     // keepalived must stay backup: it accepts our adverts (else it would take the VIP).
     let t = Instant::now();
     while t.elapsed() < c.interval * 15 {
