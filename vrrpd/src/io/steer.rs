@@ -355,10 +355,11 @@ mod tests {
         assert_eq!(arp_rules[1][1]["mangle"]["value"], "10.0.0.1", "{text}");
     }
 
-    /// `K3SHA_STEER_DUMP=file cargo test -p vrrpd --lib steer::tests::dump` writes a
-    /// batch with every kind of rule, to try against a real nft by hand.
+    /// Forwarding to two nodes is one rule with two copies, after the TTL is set; and a
+    /// parked IPv4 VIP gets both ARP rules. (`K3SHA_STEER_DUMP=FILE` also writes the
+    /// batch, to try against a real nft by hand: `nft -j -f FILE` in a scratch netns.)
     #[test]
-    fn dump() {
+    fn every_kind_of_rule_in_one_batch() {
         let r = Rules {
             vips: vec![ip("10.0.0.100"), ip("fd00::100")],
             steer: vec![
@@ -370,9 +371,44 @@ mod tests {
             node_v4: Some("10.0.0.2".parse().unwrap()),
             device: "eth0".into(),
         };
+        let batch = render(&r);
         if let Ok(f) = std::env::var("K3SHA_STEER_DUMP") {
-            std::fs::write(f, render(&r).to_string()).unwrap();
+            std::fs::write(f, batch.to_string()).unwrap();
         }
+        let rules: Vec<&Value> = batch["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.pointer("/add/rule"))
+            .collect();
+        let v4_steer = rules
+            .iter()
+            .find(|r| r["family"] == "ip" && r.to_string().contains("\"dup\""))
+            .expect("an IPv4 steering rule");
+        let expr = v4_steer["expr"].as_array().unwrap();
+        let at = |key: &str| expr.iter().position(|e| e.get(key).is_some()).unwrap();
+        assert_eq!(expr.iter().filter(|e| e.get("dup").is_some()).count(), 2);
+        assert!(
+            at("mangle") < at("dup"),
+            "the TTL is set before the copies: {v4_steer}"
+        );
+        assert_eq!(
+            expr[at("mangle")]["mangle"]["value"],
+            u64::from(FORWARDED_TTL)
+        );
+        assert_eq!(expr.last().unwrap(), &json!({"drop": null}));
+        // Per VIP, the rule dropping what others forwarded here.
+        for fam in ["ip", "ip6"] {
+            assert_eq!(
+                rules
+                    .iter()
+                    .filter(|r| r["family"] == fam && r.to_string().contains(r#""op":"<=""#))
+                    .count(),
+                1,
+                "{fam}"
+            );
+        }
+        assert_eq!(rules.iter().filter(|r| r["family"] == "arp").count(), 2);
     }
 
     #[test]
