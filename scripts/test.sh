@@ -110,8 +110,14 @@ stage "cargo clippy (all targets, warnings are errors)" \
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The fuzz targets are their own workspace (cargo fuzz builds them with nightly); a check
 # on stable keeps them compiling against the code they fuzz.
-stage "cargo check the fuzz targets (vrrp-proto/fuzz)" \
-  cargo check --quiet --manifest-path vrrp-proto/fuzz/Cargo.toml --bins --target-dir target/fuzz-check
+check_fuzz() {
+  local m rc=0
+  for m in vrrp-proto/fuzz/Cargo.toml proxy-proto/fuzz/Cargo.toml; do
+    cargo check --quiet --manifest-path "$m" --bins --target-dir target/fuzz-check || rc=1
+  done
+  return "$rc"
+}
+stage "cargo check the fuzz targets (vrrp-proto/fuzz, proxy-proto/fuzz)" check_fuzz
 stage "cargo test (workspace)" run_tests
 # Starts no service (policy-rc.d, no start on first install).
 stage "package: build the .deb, lintian, units, install/upgrade/purge, real systemd" \
