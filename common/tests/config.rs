@@ -201,6 +201,88 @@ password = "pw"
     assert!(c.vip.v6.is_some());
 }
 
+/// The PROXY protocol keys: off by default; what is written arrives in the model; the
+/// trusted networks match their members only (IPv4 clients of a dual-stack socket too).
+#[test]
+fn proxy_protocol_keys_parse() {
+    let base = r#"
+[cluster]
+name = "x"
+domain = "x.example"
+[vip]
+address = "10.1.0.100/24"
+[[nodes]]
+name = "n1"
+address = "10.1.0.11"
+role = "server"
+"#;
+    let c = config::parse(base, None).unwrap();
+    assert!(c
+        .services
+        .iter()
+        .all(|s| s.proxy_protocol.is_none() && s.accept_proxy.is_none()));
+    let text = format!(
+        r#"{base}
+[[services]]
+name = "web"
+listen = 80
+backend_port = 30080
+proxy_protocol = "v2"
+proxy_protocol_tlvs = ["unique-id", "crc32c"]
+accept_proxy = true
+trusted_proxies = ["10.9.0.0/16", "192.0.2.7", "fd00:9::/64"]
+timeouts = {{ proxy_header = "1500ms" }}
+[[services]]
+name = "tls"
+listen = 443
+backend_port = 30443
+proxy_protocol = "v1"
+[[services]]
+name = "plain"
+listen = 8080
+backend_port = 30080
+proxy_protocol = "off"
+"#
+    );
+    let c = config::parse(&text, None).unwrap();
+    let web = &c.services[0];
+    assert_eq!(web.proxy_protocol, Some(config::ProxyProtocol::V2));
+    assert_eq!(
+        web.proxy_tlvs,
+        config::ProxyTlvs {
+            crc32c: true,
+            unique_id: true
+        }
+    );
+    let ap = web.accept_proxy.as_ref().unwrap();
+    assert_eq!(ap.timeout, Duration::from_millis(1500));
+    let shown: Vec<String> = ap.trusted.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.9.0.0/16", "192.0.2.7/32", "fd00:9::/64"]);
+    for (a, want) in [
+        ("10.9.255.1", true),
+        ("10.10.0.1", false),
+        ("::ffff:10.9.0.1", true),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+        ("fd00:9::1234", true),
+        ("fd00:8::1", false),
+    ] {
+        assert_eq!(ap.trusts(a.parse().unwrap()), want, "{a}");
+    }
+    assert_eq!(c.services[1].proxy_protocol, Some(config::ProxyProtocol::V1));
+    assert_eq!(c.services[1].accept_proxy, None);
+    assert_eq!(c.services[2].proxy_protocol, None);
+    // The default header timeout, and 0.0.0.0/0 as an explicit "anyone".
+    let any = text
+        .replace("timeouts = { proxy_header = \"1500ms\" }\n", "")
+        .replace("\"10.9.0.0/16\", \"192.0.2.7\", \"fd00:9::/64\"", "\"0.0.0.0/0\"");
+    let c = config::parse(&any, None).unwrap();
+    let ap = c.services[0].accept_proxy.as_ref().unwrap();
+    assert_eq!(ap.timeout, Duration::from_secs(3));
+    assert!(ap.trusts("203.0.113.9".parse().unwrap()));
+    assert!(!ap.trusts("2001:db8::1".parse().unwrap()));
+}
+
 /// Every example in `examples/` parses: docs point operators at them.
 #[test]
 fn every_example_parses() {

@@ -139,6 +139,34 @@ pub fn render_text(c: &Cluster) -> String {
             format_duration(s.timeouts.tunnel),
         );
         let _ = writeln!(o, "       check {}", check_text(s));
+        if let Some(ap) = &s.accept_proxy {
+            let nets: Vec<String> = ap.trusted.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                o,
+                "       accepts a PROXY header (v1 or v2, within {}) from {} only",
+                format_duration(ap.timeout),
+                nets.join(", ")
+            );
+        }
+        if let Some(v) = s.proxy_protocol {
+            let mut tlvs = Vec::new();
+            if s.proxy_tlvs.crc32c {
+                tlvs.push("crc32c");
+            }
+            if s.proxy_tlvs.unique_id {
+                tlvs.push("unique-id");
+            }
+            let tlvs = if tlvs.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", tlvs.join(", "))
+            };
+            let _ = writeln!(
+                o,
+                "       sends a PROXY {} header{tlvs} to every server (checks too)",
+                v.as_str()
+            );
+        }
         for b in &s.backends {
             let mut extra = String::new();
             if b.weight != 1 {

@@ -217,6 +217,103 @@ pub struct Service {
     pub retries: u32,
     /// Close open connections to a server when it is marked down.
     pub close_on_down: bool,
+    /// The PROXY protocol header lbd sends each server before the client's first byte
+    /// (HAProxy's `send-proxy` / `send-proxy-v2`); `None`: no header.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Version 2 TLVs lbd adds to the header it sends.
+    pub proxy_tlvs: ProxyTlvs,
+    /// Clients send a PROXY protocol header (another balancer in front of lbd, HAProxy's
+    /// `accept-proxy`); `None`: they do not, and a header would be data.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// The PROXY protocol version sent to servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The text line (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
+
+/// Optional version 2 TLVs (HAProxy's `proxy-v2-options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ProxyTlvs {
+    /// `PP2_TYPE_CRC32C`: a checksum of the header.
+    pub crc32c: bool,
+    /// `PP2_TYPE_UNIQUE_ID`: `NODE-ID`, the node's name and lbd's connection number (the
+    /// `id` of lbd's per-connection log lines).
+    pub unique_id: bool,
+}
+
+/// Where PROXY protocol headers are accepted from, and how long one may take.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptProxy {
+    /// A connection from any other address is closed without reading.
+    pub trusted: Vec<IpNet>,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl AcceptProxy {
+    pub fn trusts(&self, a: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(a))
+    }
+}
+
+/// A network of either family (`10.0.0.0/8`, `fd00::/64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum IpNet {
+    V4(IpNet4),
+    V6(IpNet6),
+}
+
+impl IpNet {
+    /// Whether `a` is in the network; an IPv4 address of a dual-stack socket
+    /// (`::ffff:a.b.c.d`) counts as the IPv4 address it is.
+    pub fn contains(&self, a: IpAddr) -> bool {
+        let a = match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            IpAddr::V4(_) => a,
+        };
+        match (self, a) {
+            (IpNet::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(n.prefix)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(n.addr) & mask
+            }
+            (IpNet::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(n.prefix)).unwrap_or(0);
+                u128::from(a) & mask == u128::from(n.addr) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpNet::V4(n) => write!(f, "{}/{}", n.addr, n.prefix),
+            IpNet::V6(n) => write!(f, "{}/{}", n.addr, n.prefix),
+        }
+    }
+}
+
+impl From<IpNet> for String {
+    fn from(n: IpNet) -> String {
+        n.to_string()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

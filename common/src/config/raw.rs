@@ -142,6 +142,15 @@ pub struct RawService {
     pub max_connections: Option<S<i64>>,
     pub retries: Option<S<i64>>,
     pub close_on_down: Option<bool>,
+    /// `"v1"`, `"v2"` or `"off"`: the PROXY protocol header sent to the servers.
+    pub proxy_protocol: Option<S<String>>,
+    /// Version 2 TLVs to add: `"crc32c"`, `"unique-id"`.
+    pub proxy_protocol_tlvs: Option<S<Vec<S<String>>>>,
+    /// Read a PROXY protocol header (v1 or v2) from every client, as HAProxy's
+    /// `bind ... accept-proxy`; only from `trusted_proxies`.
+    pub accept_proxy: Option<bool>,
+    /// Networks (CIDR) whose connections may carry a PROXY header.
+    pub trusted_proxies: Option<S<Vec<S<String>>>>,
 }
 
 /// `backends = "servers"` (a role) or a list of `"host:port"` / `{ address, weight, backup }`.
@@ -263,6 +272,8 @@ pub struct RawTimeouts {
     pub idle: Option<S<String>>,
     pub tunnel: Option<S<String>>,
     pub half_close: Option<S<String>>,
+    /// How long a client may take to send its PROXY header (`accept_proxy`).
+    pub proxy_header: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -410,6 +421,7 @@ mod tests {
             idle: text("1m"),
             tunnel: text("1h"),
             half_close: text("10s"),
+            proxy_header: text("3s"),
         };
         let service = |name: &str, backends: RawBackends| RawService {
             name: u(name.to_owned()),
@@ -423,6 +435,10 @@ mod tests {
             max_connections: Some(u(1000)),
             retries: Some(u(2)),
             close_on_down: Some(true),
+            proxy_protocol: text("v2"),
+            proxy_protocol_tlvs: Some(u(vec![u("crc32c".to_owned())])),
+            accept_proxy: Some(true),
+            trusted_proxies: Some(u(vec![u("10.0.0.0/24".to_owned()), u("fd00::/64".to_owned())])),
         };
         let raw = Raw {
             cluster: RawCluster {

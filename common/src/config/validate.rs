@@ -1106,6 +1106,9 @@ fn default_services(nodes: &[Node]) -> Vec<Service> {
             max_connections: 0,
             retries: 3,
             close_on_down: false,
+            proxy_protocol: None,
+            proxy_tlvs: ProxyTlvs::default(),
+            accept_proxy: None,
         },
         Service {
             name: "ingress-http".into(),
@@ -1119,6 +1122,9 @@ fn default_services(nodes: &[Node]) -> Vec<Service> {
             max_connections: 0,
             retries: 3,
             close_on_down: false,
+            proxy_protocol: None,
+            proxy_tlvs: ProxyTlvs::default(),
+            accept_proxy: None,
         },
         Service {
             name: "ingress-https".into(),
@@ -1132,6 +1138,9 @@ fn default_services(nodes: &[Node]) -> Vec<Service> {
             max_connections: 0,
             retries: 3,
             close_on_down: false,
+            proxy_protocol: None,
+            proxy_tlvs: ProxyTlvs::default(),
+            accept_proxy: None,
         },
     ]
 }
@@ -1368,6 +1377,7 @@ fn validate_services(
                 big,
             )?,
         };
+        let (proxy_protocol, proxy_tlvs, accept_proxy) = validate_proxy(cx, rs, &key)?;
         out.push(Service {
             name,
             listen,
@@ -1387,6 +1397,9 @@ fn validate_services(
             .unwrap_or(0),
             retries: u32::try_from(cx.int_in(&rs.retries, &key("retries"), 3, 0, 10)?).unwrap_or(3),
             close_on_down: rs.close_on_down.unwrap_or(false),
+            proxy_protocol,
+            proxy_tlvs,
+            accept_proxy,
         });
     }
     if out.is_empty() {
@@ -1399,6 +1412,164 @@ fn validate_services(
         ));
     }
     Ok(out)
+}
+
+/// How long a client behind another balancer may take to send its PROXY header when
+/// `timeouts.proxy_header` is not set: the specification asks for at least 3 s, to cover
+/// a TCP retransmission.
+pub(crate) const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `proxy_protocol`, `proxy_protocol_tlvs`, `accept_proxy`, `trusted_proxies` and
+/// `timeouts.proxy_header` of one service.
+fn validate_proxy(
+    cx: &Ctx<'_>,
+    rs: &RawService,
+    key: &dyn Fn(&str) -> String,
+) -> R<(Option<ProxyProtocol>, ProxyTlvs, Option<AcceptProxy>)> {
+    let version = cx.word(
+        &rs.proxy_protocol,
+        &key("proxy_protocol"),
+        None,
+        &[
+            ("v1", Some(ProxyProtocol::V1)),
+            ("v2", Some(ProxyProtocol::V2)),
+            ("off", None),
+        ],
+    )?;
+    let mut tlvs = ProxyTlvs::default();
+    if let Some(list) = &rs.proxy_protocol_tlvs {
+        if version != Some(ProxyProtocol::V2) {
+            return Err(cx.err(
+                Some(list.span()),
+                key("proxy_protocol_tlvs"),
+                "TLVs are part of the PROXY protocol's version 2 only",
+                rs.proxy_protocol.as_ref().map(|v| quote(v.get_ref())),
+                "proxy_protocol = \"v2\" with these TLVs, or no proxy_protocol_tlvs",
+            ));
+        }
+        for (j, t) in list.get_ref().iter().enumerate() {
+            match t.get_ref().as_str() {
+                "crc32c" => tlvs.crc32c = true,
+                "unique-id" => tlvs.unique_id = true,
+                other => {
+                    return Err(cx.err(
+                        Some(t.span()),
+                        format!("{}[{j}]", key("proxy_protocol_tlvs")),
+                        "unknown TLV",
+                        Some(quote(other)),
+                        "\"crc32c\", \"unique-id\"",
+                    ))
+                }
+            }
+        }
+    }
+    let header_timeout = &rs.timeouts.proxy_header;
+    let accept = match (rs.accept_proxy.unwrap_or(false), &rs.trusted_proxies) {
+        (false, None) => {
+            if let Some(t) = header_timeout {
+                return Err(cx.err(
+                    Some(t.span()),
+                    key("timeouts.proxy_header"),
+                    "only used with accept_proxy = true",
+                    Some(quote(t.get_ref())),
+                    "accept_proxy = true with trusted_proxies, or no timeouts.proxy_header",
+                ));
+            }
+            None
+        }
+        (false, Some(list)) => {
+            return Err(cx.err(
+                Some(list.span()),
+                key("trusted_proxies"),
+                "only used with accept_proxy = true",
+                None,
+                "accept_proxy = true (clients send a PROXY header), or no trusted_proxies",
+            ))
+        }
+        (true, None) => {
+            return Err(cx.err(
+                Some(rs.name.span()),
+                key("trusted_proxies"),
+                "accept_proxy = true needs the networks of the balancers in front of lbd: a PROXY header from anyone else would let them choose their own address",
+                None,
+                "trusted_proxies = [\"CIDR\", ...], e.g. [\"10.0.0.5/32\"]",
+            ))
+        }
+        (true, Some(list)) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.err(
+                    Some(list.span()),
+                    key("trusted_proxies"),
+                    "empty list: no connection could be accepted",
+                    None,
+                    "at least one network, e.g. [\"10.0.0.5/32\"]",
+                ));
+            }
+            let mut trusted = Vec::new();
+            for (j, n) in list.get_ref().iter().enumerate() {
+                trusted.push(parse_ipnet(n.get_ref()).ok_or_else(|| {
+                    cx.err(
+                        Some(n.span()),
+                        format!("{}[{j}]", key("trusted_proxies")),
+                        "not a network",
+                        Some(quote(n.get_ref())),
+                        "an address or ADDRESS/PREFIX with no bits set past the prefix, e.g. \"10.0.0.0/24\", \"192.0.2.7\", \"fd00::/64\"",
+                    )
+                })?);
+            }
+            Some(AcceptProxy {
+                trusted,
+                timeout: cx.duration_in(
+                    header_timeout,
+                    &key("timeouts.proxy_header"),
+                    DEFAULT_PROXY_HEADER_TIMEOUT,
+                    Duration::from_millis(100),
+                    Duration::from_secs(60),
+                )?,
+            })
+        }
+    };
+    Ok((version, tlvs, accept))
+}
+
+/// `10.0.0.0/24`, `fd00::/64`, or a bare address (a /32 or /128); no host bits past the
+/// prefix (`10.0.0.1/24` is a typo for one address or for the network).
+fn parse_ipnet(s: &str) -> Option<IpNet> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => {
+            if p.is_empty() || (p.len() > 1 && p.starts_with('0')) {
+                return None;
+            }
+            (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?))
+        }
+        None => (s.parse::<IpAddr>().ok()?, None),
+    };
+    let net = match addr {
+        IpAddr::V4(a) => IpNet::V4(IpNet4 {
+            addr: a,
+            prefix: prefix.unwrap_or(32),
+        }),
+        IpAddr::V6(a) => IpNet::V6(IpNet6 {
+            addr: a,
+            prefix: prefix.unwrap_or(128),
+        }),
+    };
+    let (bits, host_bits_clear) = match net {
+        IpNet::V4(n) => (
+            32,
+            u32::from(n.addr) & !u32::MAX.checked_shl(32 - u32::from(n.prefix.min(32))).unwrap_or(0) == 0,
+        ),
+        IpNet::V6(n) => (
+            128,
+            u128::from(n.addr) & !u128::MAX.checked_shl(128 - u32::from(n.prefix.min(128))).unwrap_or(0)
+                == 0,
+        ),
+    };
+    let prefix = match net {
+        IpNet::V4(n) => n.prefix,
+        IpNet::V6(n) => n.prefix,
+    };
+    (prefix <= bits && host_bits_clear).then_some(net)
 }
 
 fn role_backends(

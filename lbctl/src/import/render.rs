@@ -211,10 +211,15 @@ fn service(s: &DraftService) -> RawService {
             idle: s.idle.map(dur),
             tunnel: s.tunnel.map(dur),
             half_close: s.half_close.map(dur),
+            proxy_header: None,
         },
         max_connections: s.max_connections.map(int),
         retries: s.retries.map(int),
         close_on_down: None,
+        proxy_protocol: None,
+        proxy_protocol_tlvs: None,
+        accept_proxy: None,
+        trusted_proxies: None,
     }
 }
 

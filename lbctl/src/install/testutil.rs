@@ -63,6 +63,9 @@ fn service(name: &str, listen: u16, backend_port: u16, servers: &[&Node]) -> Ser
         max_connections: 0,
         retries: 2,
         close_on_down: false,
+        proxy_protocol: None,
+        proxy_tlvs: common::config::ProxyTlvs::default(),
+        accept_proxy: None,
     }
 }
 
