@@ -269,13 +269,19 @@ proxy_protocol = "off"
     ] {
         assert_eq!(ap.trusts(a.parse().unwrap()), want, "{a}");
     }
-    assert_eq!(c.services[1].proxy_protocol, Some(config::ProxyProtocol::V1));
+    assert_eq!(
+        c.services[1].proxy_protocol,
+        Some(config::ProxyProtocol::V1)
+    );
     assert_eq!(c.services[1].accept_proxy, None);
     assert_eq!(c.services[2].proxy_protocol, None);
     // The default header timeout, and 0.0.0.0/0 as an explicit "anyone".
     let any = text
         .replace("timeouts = { proxy_header = \"1500ms\" }\n", "")
-        .replace("\"10.9.0.0/16\", \"192.0.2.7\", \"fd00:9::/64\"", "\"0.0.0.0/0\"");
+        .replace(
+            "\"10.9.0.0/16\", \"192.0.2.7\", \"fd00:9::/64\"",
+            "\"0.0.0.0/0\"",
+        );
     let c = config::parse(&any, None).unwrap();
     let ap = c.services[0].accept_proxy.as_ref().unwrap();
     assert_eq!(ap.timeout, Duration::from_secs(3));

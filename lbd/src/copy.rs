@@ -129,12 +129,13 @@ fn give_pipe(p: Pipe) {
     });
 }
 
-fn take_buf() -> Box<Buf> {
+/// A buffer from this thread's pool (the PROXY protocol's header work borrows them too).
+pub(crate) fn take_buf() -> Box<Buf> {
     BUFS.with(|b| b.borrow_mut().pop())
         .unwrap_or_else(|| Box::new([0u8; BUF_SIZE]))
 }
 
-fn give_buf(b: Box<Buf>) {
+pub(crate) fn give_buf(b: Box<Buf>) {
     BUFS.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < POOL_MAX {

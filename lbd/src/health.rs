@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::config::{Check, CheckKind};
+use common::config::{Check, CheckKind, ProxyProtocol};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -166,6 +166,9 @@ pub struct Probe {
     pub expect: Vec<u16>,
     pub host: Option<String>,
     pub timeout: Duration,
+    /// The service's `proxy_protocol`: TLS, HTTP and HTTPS checks send a header first
+    /// (`crate::proxy::check_header`), as HAProxy's checks of a `send-proxy` server do.
+    pub proxy: Option<ProxyProtocol>,
     tls: Option<Arc<ClientConfig>>,
 }
 
@@ -192,8 +195,15 @@ impl Probe {
             expect: check.expect.clone(),
             host: check.host.clone(),
             timeout: check.timeout,
+            proxy: None,
             tls,
         })
+    }
+
+    /// Checks that send the PROXY protocol header `proxy` first (`None`: no header).
+    pub fn with_proxy(mut self, proxy: Option<ProxyProtocol>) -> Self {
+        self.proxy = proxy;
+        self
     }
 }
 
@@ -231,7 +241,16 @@ pub async fn probe(p: &Probe, addr: SocketAddr) -> Outcome {
         Ok(Err(e)) => return done(false, "L4CON", io_desc(&e)),
         Ok(Ok(s)) => s,
     };
+    let mut tcp = tcp;
     let _ = tcp.set_nodelay(true);
+    // A TCP check sends nothing: it never completes a handshake the application sees.
+    if let (Some(v), false) = (p.proxy, p.kind == CheckKind::Tcp) {
+        match timeout_at(deadline, crate::proxy::check_header(&mut tcp, v)).await {
+            Err(_) => return done(false, "L4TOUT", "PROXY header not sent in time".into()),
+            Ok(Err(e)) => return done(false, "L4CON", format!("PROXY header: {}", io_desc(&e))),
+            Ok(Ok(())) => {}
+        }
+    }
     match (p.kind, &p.tls) {
         (CheckKind::Tcp, _) => {
             close_unacknowledged(tcp);

@@ -3,6 +3,8 @@
 //! - [`balance`]: server selection (round robin, least connections, source hash), pure.
 //! - [`health`]: check probes (TCP, TLS, HTTP, HTTPS) and the rise/fall state machine.
 //! - [`copy`]: moving bytes (splice through a pipe, or a buffered fallback), timeouts.
+//! - [`proxy`]: the PROXY protocol: headers read from clients (`accept_proxy`), sent to
+//!   servers (`proxy_protocol`) and by health checks.
 //! - [`engine`]: frontends, servers, listeners, checkers, caps, reload, snapshot.
 //! - [`control`]: the control-socket commands; [`daemon`]: the process ([`run`]);
 //!   [`upgrade`]: handing every listener to a new process (upgrades, restarts).
@@ -20,6 +22,7 @@ pub mod daemon;
 pub mod engine;
 pub mod health;
 pub mod peers;
+pub mod proxy;
 /// The snapshot types live with the control protocol they are part of.
 pub use common::proto::lbd as snapshot;
 pub mod stats;

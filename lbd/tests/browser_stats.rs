@@ -160,6 +160,7 @@ fn initial(backend: SocketAddr) -> Snapshot {
             denied: 0,
             no_server: 0,
             local_errors: 0,
+            proxy_refused: Default::default(),
             servers: vec![srv],
         }],
     }

@@ -110,6 +110,7 @@ fn snapshot() -> Snapshot {
             denied: 0,
             no_server: 0,
             local_errors: 0,
+            proxy_refused: Default::default(),
             servers: vec![
                 server("node-a", 16443, ServerStatus::Up),
                 server("node-b", 16444, ServerStatus::Down),

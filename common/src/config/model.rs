@@ -293,7 +293,9 @@ impl IpNet {
                 u32::from(a) & mask == u32::from(n.addr) & mask
             }
             (IpNet::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(n.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(n.prefix))
+                    .unwrap_or(0);
                 u128::from(a) & mask == u128::from(n.addr) & mask
             }
             _ => false,

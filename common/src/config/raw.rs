@@ -438,7 +438,10 @@ mod tests {
             proxy_protocol: text("v2"),
             proxy_protocol_tlvs: Some(u(vec![u("crc32c".to_owned())])),
             accept_proxy: Some(true),
-            trusted_proxies: Some(u(vec![u("10.0.0.0/24".to_owned()), u("fd00::/64".to_owned())])),
+            trusted_proxies: Some(u(vec![
+                u("10.0.0.0/24".to_owned()),
+                u("fd00::/64".to_owned()),
+            ])),
         };
         let raw = Raw {
             cluster: RawCluster {

@@ -1557,11 +1557,18 @@ fn parse_ipnet(s: &str) -> Option<IpNet> {
     let (bits, host_bits_clear) = match net {
         IpNet::V4(n) => (
             32,
-            u32::from(n.addr) & !u32::MAX.checked_shl(32 - u32::from(n.prefix.min(32))).unwrap_or(0) == 0,
+            u32::from(n.addr)
+                & !u32::MAX
+                    .checked_shl(32 - u32::from(n.prefix.min(32)))
+                    .unwrap_or(0)
+                == 0,
         ),
         IpNet::V6(n) => (
             128,
-            u128::from(n.addr) & !u128::MAX.checked_shl(128 - u32::from(n.prefix.min(128))).unwrap_or(0)
+            u128::from(n.addr)
+                & !u128::MAX
+                    .checked_shl(128 - u32::from(n.prefix.min(128)))
+                    .unwrap_or(0)
                 == 0,
         ),
     };

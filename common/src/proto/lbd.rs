@@ -357,7 +357,29 @@ pub struct FrontendStats {
     /// creating the server socket); never counted against a server's health.
     #[serde(default)]
     pub local_errors: u64,
+    /// Clients refused by `accept_proxy` (their PROXY header), by cause.
+    #[serde(default)]
+    pub proxy_refused: ProxyRefused,
     pub servers: Vec<ServerStats>,
+}
+
+/// Connections `accept_proxy` closed, by cause. Every one is also logged (at most one line
+/// per second per service, with how many were not logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyRefused {
+    /// From an address outside `trusted_proxies`: closed without reading.
+    pub untrusted: u64,
+    /// Not a valid PROXY header (v1 or v2), or one cut short by the client's close.
+    pub malformed: u64,
+    /// No whole header within `timeouts.proxy_header`.
+    pub timeout: u64,
+}
+
+impl ProxyRefused {
+    pub fn total(&self) -> u64 {
+        self.untrusted + self.malformed + self.timeout
+    }
 }
 
 /// Operational status of one backend server, as HAProxy names them.
@@ -468,6 +490,7 @@ impl FrontendStats {
             denied: 0,
             no_server: 0,
             local_errors: 0,
+            proxy_refused: ProxyRefused::default(),
             servers,
         }
     }

@@ -36,6 +36,65 @@ pub(super) async fn connection(
     copy_phase(&guard, &cfg, &client, &slot, &server).await;
 }
 
+/// A connection of a service with `accept_proxy` or `proxy_protocol`: [`connection`] with
+/// the PROXY header read from the client first and/or written to the server after the
+/// connect. A task of its own type, so the connections of other services stay as small
+/// as they were.
+pub(super) async fn proxied_connection(
+    guard: ConnGuard,
+    cfg: Arc<FrontendCfg>,
+    client: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) {
+    let proxied = match &cfg.service.accept_proxy {
+        None => None,
+        Some(ap) => {
+            let fe = &guard.fe;
+            match Box::pin(crate::proxy::accept(
+                &client,
+                peer,
+                ap,
+                &fe.proxy_refused,
+                &fe.name,
+            ))
+            .await
+            {
+                Some(p) => Some(Box::new(p)),
+                None => return,
+            }
+        }
+    };
+    let hash = client_hash(proxied.as_ref().map_or(peer, |p| p.client(peer)).ip());
+    let Some((slot, server)) = connect_backend(&guard.fe, &cfg, hash).await else {
+        return;
+    };
+    if let Some(version) = cfg.service.proxy_protocol {
+        let origin = crate::proxy::Origin {
+            peer,
+            proxied: proxied.as_deref(),
+            node: &guard.engine.0.node,
+            id,
+        };
+        let counters = [&guard.fe.bytes_in, &slot.0.bytes_in];
+        let sent = Box::pin(crate::proxy::send(
+            version,
+            cfg.service.proxy_tlvs,
+            origin,
+            &client,
+            &server,
+            counters,
+        ))
+        .await;
+        if let Err(e) = sent {
+            debug!(server = %slot.0.addr, error = %e, "sending the PROXY header failed: closing the client");
+            return;
+        }
+    }
+    drop(proxied);
+    copy_phase(&guard, &cfg, &client, &slot, &server).await;
+}
+
 /// Pick a server and connect, retrying on other servers. `None`: the client is closed.
 pub(super) async fn connect_backend(
     fe: &Frontend,

@@ -178,13 +178,23 @@ impl Engine {
             fe: fe.clone(),
         };
         let id = inner.next_id.fetch_add(1, Relaxed);
-        let conn = connection(guard, cfg, sock, client_hash(peer.ip()));
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let span = tracing::debug_span!("conn", id, service = %fe.name, client = %peer);
-            tokio::spawn(conn.instrument(span));
+        let span = || tracing::debug_span!("conn", id, service = %fe.name, client = %peer);
+        if cfg.service.accept_proxy.is_some() || cfg.service.proxy_protocol.is_some() {
+            spawn_conn(proxied_connection(guard, cfg, sock, peer, id), span);
         } else {
-            // No span wrapper when nobody reads it: less memory per connection.
-            tokio::spawn(conn);
+            spawn_conn(connection(guard, cfg, sock, client_hash(peer.ip())), span);
         }
+    }
+}
+
+fn spawn_conn(
+    conn: impl Future<Output = ()> + Send + 'static,
+    span: impl FnOnce() -> tracing::Span,
+) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tokio::spawn(conn.instrument(span()));
+    } else {
+        // No span wrapper when nobody reads it: less memory per connection.
+        tokio::spawn(conn);
     }
 }

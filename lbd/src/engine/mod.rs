@@ -118,6 +118,8 @@ pub struct Frontend {
     denied: AtomicU64,
     no_server: AtomicU64,
     local_errors: AtomicU64,
+    /// `accept_proxy` refusals by cause.
+    proxy_refused: crate::proxy::Refusals,
     stopped: AtomicBool,
 }
 
@@ -135,6 +137,7 @@ impl Frontend {
             denied: AtomicU64::new(0),
             no_server: AtomicU64::new(0),
             local_errors: AtomicU64::new(0),
+            proxy_refused: crate::proxy::Refusals::default(),
             stopped: AtomicBool::new(false),
         }
     }
@@ -297,10 +300,14 @@ impl Engine {
         // 1. Probes.
         let mut probes = Vec::with_capacity(cluster.services.len());
         for s in &cluster.services {
-            probes.push(Probe::new(&s.check).map_err(|source| ApplyError::Check {
-                service: s.name.clone(),
-                source,
-            })?);
+            probes.push(
+                Probe::new(&s.check)
+                    .map(|p| p.with_proxy(s.proxy_protocol))
+                    .map_err(|source| ApplyError::Check {
+                        service: s.name.clone(),
+                        source,
+                    })?,
+            );
         }
         // 2. New listening sockets (existing ones are kept as they are; after an upgrade,
         // the ones the previous process handed over are taken, not bound again).
@@ -754,6 +761,7 @@ impl Engine {
                     denied: f.denied.load(Relaxed),
                     no_server: f.no_server.load(Relaxed),
                     local_errors: f.local_errors.load(Relaxed),
+                    proxy_refused: f.proxy_refused.snapshot(),
                     servers: cfg.servers.iter().map(|s| s.stats(now)).collect(),
                 }
             })
@@ -860,9 +868,22 @@ backends = ["127.0.0.1:29500"]
         engine.0.conns.inc();
         fe.sessions.inc();
         let guard = ConnGuard { engine, fe };
-        let f = connection(guard, cfg, sock, client_hash(peer.ip()));
+        let f = connection(guard, cfg.clone(), sock, client_hash(peer.ip()));
         let size = std::mem::size_of_val(&f);
+        drop(f);
         eprintln!("connection future: {size} bytes");
+        assert!(size <= 1024, "{size}");
+        // A service with the PROXY protocol has a task of its own type.
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = TcpStream::connect(l2.local_addr().unwrap()).await.unwrap();
+        let engine = Engine::new("n1".into(), PathBuf::from("/nonexistent"), &cluster);
+        let fe = Arc::new(Frontend::new(s.name.clone(), cfg.clone()));
+        engine.0.conns.inc();
+        fe.sessions.inc();
+        let guard = ConnGuard { engine, fe };
+        let f = proxied_connection(guard, cfg, sock, peer, 1);
+        let size = std::mem::size_of_val(&f);
+        eprintln!("proxied connection future: {size} bytes");
         assert!(size <= 1024, "{size}");
     }
 }

@@ -111,7 +111,7 @@ fn frontend(o: &mut String, fe: &FrontendStats) {
         o,
         "<h2>{name}</h2>\n<p class=\"meta\">listen {listen} &rarr; port {port} &middot; {balance} \
          &middot; <b>{status}</b> &middot; {up}/{total} servers up &middot; {denied} denied \
-         by cap &middot; {no_server} closed for want of a server</p>\n\
+         by cap &middot; {no_server} closed for want of a server{proxy}</p>\n\
          <table class=\"frontend\" data-frontend=\"{name}\">\n<thead><tr>\
          <th>Server</th><th>Address</th><th>Status</th><th>Last check</th><th>Latency</th>\
          <th>Cur</th><th>Max</th><th>Total</th><th>Rate/s</th><th>Bytes in</th><th>Bytes out</th>\
@@ -125,6 +125,13 @@ fn frontend(o: &mut String, fe: &FrontendStats) {
         total = fe.servers.len(),
         denied = fe.denied,
         no_server = fe.no_server,
+        proxy = match fe.proxy_refused {
+            r if r.total() == 0 => String::new(),
+            r => format!(
+                " &middot; PROXY header refused: {} untrusted, {} malformed, {} timed out",
+                r.untrusted, r.malformed, r.timeout
+            ),
+        },
     );
     for srv in &fe.servers {
         server(o, srv);

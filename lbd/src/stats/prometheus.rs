@@ -268,6 +268,25 @@ pub(super) fn render(s: &Snapshot) -> String {
             Counter,
             |fe| fe.no_server,
         ),
+        Family {
+            name: "lbd_frontend_proxy_refused_total",
+            help: "Clients accept_proxy closed: untrusted (an address outside trusted_proxies), malformed (not a PROXY header), timeout (no whole header in time).",
+            kind: Counter,
+            samples: s
+                .frontends
+                .iter()
+                .flat_map(|fe| {
+                    let r = fe.proxy_refused;
+                    [
+                        ("untrusted", r.untrusted),
+                        ("malformed", r.malformed),
+                        ("timeout", r.timeout),
+                    ]
+                    .into_iter()
+                    .map(move |(why, v)| (format!("{},reason=\"{why}\"", fe_labels(fe)), v.to_string()))
+                })
+                .collect(),
+        },
         per_server(
             s,
             "lbd_server_up",

@@ -109,6 +109,7 @@ pub(crate) fn sample() -> Snapshot {
                 denied: 0,
                 no_server: 3,
                 local_errors: 0,
+                proxy_refused: Default::default(),
                 servers: vec![s1, s2, s3],
             },
             FrontendStats {
@@ -128,6 +129,7 @@ pub(crate) fn sample() -> Snapshot {
                 denied: 4,
                 no_server: 0,
                 local_errors: 0,
+                proxy_refused: Default::default(),
                 servers: vec![i1, i2],
             },
         ],
