@@ -24,6 +24,9 @@
 //! - signals: `dump_signals_write_the_status_and_keep_serving`
 //! - logging: `log_lines_carry_their_journal_priority_and_no_colours`
 //! - checks: `tcp_checks_leave_no_client_in_the_backend` (a real iperf3 backend too)
+//! - PROXY protocol (the interop with nginx and HAProxy is `tests/proxy_protocol.rs`):
+//!   `a_service_without_proxy_protocol_sends_no_header` (the exact first bytes),
+//!   `the_header_and_the_first_bytes_travel_in_one_segment` (counted by the kernel)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -1914,4 +1917,134 @@ fn sigterm_drain_deadline_closes_what_is_left() {
     // The held connection was closed by lbd's exit.
     let mut buf = [0u8; 8];
     assert_eq!((&held).read(&mut buf).unwrap_or(0), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// PROXY protocol
+
+/// A backend that keeps every connection open and records what arrived on each in its
+/// first 300 ms; the connections are held until the test ends.
+struct Capture {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Capture {
+    fn start() -> Capture {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (g, h) = (got.clone(), held.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming().take(50) {
+                let Ok(mut s) = s else { continue };
+                let (g, h) = (g.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let mut all = Vec::new();
+                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    while start.elapsed() < Duration::from_millis(300) {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => all.extend_from_slice(&buf[..n]),
+                            Err(_) => {}
+                        }
+                    }
+                    g.lock().unwrap().push(all);
+                    h.lock().unwrap().push(s);
+                });
+            }
+        });
+        Capture { addr, got, held }
+    }
+
+    /// Wait for `n` captures.
+    fn wait(&self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let g = self.got.lock().unwrap().clone();
+            if g.len() >= n {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} captured", g.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A backend that would take a PROXY header for data gets exactly the client's bytes.
+#[test]
+fn a_service_without_proxy_protocol_sends_no_header() {
+    let cap = Capture::start();
+    let stats = free_port();
+    let s = svc("plain", &[format!("\"{}\"", cap.addr)], FAST_CHECK);
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let mut c = connect(port);
+    c.write_all(b"SSH-2.0-client\r\n").unwrap();
+    let got = cap.wait(1);
+    assert_eq!(got[0], b"SSH-2.0-client\r\n");
+    // A server that speaks first is not kept waiting for anything either.
+    let mut c2 = connect(port);
+    let got = cap.wait(2);
+    assert_eq!(got[1], b"");
+    c2.write_all(b"x").unwrap();
+    drop((c, c2));
+    assert_eq!(cap.held.lock().unwrap().len(), 2);
+}
+
+/// The kernel's own count (`ss -ti`: data_segs_in of the backend's socket): the header and
+/// the client's first bytes arrive as one segment, not two. The client sends its bytes
+/// behind a header lbd reads first (accept_proxy), so they are surely there when lbd has
+/// connected to the server.
+#[test]
+fn the_header_and_the_first_bytes_travel_in_one_segment() {
+    let cap = Capture::start();
+    let stats = free_port();
+    let s = svc(
+        "pp",
+        &[format!("\"{}\"", cap.addr)],
+        &format!(
+            "{FAST_CHECK}\nproxy_protocol = \"v2\"\naccept_proxy = true\ntrusted_proxies = [\"127.0.0.0/8\"]"
+        ),
+    );
+    let port = s.port;
+    let lbd = Lbd::start(&config(stats, &[s], ""), stats);
+    lbd.wait_checked();
+    let mut c = connect(port);
+    c.write_all(
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 41000 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let got = cap.wait(1);
+    let (header, len) = match proxy_proto::decode(&got[0], 4096) {
+        Ok(proxy_proto::Decoded::Complete { header, len }) => (header, len),
+        other => panic!("{other:?}: {:?}", got[0]),
+    };
+    let a = header.addresses.unwrap();
+    assert_eq!(a.source, "192.0.2.7:41000".parse().unwrap());
+    assert_eq!(a.destination, "198.51.100.1:443".parse().unwrap());
+    assert_eq!(&got[0][len..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = k3sha_support::tools::command("ss")
+        .args([
+            "-tinH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{}", cap.addr.port()),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let segs: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.starts_with("data_segs_in:"))
+        .collect();
+    assert_eq!(segs, ["data_segs_in:1"], "{text}");
+    drop(c);
 }
