@@ -12,6 +12,7 @@
 //! - `kubeadm_keeps_v2_password_priorities_and_the_https_check`
 //! - `kubeadm_ssl_hello_checks_tls_and_ranks_equal_priorities`
 //! - `k3s_three_nodes_keep_unicast_weights_pools_and_stats`
+//! - `send_proxy_check_send_proxy_and_accept_proxy_are_mapped` (haproxy-proxy-protocol)
 //! - `external_load_balancers_move_the_api_port_and_say_so`
 //! - `keepalived_alone_gives_default_services_and_peer_nodes`
 //! - `ties_ah_auth_and_fractional_intervals_are_reported`
@@ -74,6 +75,7 @@ const CASES: &[&str] = &[
     "kubeadm",
     "kubeadm-ssl-hello",
     "k3s-3-node",
+    "haproxy-proxy-protocol",
     "k3s-external-lb",
 ];
 
@@ -207,6 +209,43 @@ fn kubeadm_ssl_hello_checks_tls_and_ranks_equal_priorities() {
         "keepalived-cp2.conf:19: priority 100",
     ] {
         assert!(notes.contains(must), "missing {must:?} in\n{notes}");
+    }
+}
+
+/// `send-proxy` / `send-proxy-v2` become `proxy_protocol`, `proxy-v2-options` the TLVs lbd
+/// has, `bind ... accept-proxy` becomes `accept_proxy` trusting every source (as HAProxy
+/// did, with a note to narrow it); what lbd cannot do is a note, not a silent loss.
+#[test]
+fn send_proxy_check_send_proxy_and_accept_proxy_are_mapped() {
+    use common::config::ProxyProtocol;
+    let got = run("haproxy-proxy-protocol");
+    let c = &got.cluster;
+    let api = c.service("k3s-api").unwrap();
+    assert_eq!(
+        (api.proxy_protocol, api.accept_proxy.is_some()),
+        (None, false)
+    );
+    let http = c.service("ingress-http").unwrap();
+    assert_eq!(http.proxy_protocol, Some(ProxyProtocol::V2));
+    assert!(http.proxy_tlvs.crc32c && http.proxy_tlvs.unique_id);
+    let ap = http.accept_proxy.as_ref().unwrap();
+    assert!(
+        ap.trusts("198.51.100.7".parse().unwrap()) && ap.trusts("2001:db8::7".parse().unwrap())
+    );
+    let https = c.service("ingress-https").unwrap();
+    assert_eq!(https.proxy_protocol, Some(ProxyProtocol::V1));
+    assert!(!https.proxy_tlvs.crc32c && https.accept_proxy.is_none());
+    // check-send-proxy alone: lbd's checks follow the service's setting.
+    assert_eq!(c.service("metrics").unwrap().proxy_protocol, None);
+    let notes = render_notes(&got.notes);
+    for want in [
+        "haproxy.cfg:20: accept-proxy: ingress-http: imported as accept_proxy = true",
+        "haproxy.cfg:24: default-server proxy-v2-options ssl: lbd adds only the crc32c and unique-id TLVs",
+        "haproxy.cfg:35: server server-2 send-proxy-v2-ssl-cn: sent as send-proxy-v2",
+        "haproxy.cfg:35: server server-2: ingress-https: the servers differ in send-proxy",
+        "haproxy.cfg:40: server server-1 check-send-proxy: without send-proxy",
+    ] {
+        assert!(notes.contains(want), "{want} not in\n{notes}");
     }
 }
 

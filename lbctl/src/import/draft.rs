@@ -78,6 +78,11 @@ pub(super) struct DraftService {
     pub(super) half_close: Option<Duration>,
     pub(super) retries: Option<u32>,
     pub(super) max_connections: Option<u32>,
+    /// `proxy_protocol`: `"v1"` or `"v2"`.
+    pub(super) proxy_protocol: Option<&'static str>,
+    pub(super) proxy_tlvs: Vec<&'static str>,
+    /// `accept_proxy`, trusting every source (as HAProxy did).
+    pub(super) accept_proxy: bool,
 }
 
 #[derive(Debug, Default)]

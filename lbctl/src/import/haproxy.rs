@@ -134,6 +134,12 @@ pub(super) struct SrvParams {
     /// server's own transport).
     pub(super) ssl: bool,
     pub(super) disabled: bool,
+    /// `send-proxy` (1), `send-proxy-v2` and its `-ssl` variants (2).
+    pub(super) send_proxy: Option<u8>,
+    /// `check-send-proxy`: the checks send the header (even without `send-proxy`).
+    pub(super) check_send_proxy: bool,
+    /// `proxy-v2-options` lbd has: `crc32c`, `unique-id`.
+    pub(super) pp_tlvs: Vec<&'static str>,
 }
 
 impl SrvParams {
@@ -229,6 +235,28 @@ pub(super) fn parse_srv_params(words: &[String], p: &mut SrvParams, ignored: &mu
                 ignored.push("ssl".to_owned());
             }
             "no-ssl" => p.ssl = false,
+            "send-proxy" => p.send_proxy = Some(1),
+            "send-proxy-v2" => p.send_proxy = Some(2),
+            "no-send-proxy" | "no-send-proxy-v2" => p.send_proxy = None,
+            "send-proxy-v2-ssl" | "send-proxy-v2-ssl-cn" => {
+                // The header is sent; the TLS TLVs describe a TLS session lbd never has.
+                p.send_proxy = Some(2);
+                ignored.push(w.to_owned());
+            }
+            "check-send-proxy" => p.check_send_proxy = true,
+            "no-check-send-proxy" => p.check_send_proxy = false,
+            "proxy-v2-options" => {
+                for o in val(&mut it).unwrap_or("").split(',') {
+                    match o {
+                        "crc32c" => p.pp_tlvs.push("crc32c"),
+                        "unique-id" => p.pp_tlvs.push("unique-id"),
+                        "" => {}
+                        other => ignored.push(format!("proxy-v2-options {other}")),
+                    }
+                }
+                p.pp_tlvs.sort_unstable();
+                p.pp_tlvs.dedup();
+            }
             "disabled" => p.disabled = true,
             "enabled" => p.disabled = false,
             "inter" => p.inter = val(&mut it).and_then(hap_time),
@@ -332,6 +360,8 @@ pub(super) struct Px {
     pub(super) tcp_rules_own: bool,
     // frontend / listen
     pub(super) binds: Vec<(Option<IpAddr>, u16, usize)>,
+    /// The line of a `bind ... accept-proxy`.
+    pub(super) accept_proxy: Option<usize>,
     pub(super) default_backend: Option<String>,
     pub(super) use_backends: Vec<(String, usize)>,
     pub(super) stats: bool,
@@ -427,6 +457,7 @@ pub(super) fn apply_hline(f: &str, kind: &str, px: &mut Px, l: &HLine, notes: &m
         "default-server" => {
             let mut ignored = Vec::new();
             parse_srv_params(l.words.get(1..).unwrap_or_default(), &mut px.default_server, &mut ignored);
+            proxy_notes(f, l.line, "default-server", &mut ignored, notes);
             if !ignored.is_empty() {
                 notes.add(f, l.line, &format!("default-server {}", ignored.join(" ")), "not supported by lbd: ignored");
             }
@@ -575,7 +606,15 @@ pub(super) fn map_bind(f: &str, l: &HLine, px: &mut Px, notes: &mut Notes) {
     let opts: Vec<&str> = l.words.iter().skip(2).map(String::as_str).collect();
     if opts.iter().any(|o| *o == "ssl" || *o == "crt") {
         notes.add(f, l.line, &all, "TLS termination is not supported (lbd is an L4 proxy): the port is imported as plain TCP pass-through");
-    } else if opts.iter().any(|o| !matches!(*o, "v4v6" | "v6only")) {
+    }
+    if opts.contains(&"accept-proxy") {
+        px.accept_proxy = Some(l.line);
+    }
+    if opts
+        .iter()
+        .any(|o| !matches!(*o, "v4v6" | "v6only" | "accept-proxy" | "ssl" | "crt"))
+        && !opts.iter().any(|o| *o == "ssl" || *o == "crt")
+    {
         notes.add(
             f,
             l.line,
@@ -583,6 +622,22 @@ pub(super) fn map_bind(f: &str, l: &HLine, px: &mut Px, notes: &mut Notes) {
             "bind options are not supported: only the port is used",
         );
     }
+}
+
+/// The PROXY protocol parts of a server line lbd cannot do, out of `ignored` into notes of
+/// their own (the header itself is sent: see `services::proxy_of`).
+fn proxy_notes(f: &str, line: usize, what: &str, ignored: &mut Vec<String>, notes: &mut Notes) {
+    ignored.retain(|i| {
+        let reason = if i.starts_with("send-proxy-v2-ssl") {
+            "sent as send-proxy-v2 (proxy_protocol = \"v2\") without the TLS TLVs: lbd terminates no TLS, so it has no TLS session to describe"
+        } else if i.starts_with("proxy-v2-options ") {
+            "lbd adds only the crc32c and unique-id TLVs (proxy_protocol_tlvs): this one is not sent"
+        } else {
+            return true;
+        };
+        notes.add(f, line, &format!("{what} {i}"), reason);
+        false
+    });
 }
 
 pub(super) fn map_server(f: &str, l: &HLine, px: &mut Px, notes: &mut Notes) {
@@ -602,9 +657,10 @@ pub(super) fn map_server(f: &str, l: &HLine, px: &mut Px, notes: &mut Notes) {
         l.words.get(3..).unwrap_or_default(),
         &mut ignored,
     );
+    proxy_notes(f, l.line, &format!("server {name}"), &mut ignored, notes);
     if !ignored.is_empty() {
         let reason = if ignored.iter().any(|i| i == "ssl") {
-            "not supported by lbd (an L4 proxy: `ssl` re-encryption, PROXY protocol, per-server limits and check ports are not available): ignored, except that `ssl` makes the check TLS, as in HAProxy"
+            "not supported by lbd (an L4 proxy: `ssl` re-encryption, per-server limits and check ports are not available): ignored, except that `ssl` makes the check TLS, as in HAProxy"
         } else {
             "not supported by lbd: ignored"
         };

@@ -617,6 +617,9 @@ fn place_services(
                 .map(|d| d.clamp(Duration::from_millis(1), Duration::from_secs(7 * 86_400))),
             retries: p.retries,
             max_connections: p.max_connections,
+            proxy_protocol: p.proxy.version,
+            proxy_tlvs: p.proxy.tlvs,
+            accept_proxy: p.proxy.accept,
         });
     }
     if opts.haproxy.is_some() && draft.services.is_empty() {

@@ -216,10 +216,13 @@ fn service(s: &DraftService) -> RawService {
         max_connections: s.max_connections.map(int),
         retries: s.retries.map(int),
         close_on_down: None,
-        proxy_protocol: None,
-        proxy_protocol_tlvs: None,
-        accept_proxy: None,
-        trusted_proxies: None,
+        proxy_protocol: s.proxy_protocol.map(text),
+        proxy_protocol_tlvs: (!s.proxy_tlvs.is_empty())
+            .then(|| u(s.proxy_tlvs.iter().map(|t| text(*t)).collect())),
+        accept_proxy: s.accept_proxy.then_some(true),
+        trusted_proxies: s
+            .accept_proxy
+            .then(|| u(vec![text("0.0.0.0/0"), text("::/0")])),
     }
 }
 
@@ -263,6 +266,9 @@ mod tests {
             half_close: secs(10),
             retries: Some(2),
             max_connections: Some(500),
+            proxy_protocol: Some("v2"),
+            proxy_tlvs: vec!["crc32c", "unique-id"],
+            accept_proxy: true,
         }
     }
 
@@ -373,5 +379,11 @@ mod tests {
         assert_eq!(c.service("api").unwrap().backend_port, 6443);
         assert_eq!(c.stats.listen.port(), 9000);
         assert_eq!(c.lbd.max_connections, 20_000);
+        assert_eq!(pool.proxy_protocol, Some(common::config::ProxyProtocol::V2));
+        assert!(pool.proxy_tlvs.crc32c && pool.proxy_tlvs.unique_id);
+        let ap = pool.accept_proxy.as_ref().unwrap();
+        assert!(
+            ap.trusts("203.0.113.1".parse().unwrap()) && ap.trusts("2001:db8::1".parse().unwrap())
+        );
     }
 }

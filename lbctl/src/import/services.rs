@@ -27,6 +27,77 @@ pub(super) struct ProtoService {
     pub(super) half_close: Option<Duration>,
     pub(super) retries: Option<u32>,
     pub(super) max_connections: Option<u32>,
+    pub(super) proxy: ProxyImport,
+}
+
+/// The PROXY protocol settings of one service, from `send-proxy*`, `proxy-v2-options` and
+/// `bind ... accept-proxy`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct ProxyImport {
+    /// `"v1"` or `"v2"`.
+    pub(super) version: Option<&'static str>,
+    pub(super) tlvs: Vec<&'static str>,
+    pub(super) accept: bool,
+}
+
+/// What the servers and the bind say about the PROXY protocol; every difference from what
+/// HAProxy did is a note.
+pub(super) fn proxy_of(
+    f: &str,
+    accept_line: Option<usize>,
+    servers: &[HServer],
+    notes: &mut Notes,
+    name: &str,
+) -> ProxyImport {
+    let first = servers.first().and_then(|s| s.params.send_proxy);
+    let version = first.map(|v| if v == 1 { "v1" } else { "v2" });
+    if let Some(odd) = servers.iter().find(|s| s.params.send_proxy != first) {
+        notes.add(
+            f,
+            odd.line,
+            &format!("server {}", odd.name),
+            format!(
+                "{name}: the servers differ in send-proxy; lbd sends the same header to every server of a service: imported as proxy_protocol = {} (the first server's)",
+                version.map_or("off".to_owned(), |v| format!("\"{v}\""))
+            ),
+        );
+    }
+    for s in servers {
+        if s.params.check_send_proxy && s.params.send_proxy.is_none() && version.is_none() {
+            notes.add(
+                f,
+                s.line,
+                &format!("server {} check-send-proxy", s.name),
+                "without send-proxy: lbd's checks send the header exactly when the service's connections do (proxy_protocol): not imported, the checks send no header",
+            );
+        }
+    }
+    let tlvs = match (version, servers.first()) {
+        (Some("v2"), Some(s)) => s.params.pp_tlvs.clone(),
+        (_, Some(s)) if !s.params.pp_tlvs.is_empty() => {
+            notes.add(
+                f,
+                s.line,
+                &format!("server {} proxy-v2-options", s.name),
+                "without send-proxy-v2: ignored",
+            );
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    if let Some(line) = accept_line {
+        notes.add(
+            f,
+            line,
+            "accept-proxy",
+            format!("{name}: imported as accept_proxy = true with trusted_proxies = [\"0.0.0.0/0\", \"::/0\"], which is what HAProxy did (a header from any source); narrow trusted_proxies to the balancers in front of lbd"),
+        );
+    }
+    ProxyImport {
+        version,
+        tlvs,
+        accept: accept_line.is_some(),
+    }
 }
 
 pub(super) fn max_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -521,6 +592,7 @@ pub(super) fn build_services(
             let servers: Vec<HServer> = be.servers.clone();
             let is_api = servers.iter().any(|s| s.port.unwrap_or(*port) == 6443);
             let check = check_of(f, fe.line, be, &servers, is_api, notes, &name);
+            let proxy = proxy_of(f, fe.px.accept_proxy, &servers, notes, &name);
             if let Some(d) = be.t_connect.filter(|d| *d > Duration::from_secs(1)) {
                 notes.add(
                     f,
@@ -542,6 +614,7 @@ pub(super) fn build_services(
                 half_close: max_opt(fe.px.t_client_fin, be.t_server_fin),
                 retries: be.retries,
                 max_connections: fe.px.maxconn.filter(|&m| m > 0),
+                proxy,
             });
         }
         if fe.px.t_tunnel.is_none()
