@@ -1,4 +1,7 @@
 //! `lbctl install demo-app`: nginx behind the ingress with TLS, for `nginx.<domain>`.
+//! It answers with the client's address as the ingress controller saw it (`X-Real-IP`,
+//! `X-Forwarded-For`): the client's own when lbd sends the PROXY protocol header
+//! (`proxy_protocol`, and the controller's `use-proxy-protocol`), else a server's.
 //!
 //! The certificate is signed by a small CA the installer generates once per cluster (rcgen,
 //! ECDSA P-256) and keeps in `/etc/k3s-ha/pki`; both are reused on later runs.
@@ -157,6 +160,10 @@ metadata:
           ports:
             - name: http
               containerPort: 80
+          volumeMounts:
+            - name: conf
+              mountPath: /etc/nginx/conf.d
+              readOnly: true
           resources:
             requests:
               cpu: 10m
@@ -174,6 +181,25 @@ metadata:
               path: /
               port: http
             periodSeconds: 20
+      volumes:
+        - name: conf
+          configMap:
+            name: {APP}-conf
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {APP}-conf
+  namespace: {NAMESPACE}
+data:
+  default.conf: |
+    server {{
+        listen 80;
+        default_type text/plain;
+        location / {{
+            return 200 \"{host}: $hostname answers client $http_x_real_ip (X-Forwarded-For: $http_x_forwarded_for)\\n\";
+        }}
+    }}
 ---
 apiVersion: v1
 kind: Service
@@ -295,5 +321,9 @@ mod tests {
         let m = render_manifest(&c, &tls);
         assert!(m.contains("- host: \"nginx.k3s.test.local\""));
         assert!(m.contains(&base64(tls.cert_pem.as_bytes())));
+        // The answer names the client as the ingress controller saw it.
+        assert!(
+            m.contains("answers client $http_x_real_ip (X-Forwarded-For: $http_x_forwarded_for)")
+        );
     }
 }

@@ -38,8 +38,46 @@ pub(super) fn node_ports(cluster: &Cluster) -> Result<(u16, u16)> {
     Ok((port(80)?, port(443)?))
 }
 
+/// Whether lbd sends the PROXY protocol header to the ingress (its services on 80 and 443
+/// both have `proxy_protocol`; ingress-nginx's `use-proxy-protocol` is one switch for both
+/// of its ports, so the two must agree).
+pub(super) fn proxy_protocol(cluster: &Cluster) -> Result<bool> {
+    let on = |listen: u16| {
+        cluster
+            .services
+            .iter()
+            .find(|s| s.listen == listen)
+            .is_some_and(|s| s.proxy_protocol.is_some())
+    };
+    match (on(80), on(443)) {
+        (a, b) if a == b => Ok(a),
+        (a, _) => anyhow::bail!(
+            "the services on 80 and 443 disagree on proxy_protocol ({} on 80, {} on 443): \
+             ingress-nginx's use-proxy-protocol applies to both of its ports; set it on both or neither",
+            if a { "set" } else { "off" },
+            if a { "off" } else { "set" }
+        ),
+    }
+}
+
+/// The servers' addresses (where lbd connects to the NodePorts from), as CIDRs.
+fn server_cidrs(cluster: &Cluster) -> String {
+    let mut out = Vec::new();
+    for n in cluster.servers() {
+        out.push(match n.address {
+            std::net::IpAddr::V4(a) => format!("{a}/32"),
+            std::net::IpAddr::V6(a) => format!("{a}/128"),
+        });
+        if let Some(a6) = n.address6 {
+            out.push(format!("{a6}/128"));
+        }
+    }
+    out.join(",")
+}
+
 pub(super) fn render_values(cluster: &Cluster) -> Result<String> {
     let (http, https) = node_ports(cluster)?;
+    let proxy = proxy_protocol(cluster)?;
     let mut v = String::new();
     let _ = writeln!(
         v,
@@ -83,6 +121,19 @@ pub(super) fn render_values(cluster: &Cluster) -> Result<String> {
     let _ = writeln!(v, "    default: true");
     let _ = writeln!(v, "  ingressClass: {CLASS}");
     let _ = writeln!(v, "  watchIngressWithoutClass: true");
+    if proxy {
+        let _ = writeln!(
+            v,
+            "  # lbd sends a PROXY protocol header (proxy_protocol in cluster.toml): the controller"
+        );
+        let _ = writeln!(
+            v,
+            "  # takes the client's address from it, from the servers' addresses only."
+        );
+        let _ = writeln!(v, "  config:");
+        let _ = writeln!(v, "    use-proxy-protocol: \"true\"");
+        let _ = writeln!(v, "    proxy-real-ip-cidr: {}", q(&server_cidrs(cluster)));
+    }
     let _ = writeln!(v, "  resources:");
     let _ = writeln!(v, "    requests:");
     let _ = writeln!(v, "      cpu: 100m");
@@ -230,6 +281,36 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.contains("owned by k3s's helm-controller")));
+    }
+
+    /// With proxy_protocol on the ingress services the controller reads the header, trusting
+    /// the servers only; without it nothing changes; the two ports must agree.
+    #[test]
+    fn proxy_protocol_turns_on_use_proxy_protocol_for_the_servers() {
+        let mut c = lab();
+        assert!(!render_values(&c).unwrap().contains("use-proxy-protocol"));
+        for s in &mut c.services {
+            if s.listen == 80 || s.listen == 443 {
+                s.proxy_protocol = Some(common::config::ProxyProtocol::V2);
+            }
+        }
+        let v = render_values(&c).unwrap();
+        assert!(
+            v.contains(
+                "  config:\n    use-proxy-protocol: \"true\"\n    proxy-real-ip-cidr: \"192.168.168.111/32,192.168.168.112/32,192.168.168.113/32\"\n"
+            ),
+            "{v}"
+        );
+        for s in &mut c.services {
+            if s.listen == 443 {
+                s.proxy_protocol = None;
+            }
+        }
+        let e = render_values(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("disagree on proxy_protocol (set on 80, off on 443)"),
+            "{e}"
+        );
     }
 
     #[test]
