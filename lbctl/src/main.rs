@@ -179,6 +179,9 @@ enum LabCmd {
         /// PORT:KIND (api, http, https, tcp); repeatable.
         #[arg(long, value_name = "PORT:KIND", value_parser = parse_serve)]
         serve: Vec<(u16, lbctl::lab::backend::StandIn)>,
+        /// A port that requires a PROXY protocol header; repeatable.
+        #[arg(long = "proxy-protocol", value_name = "PORT")]
+        proxy: Vec<u16>,
     },
 }
 
@@ -542,6 +545,7 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
             http_port,
             https_port,
             serve,
+            proxy,
         } => {
             lab::backend::run(lab::backend::BackendOpts {
                 node,
@@ -549,6 +553,7 @@ fn lab_cmd(config: Option<PathBuf>, state_dir: PathBuf, cmd: LabCmd) -> Result<E
                 http_port,
                 https_port,
                 serve,
+                proxy,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -5,7 +5,15 @@
 //! Deliberately small: HTTP/1.1 with keep-alive and Content-Length, and `GET /echo` with
 //! `Upgrade: echo` turning the connection into an echo stream; nothing else. Each
 //! listener is its own task; the process exits on SIGTERM.
+//!
+//! A port of a service with `proxy_protocol` (`--proxy-protocol PORT`) requires a PROXY
+//! protocol header (v1 or v2) first, as an ingress controller with `use-proxy-protocol`
+//! does: a connection without one is closed. Its answers name the client the header
+//! carried (`client ADDRESS` on the HTTP body's second line, `"client"` in the API's
+//! `/version`), so the lab can show that the client's address went through lbd; a LOCAL
+//! header (lbd's health checks) names the connection's own source.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +31,8 @@ pub struct BackendOpts {
     pub https_port: Option<u16>,
     /// Any other ports: `--serve PORT:KIND`.
     pub serve: Vec<(u16, StandIn)>,
+    /// Ports that require a PROXY protocol header: `--proxy-protocol PORT`.
+    pub proxy: Vec<u16>,
 }
 
 /// What a stand-in speaks on one port.
@@ -85,19 +95,63 @@ enum Kind {
     Tcp,
 }
 
-fn answer(kind: Kind, node: &str, path: &str) -> (u16, &'static str, String) {
+/// `client` is the address a PROXY header carried (ports that require one).
+fn answer(
+    kind: Kind,
+    node: &str,
+    path: &str,
+    client: Option<IpAddr>,
+) -> (u16, &'static str, String) {
     match (kind, path) {
         (Kind::Api, "/readyz" | "/livez" | "/healthz") => (200, "text/plain", "ok".into()),
         (Kind::Api, "/version") => (
             200,
             "application/json",
             format!(
-                "{{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0+k3s-ha-lab\",\"node\":\"{node}\"}}"
+                "{{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0+k3s-ha-lab\",\"node\":\"{node}\"{}}}",
+                client.map_or(String::new(), |c| format!(",\"client\":\"{c}\""))
             ),
         ),
         (Kind::Api, _) => (404, "text/plain", "not found".into()),
-        (Kind::App | Kind::Tcp, _) => (200, "text/plain", format!("{node}\n")),
+        (Kind::App | Kind::Tcp, _) => match client {
+            Some(c) => (200, "text/plain", format!("{node}\nclient {c}\n")),
+            None => (200, "text/plain", format!("{node}\n")),
+        },
     }
+}
+
+/// The longest PROXY header a stand-in reads.
+const PROXY_MAX: usize = 1024;
+
+/// Read the PROXY protocol header at the start of `s` (peeked until whole, then exactly
+/// its bytes consumed, so a TLS handshake after it is untouched): the client it names, or
+/// for LOCAL / UNKNOWN the connection's own source. `None`: no valid header within 3 s.
+async fn proxy_header(s: &mut tokio::net::TcpStream) -> Option<IpAddr> {
+    let read = async {
+        let mut buf = [0u8; PROXY_MAX];
+        // Bounded: 3 s at most (the timeout below), a few ms between peeks.
+        loop {
+            let n = s.peek(&mut buf).await.ok()?;
+            match proxy_proto::decode(&buf[..n], PROXY_MAX) {
+                Ok(proxy_proto::Decoded::Complete { header, len }) => {
+                    let client = match header.addresses {
+                        Some(a) => proxy_proto::canonical(a.source).ip(),
+                        None => proxy_proto::canonical(s.peer_addr().ok()?).ip(),
+                    };
+                    s.read_exact(&mut buf[..len]).await.ok()?;
+                    return Some(client);
+                }
+                Ok(proxy_proto::Decoded::Incomplete { .. }) if n > 0 => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => return None,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Serve HTTP/1.1 requests on one connection until the client closes or goes quiet.
@@ -105,6 +159,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     kind: Kind,
     node: &str,
+    client: Option<IpAddr>,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 2048];
@@ -152,7 +207,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
             s.write_all(&buf).await?;
             return echo(s).await;
         }
-        let (code, ctype, body) = answer(kind, node, path.split('?').next().unwrap_or("/"));
+        let (code, ctype, body) = answer(kind, node, path.split('?').next().unwrap_or("/"), client);
         let reason = if code == 200 { "OK" } else { "Not Found" };
         let resp = format!(
             "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Backend: {node}\r\n{}\r\n{body}",
@@ -215,6 +270,7 @@ async fn listen(
     kind: Kind,
     node: Arc<str>,
     tls: Option<TlsAcceptor>,
+    proxy: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     // Both families: the lab's nodes may have IPv6 addresses too.
@@ -227,7 +283,7 @@ async fn listen(
             // Stopping: the listener closes here (new connections are refused).
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let (s, _) = match accepted {
+        let (mut s, _) = match accepted {
             Ok(x) => x,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -240,15 +296,24 @@ async fn listen(
         tokio::spawn(async move {
             let _active = active;
             let _ = s.set_nodelay(true);
+            let client = if proxy {
+                match proxy_header(&mut s).await {
+                    Some(c) => Some(c),
+                    // No header: what a controller with use-proxy-protocol does (close).
+                    None => return,
+                }
+            } else {
+                None
+            };
             let r = match (tls, kind) {
                 (None, Kind::Tcp) => serve_tcp(s, &node).await,
                 (Some(acc), _) => {
                     match tokio::time::timeout(Duration::from_secs(10), acc.accept(s)).await {
-                        Ok(Ok(t)) => serve_conn(t, kind, &node).await,
+                        Ok(Ok(t)) => serve_conn(t, kind, &node, client).await,
                         _ => Ok(()),
                     }
                 }
-                (None, _) => serve_conn(s, kind, &node).await,
+                (None, _) => serve_conn(s, kind, &node, client).await,
             };
             drop(r);
         });
@@ -296,11 +361,19 @@ pub fn run(opts: BackendOpts) -> Result<()> {
                 Kind::Api,
                 node.clone(),
                 Some(tls.clone()),
+                opts.proxy.contains(&p),
                 stop_rx.clone(),
             ));
         }
         if let Some(p) = opts.http_port {
-            tasks.spawn(listen(p, Kind::App, node.clone(), None, stop_rx.clone()));
+            tasks.spawn(listen(
+                p,
+                Kind::App,
+                node.clone(),
+                None,
+                opts.proxy.contains(&p),
+                stop_rx.clone(),
+            ));
         }
         if let Some(p) = opts.https_port {
             tasks.spawn(listen(
@@ -308,6 +381,7 @@ pub fn run(opts: BackendOpts) -> Result<()> {
                 Kind::App,
                 node.clone(),
                 Some(tls.clone()),
+                opts.proxy.contains(&p),
                 stop_rx.clone(),
             ));
         }
@@ -318,7 +392,8 @@ pub fn run(opts: BackendOpts) -> Result<()> {
                 StandIn::Https => (Kind::App, Some(tls.clone())),
                 StandIn::Tcp => (Kind::Tcp, None),
             };
-            tasks.spawn(listen(*p, kind, node.clone(), t, stop_rx.clone()));
+            let pp = opts.proxy.contains(p);
+            tasks.spawn(listen(*p, kind, node.clone(), t, pp, stop_rx.clone()));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let r = tokio::select! {

@@ -533,6 +533,8 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
     // A stand-in for every port any service sends to this node (custom services too).
     let me = cluster.node(name);
     let mut serve: Vec<(u16, backend::StandIn)> = Vec::new();
+    // The ports of services that send the PROXY protocol header: their stand-ins require it.
+    let mut proxy: Vec<u16> = Vec::new();
     for svc in &cluster.services {
         for b in &svc.backends {
             let mine = me.is_some_and(|n| {
@@ -540,6 +542,9 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
             });
             if mine && !serve.iter().any(|(p, _)| *p == b.addr.port()) {
                 serve.push((b.addr.port(), backend::StandIn::for_service(svc)));
+            }
+            if mine && svc.proxy_protocol.is_some() && !proxy.contains(&b.addr.port()) {
+                proxy.push(b.addr.port());
             }
         }
     }
@@ -556,6 +561,9 @@ pub fn start_node(st: &mut LabState, name: &str, what: &[&str]) -> Result<()> {
                     .args(["lab", "backend", "--node", name]);
                 for (port, kind) in &serve {
                     cmd.args(["--serve", &format!("{port}:{}", kind.as_str())]);
+                }
+                for port in &proxy {
+                    cmd.args(["--proxy-protocol", &port.to_string()]);
                 }
             }
             "lbd" | "vrrpd" => {

@@ -157,6 +157,49 @@ async fn run(
     Ok(v)
 }
 
+/// `n` requests to `target` from namespace `ns`, one after the other, each bounded by
+/// `timeout`: their bodies (or why each failed).
+pub fn fetch(
+    ns: &str,
+    target: &Target,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Result<String>>> {
+    let ns_path = format!("/run/netns/{ns}");
+    let ns_file = std::fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
+    let target = target.clone();
+    std::thread::Builder::new()
+        .name(format!("fetch-{ns}"))
+        .spawn(move || {
+            nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| anyhow!("entering {ns_path}: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let tls = if target.tls {
+                    Some(tokio_rustls::TlsConnector::from(Arc::new(
+                        common::tls::unverified_client_config()?,
+                    )))
+                } else {
+                    None
+                };
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push(
+                        match tokio::time::timeout(timeout, request(&target, tls.as_ref())).await {
+                            Ok(r) => r,
+                            Err(_) => Err(anyhow!("timeout after {timeout:?}")),
+                        },
+                    );
+                }
+                Ok(out)
+            })
+        })?
+        .join()
+        .map_err(|_| anyhow!("fetch thread panicked"))?
+}
+
 async fn request(t: &Target, tls: Option<&tokio_rustls::TlsConnector>) -> Result<String> {
     let tcp = tokio::net::TcpStream::connect(t.addr)
         .await

@@ -761,6 +761,97 @@ fn every_service(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
     Ok(out)
 }
 
+/// The client's address as a stand-in saw it: `client ADDRESS` on an HTTP answer's second
+/// line, `"client":"ADDRESS"` in the API's `/version`.
+fn client_in(body: &str) -> Option<String> {
+    if let Some(l) = body.lines().find_map(|l| l.strip_prefix("client ")) {
+        return Some(l.trim().to_owned());
+    }
+    let (_, rest) = body.split_once("\"client\":\"")?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+/// Requests per family and service in `client-address`.
+const CLIENT_ADDRESS_REQUESTS: usize = 10;
+
+/// Every service with `proxy_protocol`: its stand-ins require the header and name the
+/// client it carried, so an answer through the VIP (each family) must name the client
+/// namespace's own address, which is neither lbd's nor a server's. A lab without
+/// `proxy_protocol` has nothing to show here: no report.
+fn client_address(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
+    use super::backend::StandIn;
+    let cluster = c.st.cluster()?;
+    let client =
+        c.st.client
+            .clone()
+            .ok_or_else(|| anyhow!("the lab has no client namespace"))?;
+    let mut out = Vec::new();
+    for svc in cluster
+        .services
+        .iter()
+        .filter(|s| s.proxy_protocol.is_some())
+    {
+        let (tls, path) = match StandIn::for_service(svc) {
+            StandIn::Api => (true, "/version"),
+            StandIn::Https => (true, "/"),
+            StandIn::Http => (false, "/"),
+            // A raw TCP stand-in has no answer to name the client in.
+            StandIn::Tcp => continue,
+        };
+        let families = std::iter::once((c.vip, Some(client.address)))
+            .chain(c.vip6.map(|v| (v, client.address6)));
+        for (vip, want) in families {
+            let Some(want) = want else { continue };
+            let target = Target {
+                addr: SocketAddr::new(vip, svc.listen),
+                tls,
+                path: path.into(),
+                raw: false,
+            };
+            let answers = super::probe::fetch(
+                &c.client_ns,
+                &target,
+                CLIENT_ADDRESS_REQUESTS,
+                PROBE_TIMEOUT,
+            )?;
+            let mut seen: Vec<String> = answers
+                .iter()
+                .map(|a| match a {
+                    Ok(body) => client_in(body).unwrap_or_else(|| "no client in the answer".into()),
+                    Err(e) => format!("failed: {e:#}"),
+                })
+                .collect();
+            let right = seen.iter().filter(|s| **s == want.to_string()).count();
+            seen.sort();
+            seen.dedup();
+            out.push(ScenarioReport {
+                name: format!(
+                    "client-address-{}{}",
+                    svc.name,
+                    if vip.is_ipv6() { "-ipv6" } else { "" }
+                ),
+                what: format!(
+                    "service {} on {vip}:{} sends a PROXY {} header: the stand-ins name the client {want}",
+                    svc.name,
+                    svc.listen,
+                    svc.proxy_protocol.map_or("", |v| v.as_str())
+                ),
+                recovered_ms: None,
+                bound_ms: None,
+                outcome: analyse(&[], 0.0, SLOW_MS),
+                passed: right == CLIENT_ADDRESS_REQUESTS,
+                notes: vec![format!(
+                    "{right} of {CLIENT_ADDRESS_REQUESTS} answers named {want}; seen: {}",
+                    seen.join(", ")
+                )],
+                samples: Vec::new(),
+                event_ms: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Keep-alive connections held through the IPv4 VIP (the IPv6 one of a dual-stack lab
 /// gets half as many more), beside one echo stream per VIP.
 pub const HELD_CONNECTIONS: usize = 20;
@@ -971,9 +1062,10 @@ fn handover_then_cable_cut(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
 }
 
 /// Every scenario, in the order `run_all` runs them.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "traffic-spread",
     "every-service",
+    "client-address",
     "vip-failover-link",
     "vip-graceful-stop",
     "api-node-failure",
@@ -1024,6 +1116,7 @@ pub fn run_one(st: &mut LabState, name: &str) -> Result<Vec<ScenarioReport>> {
     let r = match name {
         "traffic-spread" => traffic_spread(&mut c).map(|r| vec![r]),
         "every-service" => every_service(&mut c),
+        "client-address" => client_address(&mut c),
         "vip-failover-link" => vip_failover_link(&mut c),
         "vip-graceful-stop" => vip_graceful_stop(&mut c).map(|r| vec![r]),
         "api-node-failure" => node_failure(&mut c, true).map(|r| vec![r]),
