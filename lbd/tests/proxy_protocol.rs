@@ -391,6 +391,12 @@ fn nginx_and_haproxy_see_the_client_through_lbd() {
             8092,
             "proxy_protocol = \"v2\"\nproxy_protocol_tlvs = [\"crc32c\", \"unique-id\"]",
         ),
+        // A TCP check sends no header: it never completes a handshake HAProxy could see.
+        format!(
+            "\n[[services]]\nname = \"haproxy-tcp-check\"\nlisten = 8113\nbackends = [\"{BACKEND4}:8092\"]\n\
+             check = {{ kind = \"tcp\", interval = \"100ms\", fast_interval = \"100ms\", timeout = \"500ms\", rise = 2, fall = 2 }}\n\
+             proxy_protocol = \"v2\"\n"
+        ),
     ]
     .concat();
     w.start_lbd(&services);
@@ -427,6 +433,14 @@ fn nginx_and_haproxy_see_the_client_through_lbd() {
         assert!(hlog.contains(&check), "{check} not in\n{hlog}");
     }
     assert!(!hlog.contains(&format!("ci={CLIENT4} ua=lbd-check")));
+    // HAProxy logs a connection that closed without its header; lbd's TCP checks (every
+    // 100 ms on 8113) left none.
+    assert!(
+        !hlog
+            .lines()
+            .any(|l| l.starts_with(&format!("{LBD4}:")) && l.contains("waiting for PROXY")),
+        "{hlog}"
+    );
     // nginx: the v2 checks are LOCAL (no proxy_protocol_addr, logged "-": not a client); the v1 checks
     // carry lbd's own endpoints; the clients' requests carry the clients.
     let nlog = w.log("nginx-access.log");
