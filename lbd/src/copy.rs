@@ -178,7 +178,9 @@ struct Copy<'a> {
 
 /// Proxy until both directions end, a timeout, an error, or `kill` completes.
 ///
-/// `ab` counts client-to-server bytes, `ba` server-to-client bytes.
+/// `ab` counts client-to-server bytes, `ba` server-to-client bytes. The caller closes both
+/// sockets when this ends: the end of stream of the direction that ends last is forwarded
+/// by that close, not by a shutdown.
 pub fn proxy<'a>(
     client: &'a TcpStream,
     server: &'a TcpStream,
@@ -265,6 +267,7 @@ impl Copy<'_> {
     /// `Ready(Ok)`: end of stream reached and forwarded.
     fn poll_dir(&mut self, cx: &mut Context<'_>, d: usize) -> Poll<io::Result<()>> {
         let (src, dst) = (self.socks[d], self.socks[1 - d]);
+        let other_done = self.dirs[1 - d].done;
         let m = self.meters[d];
         let dir = &mut self.dirs[d];
         loop {
@@ -285,6 +288,11 @@ impl Copy<'_> {
                 };
                 match wrote {
                     Ok(n) => {
+                        if dir.buf.is_some() && n < (dir.len - dir.off) as usize {
+                            // A short write: the send buffer is full (the kernel wakes us
+                            // when it has room again).
+                            consume_readiness(dst, Interest::WRITABLE);
+                        }
                         for c in m.counters {
                             c.fetch_add(n as u64, Relaxed);
                         }
@@ -309,6 +317,12 @@ impl Copy<'_> {
             // 2. Forward end of stream.
             if dir.eof {
                 dir.done = true;
+                if other_done {
+                    // Both directions are over: the close that follows sends the FIN
+                    // (nothing is left unread on `dst`, whose end of stream was read), so
+                    // no shutdown first: one syscall less per connection.
+                    return Poll::Ready(Ok(()));
+                }
                 return Poll::Ready(
                     match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
                         Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
@@ -346,6 +360,11 @@ impl Copy<'_> {
                     dir.release();
                 }
                 Ok(n) => {
+                    if dir.buffered && n < BUF_SIZE {
+                        // A short read: the socket is drained (recv takes all the queue
+                        // holds, up to the buffer); the next read would only say EAGAIN.
+                        consume_readiness(src, Interest::READABLE);
+                    }
                     dir.off = 0;
                     dir.len = n as u32;
                     if dir.auto {
@@ -370,6 +389,18 @@ impl Copy<'_> {
             }
         }
     }
+}
+
+/// Marks `sock` not ready for `interest` without a syscall, after a short `recv` (the
+/// socket was drained) or a short `send` (its buffer is full): the next try would only
+/// say EAGAIN, and the kernel's next wakeup (new data, room again) sets readiness anew, as
+/// HAProxy stops reading after a short read. Tokio never clears the closed states this
+/// way, so a FIN or a reset that came with the data is still seen. (Not after a splice: it
+/// can stop short for want of pipe slots with data still queued.)
+fn consume_readiness(sock: &TcpStream, interest: Interest) {
+    let _ = sock.try_io(interest, || {
+        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+    });
 }
 
 impl Dir {
@@ -417,19 +448,22 @@ mod tests {
         let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
         let (up2, down2) = (AtomicU64::new(0), AtomicU64::new(0));
         let t = timeouts(5000, 5000);
-        let proxy_fut = proxy(
-            &pc,
-            &ps,
+        let (ab, ba) = (
             Meters {
                 counters: [&up_bytes, &up2],
             },
             Meters {
                 counters: [&down_bytes, &down2],
             },
-            &t,
-            mode,
-            std::future::pending(),
         );
+        let t = &t;
+        let proxy_fut = async move {
+            let end = proxy(&pc, &ps, ab, ba, t, mode, std::future::pending()).await;
+            // As the connection task does: the sockets close as soon as the copy ends
+            // (the last direction's FIN is that close's).
+            drop((pc, ps));
+            end
+        };
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let expect = payload.clone();
         let client = async move {
