@@ -586,6 +586,8 @@ impl Engine {
     pub fn inherit(&self, listeners: Vec<std::net::TcpListener>, health: Vec<HealthView>) {
         let mut i = lock(&self.0.inherited);
         for l in listeners {
+            // The accepted sockets inherit it (an older lbd may not have set it).
+            let _ = socket2::SockRef::from(&l).set_tcp_nodelay(true);
             match l.local_addr() {
                 Ok(addr) => {
                     i.listeners.insert(addr, l);
