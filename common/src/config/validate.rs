@@ -283,8 +283,7 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
         threads: match &raw.lbd.threads {
             None => None,
             Some(_) => Some(
-                u16::try_from(cx.int_in(&raw.lbd.threads, "lbd.threads", 1, 1, 256)?)
-                    .unwrap_or(1),
+                u16::try_from(cx.int_in(&raw.lbd.threads, "lbd.threads", 1, 1, 256)?).unwrap_or(1),
             ),
         },
     };
