@@ -30,13 +30,14 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{ready, Context, Poll};
 
 use common::config::Timeouts;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -276,7 +277,7 @@ impl Copy<'_> {
                 ready!(dst.poll_write_ready(cx))?;
                 // The data is wherever it was read to (the path may have switched since).
                 let wrote = if let Some(buf) = &dir.buf {
-                    dst.try_write(&buf[dir.off as usize..dir.len as usize])
+                    send_all_or_consume(dst, &buf[dir.off as usize..dir.len as usize])
                 } else if let Some(pipe) = &dir.pipe {
                     let left = dir.len as usize;
                     dst.try_io(Interest::WRITABLE, || {
@@ -288,11 +289,6 @@ impl Copy<'_> {
                 };
                 match wrote {
                     Ok(n) => {
-                        if dir.buf.is_some() && n < (dir.len - dir.off) as usize {
-                            // A short write: the send buffer is full (the kernel wakes us
-                            // when it has room again).
-                            consume_readiness(dst, Interest::WRITABLE);
-                        }
                         for c in m.counters {
                             c.fetch_add(n as u64, Relaxed);
                         }
@@ -334,7 +330,7 @@ impl Copy<'_> {
             ready!(src.poll_read_ready(cx))?;
             let read = if dir.buffered {
                 let buf = dir.buf.get_or_insert_with(take_buf);
-                src.try_read(&mut buf[..])
+                recv_or_consume(src, &mut buf[..])
             } else {
                 if dir.pipe.is_none() {
                     dir.pipe = Some(take_pipe()?);
@@ -360,11 +356,6 @@ impl Copy<'_> {
                     dir.release();
                 }
                 Ok(n) => {
-                    if dir.buffered && n < BUF_SIZE {
-                        // A short read: the socket is drained (recv takes all the queue
-                        // holds, up to the buffer); the next read would only say EAGAIN.
-                        consume_readiness(src, Interest::READABLE);
-                    }
                     dir.off = 0;
                     dir.len = n as u32;
                     if dir.auto {
@@ -391,16 +382,47 @@ impl Copy<'_> {
     }
 }
 
-/// Marks `sock` not ready for `interest` without a syscall, after a short `recv` (the
-/// socket was drained) or a short `send` (its buffer is full): the next try would only
-/// say EAGAIN, and the kernel's next wakeup (new data, room again) sets readiness anew, as
-/// HAProxy stops reading after a short read. Tokio never clears the closed states this
-/// way, so a FIN or a reset that came with the data is still seen. (Not after a splice: it
-/// can stop short for want of pipe slots with data still queued.)
-fn consume_readiness(sock: &TcpStream, interest: Interest) {
-    let _ = sock.try_io(interest, || {
-        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+// A short `recv` means the socket was drained, a short `send` that its buffer is full:
+// the next try would only say EAGAIN. So the readiness is consumed with the syscall that
+// showed it, as HAProxy stops reading after a short read, and the kernel's next wakeup
+// (new data, room again) sets it anew. It must be consumed inside the `try_io` that made
+// the call: tokio clears only the readiness it saw before the closure ran, so an event
+// that arrived after the syscall (another worker's driver may set it at once) is kept;
+// clearing afterwards in a second `try_io` lost such an event and stalled a connection
+// with data queued (found by the proxy_workloads bench). Tokio never clears the closed
+// states, so a FIN or a reset that came with the data is still seen. (Not for splice: it
+// can stop short for want of pipe slots with data still queued.)
+
+/// `recv` into `buf`; `Ok(n)` with `n < buf.len()` also leaves `src` not readable.
+fn recv_or_consume(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let r = src.try_io(Interest::READABLE, || {
+        got = nix::sys::socket::recv(src.as_raw_fd(), buf, MsgFlags::empty())?;
+        if got > 0 && got < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(got)
     });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
+    }
+}
+
+/// `send` of `buf`; `Ok(n)` with `n < buf.len()` also leaves `dst` not writable.
+fn send_all_or_consume(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    let r = dst.try_io(Interest::WRITABLE, || {
+        sent = nix::sys::socket::send(dst.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)?;
+        if sent < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(sent)
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => Ok(sent),
+        r => r,
+    }
 }
 
 impl Dir {
