@@ -145,7 +145,7 @@ fn start_backends(dir: &Path) -> Result<Backends> {
     write_file(
         &conf,
         &format!(
-            "worker_processes 1;\nworker_rlimit_nofile 65536;\ndaemon off;\npid {d}/nginx.pid;\n\
+            "master_process off;\nworker_rlimit_nofile 65536;\ndaemon off;\npid {d}/nginx.pid;\n\
              error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 30000; }}\n\
              http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  \
              keepalive_timeout 300s;\n  keepalive_requests 100000000;\n  \
@@ -391,6 +391,16 @@ fn iperf(addr: SocketAddr, streams: u32, secs: u64) -> Result<f64> {
         .with_context(|| format!("iperf3: no sum_received: {}", v["error"]))
 }
 
+/// iperf3 once more after a failure, saying so: iperf3's server may still be finishing
+/// the previous test ("the server is busy") when the next one starts.
+fn iperf_retried(addr: SocketAddr, streams: u32, secs: u64) -> Result<f64> {
+    iperf(addr, streams, secs).or_else(|e| {
+        eprintln!("  iperf3 -P {streams} failed ({e:#}); once more in 1 s");
+        std::thread::sleep(Duration::from_secs(1));
+        iperf(addr, streams, secs)
+    })
+}
+
 /// KiB of the proxy's RSS per idle connection: `IDLE` keep-alive connections, each proven
 /// by one request, held while the RSS is read.
 fn idle_kib(r: &Running) -> Result<f64> {
@@ -413,8 +423,8 @@ fn idle_kib(r: &Running) -> Result<f64> {
 fn measure(r: &Running, m: Measure, secs: u64) -> Result<Vec<(Measure, f64)>> {
     let url = |path: &str| format!("http://{}/{path}", r.web);
     Ok(match m {
-        Measure::Iperf1 => vec![(m, iperf(r.iperf, 1, secs)?)],
-        Measure::Iperf8 => vec![(m, iperf(r.iperf, 8, secs)?)],
+        Measure::Iperf1 => vec![(m, iperf_retried(r.iperf, 1, secs)?)],
+        Measure::Iperf8 => vec![(m, iperf_retried(r.iperf, 8, secs)?)],
         Measure::Bulk => {
             let w = wrk(&url("100m"), 1, 1, secs, &[])?;
             check_errors(&w, "bulk")?;
