@@ -66,7 +66,10 @@ round() {
   rounds=$((rounds + 1))
 }
 
+# Bounded: 10 minutes at most, even if nobody creates STOPFILE (counted as a fault).
+deadline=$((SECONDS + 600))
 while [ ! -e "$STOP" ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then fault "no STOPFILE after 600 s"; break; fi
   round
   sleep 0.05
 done

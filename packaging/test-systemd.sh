@@ -18,12 +18,18 @@
 #     the watchdog is fed by the new process, 20 connections held through lbd lose nothing
 #     and new ones are never refused; with REV2.deb, the same across `dpkg -i` of the
 #     next revision (the postinst hands lbd over, restarts vrrpd);
+#   - with REV2.deb, the vrrpd restart of that upgrade moves the VIP to a second node and
+#     back (sd2: the same package's binaries, run in a namespace of their own), and 20
+#     connections a client holds through the VIP lose nothing: the second node forwards
+#     their packets to this one, which kept the VIP on lo for them (docs/handover.md);
 #   - with CAP_NET_ADMIN taken away by a drop-in, vrrpd does not claim the VIP: fault in
 #     STATUS=, an error in the journal, no VIP in the kernel, FAULT in `lbctl status`;
 #     the drop-in removed, it holds the VIP again.
 #
-# Network safety: the container runs in a network namespace this script creates (a veth
-# pair inside it, subnet 10.150.0.0/24); nothing reaches the host's interfaces. Root only;
+# Network safety: the container runs in a network namespace this script creates; its eth0
+# is a veth to a bridge in a second namespace (the client, 10.150.0.50), where the second
+# node's namespace is attached too (subnet 10.150.0.0/24); nothing reaches the host's
+# interfaces. Root only;
 # needs mmdebstrap and systemd-container (scripts/test-tools.txt) and Debian's mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,14 +55,22 @@ done
 WORK=$(mktemp -d /var/tmp/k3sha-systemd.XXXXXX)
 ROOT="$WORK/root"
 NS="k3shasd-$$"
+NSB="k3shasd-$$-br"  # the bridge, and the client on it
+NS2="k3shasd-$$-2"   # the second node, sd2
 NSPAWN_PID=""
+SD2_PIDS=""
+VIP_HOLD_PID=""
 cleanup() {
+  local p
+  for p in $SD2_PIDS $VIP_HOLD_PID; do kill -KILL "$p" 2>/dev/null || true; done
   if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
     kill -TERM "$NSPAWN_PID" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$NSPAWN_PID" 2>/dev/null || true
   fi
   ip netns del "$NS" 2>/dev/null || true
+  ip netns del "$NS2" 2>/dev/null || true
+  ip netns del "$NSB" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,13 +84,21 @@ cp "$DEB" "$ROOT/root/k3s-ha.deb"
 [ -z "$DEB2" ] || cp "$DEB2" "$ROOT/root/k3s-ha-2.deb"
 cp packaging/test-hold.sh "$ROOT/root/test-hold.sh"
 
-say "network namespace $NS (veth pair inside it, 10.150.0.0/24)"
+say "network namespaces: $NS (the container), $NSB (a bridge, the client), $NS2 (sd2); 10.150.0.0/24"
 ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link add eth0 type veth peer name eth1
+ip netns add "$NSB"
+ip netns add "$NS2"
+for n in "$NS" "$NSB" "$NS2"; do ip -n "$n" link set lo up; done
+ip -n "$NSB" link add br0 type bridge
+ip -n "$NSB" addr add 10.150.0.50/24 dev br0
+ip -n "$NSB" link set br0 up
+ip -n "$NS" link add eth0 type veth peer name sd1p netns "$NSB"
+ip -n "$NS2" link add eth0 type veth peer name sd2p netns "$NSB"
+for p in sd1p sd2p; do ip -n "$NSB" link set "$p" master br0 up; done
 ip -n "$NS" addr add 10.150.0.11/24 dev eth0
 ip -n "$NS" link set eth0 up
-ip -n "$NS" link set eth1 up
+ip -n "$NS2" addr add 10.150.0.12/24 dev eth0
+ip -n "$NS2" link set eth0 up
 
 say "boot (systemd-nspawn -b)"
 systemd-nspawn -D "$ROOT" -b -q --register=no --keep-unit --console=pipe \
@@ -131,6 +153,13 @@ lbd = "off"
 name = "sd1"
 address = "10.150.0.11"
 role = "server"
+priority = 150
+# Runs only for the package upgrade below (the same package's binaries, not under systemd).
+[[nodes]]
+name = "sd2"
+address = "10.150.0.12"
+role = "server"
+priority = 100
 [[services]]
 name = "web"
 listen = 8080
@@ -223,6 +252,31 @@ in_ct journalctl --no-pager -u lbd -o cat | grep -iE 'main pid|supervising' | ta
 
 if [ -n "$DEB2" ]; then
   say "package upgrade to the next revision with lbd running: lbd handed over, vrrpd restarted"
+  # The second node, sd2: revision 1's binaries from the package, as root in its own
+  # namespace (not under systemd: one container is enough to prove the units), the same
+  # cluster.toml. Backup at priority 100 below sd1's 150.
+  say "second node sd2 (backup), and a client holding connections through the VIP"
+  dpkg-deb -x "$DEB" "$WORK/sd2"
+  mkdir -p "$WORK/sd2/run" "$WORK/sd2/state"
+  cp "$ROOT/etc/k3s-ha-test.toml" "$WORK/sd2/cluster.toml"
+  for d in lbd vrrpd; do
+    ip netns exec "$NS2" "$WORK/sd2/usr/sbin/$d" --config "$WORK/sd2/cluster.toml" --node sd2 \
+      --run-dir "$WORK/sd2/run" --state-dir "$WORK/sd2/state" >"$WORK/sd2/$d.log" 2>&1 &
+    SD2_PIDS="$SD2_PIDS $!"
+  done
+  sd2_log() { cat "$WORK/sd2/vrrpd.log"; }
+  sd2_was() { grep -Eq "vrrp state changed.*to=\"?$1" "$WORK/sd2/vrrpd.log"; }
+  check "sd2 runs as backup (10 s)" wait_for 10 sd2_was backup
+  check "sd1 still holds the VIP" vip_held
+  check "sd2 does not" bash -c "! ip -n '$NS2' -br addr show dev eth0 | grep -q 10.150.0.100"
+  # 20 connections from the client through the VIP, and a new one every round (sd1 serves
+  # them now; after the handover sd2 forwards their packets to sd1).
+  rm -f "$WORK/vip.stop"
+  ip netns exec "$NSB" bash packaging/test-hold.sh 10.150.0.100 8081 20 "$WORK/vip.stop" \
+    >"$WORK/vip.out" 2>"$WORK/vip.err" &
+  VIP_HOLD_PID=$!
+
+  say "package upgrade to the next revision with lbd running: lbd handed over, vrrpd restarted"
   pid0=$(mainpid lbd)
   vpid0=$(mainpid vrrpd)
   hold_start dpkg
@@ -236,7 +290,33 @@ if [ -n "$DEB2" ]; then
     bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p MainPID --value lbd)\" != $pid0 ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl is-active lbd)\" = active ] && [ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p NRestarts --value lbd)\" = $restarts0 ]"
   check "vrrpd restarted (MainPID was $vpid0)" bash -c "[ \"\$(nsenter -t $LEADER -a -r -w -- systemctl show -p MainPID --value vrrpd)\" != $vpid0 ]"
   check "vrrpd active again and holds the VIP" wait_for 10 vip_held
-  check "the old lbd ($pid0) exits (5 s)" wait_for 5 gone_ct "$pid0"
+
+  say "the vrrpd restart moved the VIP to sd2 and back; the client's connections went on"
+  check "sd2 took the VIP when sd1's vrrpd stopped" sd2_was master
+  check "sd2 forwarded the connections that began on sd1 to sd1" \
+    grep -q 'forwarding the connections that did not begin here to the node that served them.*10.150.0.11' "$WORK/sd2/vrrpd.log"
+  check "sd1 (the new vrrpd) took the VIP back: sd2 is backup again" \
+    bash -c "grep -E 'vrrp state changed' '$WORK/sd2/vrrpd.log' | tail -n 1 | grep -Eq 'to=\"?backup'"
+  sleep 1
+  touch "$WORK/vip.stop"
+  rc=0; wait "$VIP_HOLD_PID" || rc=$?
+  VIP_HOLD_PID=""
+  echo "connections through the VIP: $(cat "$WORK/vip.out")"
+  check "the 20 connections through the VIP, and the new ones: nothing refused, reset or lost" \
+    bash -c "[ $rc = 0 ] || { cat '$WORK/vip.err'; false; }"
+  # (The old lbd served the client's connections to their end: it exits now.)
+  check "the old lbd ($pid0) exits once they are closed (5 s)" wait_for 5 gone_ct "$pid0"
+  # sd2 (preempted) forwards until sd1 has no flow left that began elsewhere: now that the
+  # client closed them. Its last line says how many packets went.
+  sd2_forwarded() { grep 'forwarding to the previous holders ended' "$WORK/sd2/vrrpd.log" | grep -Eo 'packets_forwarded=Some\([0-9]+\)' | grep -Eo '[0-9]+' | tail -n 1; }
+  check "sd2's forwarding ended (10 s)" wait_for 10 bash -c "grep -q 'forwarding to the previous holders ended' '$WORK/sd2/vrrpd.log'"
+  fwd=$(sd2_forwarded || true)
+  echo "packets sd2 forwarded to sd1 while it held the VIP: ${fwd:-?}"
+  check "...and it forwarded packets of the held connections (not 0)" bash -c "[ -n '$fwd' ] && [ '$fwd' -gt 0 ]"
+  for p in $SD2_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $SD2_PIDS; do wait "$p" 2>/dev/null || true; done
+  SD2_PIDS=""
+  check "sd1 holds the VIP" wait_for 10 vip_held
 fi
 
 say "journal: priorities, no escape codes"

@@ -254,3 +254,5 @@ pub mod capture;
 pub mod failover;
 /// Helpers for the vrrpd vs keepalived benchmark.
 pub mod vrrp;
+/// wrk runs and reports (proxy_workloads).
+pub mod wrk;

@@ -115,7 +115,7 @@ fn reference_lab_defaults() {
             "192.168.168.113:6443".parse().unwrap()
         ]
     );
-    assert_eq!(c.stats.listen, "0.0.0.0:8404".parse().unwrap());
+    assert_eq!(c.stats.listen, Some("0.0.0.0:8404".parse().unwrap()));
     // The connect timeout fits the cluster unless set: one advert interval (1 s here, at
     // most 1 s), or four smoothed connect times when those are longer (at most 10 s).
     assert_eq!(api.timeouts.connect, ConnectTimeout::Auto);
@@ -287,6 +287,30 @@ proxy_protocol = "off"
     assert_eq!(ap.timeout, Duration::from_secs(3));
     assert!(ap.trusts("203.0.113.9".parse().unwrap()));
     assert!(!ap.trusts("2001:db8::1".parse().unwrap()));
+}
+
+/// `lbd.threads` (HAProxy's nbthread) and `stats.listen = "off"` (no stats section): the
+/// defaults are one thread per CPU and a page on :8404.
+#[test]
+fn threads_and_stats_off() {
+    let base = "[cluster]\nname = \"t\"\ndomain = \"t.example\"\n[vip]\naddress = \"10.1.0.100/24\"\n[[nodes]]\nname = \"s1\"\naddress = \"10.1.0.11\"\nrole = \"server\"\n";
+    let c = config::parse(base, None).unwrap();
+    assert_eq!(c.lbd.threads, None);
+    assert_eq!(c.stats.listen, Some("0.0.0.0:8404".parse().unwrap()));
+    let c = config::parse(
+        &format!("{base}[lbd]\nthreads = 2\n[stats]\nlisten = \"off\"\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.lbd.threads, Some(2));
+    assert_eq!(c.stats.listen, None);
+    // With the page off, its default port is free for a service.
+    let c = config::parse(
+        &format!("{base}[stats]\nlisten = \"off\"\n[[services]]\nname = \"p\"\nlisten = 8404\nbackends = [\"10.1.0.11:9\"]\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.services[0].listen, 8404);
 }
 
 /// Every example in `examples/` parses: docs point operators at them.

@@ -188,7 +188,14 @@ pub fn render_text(c: &Cluster) -> String {
     } else {
         "no auth"
     };
-    let _ = writeln!(o, "  stats page http://{}/ ({auth})", c.stats.listen);
+    match c.stats.listen {
+        Some(l) => {
+            let _ = writeln!(o, "  stats page http://{l}/ ({auth})");
+        }
+        None => {
+            let _ = writeln!(o, "  no stats page (stats.listen = \"off\")");
+        }
+    }
     let k = &c.k3s;
     let _ = writeln!(o);
     let _ = writeln!(
@@ -227,7 +234,7 @@ pub fn render_json(c: &Cluster) -> Value {
                         "initial_role": if master.as_deref() == Some(n.name.as_str()) { "master" } else { "backup" },
                         "vip": vip_text(c),
                     },
-                    "lbd": { "frontends": c.services, "stats": c.stats.listen.to_string() },
+                    "lbd": { "frontends": c.services, "stats": c.stats.listen.map_or_else(|| "off".to_owned(), |l| l.to_string()) },
                 })
             } else {
                 json!({})

@@ -568,7 +568,10 @@ pub fn http_get(
 
 /// One server's stats page, or why it could not be read.
 pub fn fetch_snapshot(c: &Cluster, addr: std::net::IpAddr) -> Result<Snapshot> {
-    let target = SocketAddr::new(addr, c.stats.listen.port());
+    let Some(listen) = c.stats.listen else {
+        bail!("no stats page: stats.listen is \"off\" in the cluster file");
+    };
+    let target = SocketAddr::new(addr, listen.port());
     let auth = c.stats.user.as_deref().zip(c.stats.password.as_deref());
     let (code, body) = http_get(target, "/stats.json", auth, Duration::from_secs(2))?;
     if code != 200 {

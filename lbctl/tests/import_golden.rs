@@ -282,7 +282,7 @@ fn k3s_three_nodes_keep_unicast_weights_pools_and_stats() {
         .map(|b| b.addr.to_string())
         .collect();
     assert_eq!(backups, ["192.168.50.13:30443"]);
-    assert_eq!(c.stats.listen.port(), 9000);
+    assert_eq!(c.stats.listen.map(|l| l.port()), Some(9000));
     assert_eq!(c.stats.user.as_deref(), Some("admin"));
     assert_eq!(c.lbd.max_connections, 20_000);
     let notes = render_notes(&got.notes);

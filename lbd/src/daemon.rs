@@ -124,7 +124,8 @@ struct Prepared {
     engine: Engine,
     peers: Option<Arc<Peers>>,
     peer_listener: Option<std::net::TcpListener>,
-    stats_listener: tokio::net::TcpListener,
+    /// `None`: `stats.listen = "off"`.
+    stats_listener: Option<tokio::net::TcpListener>,
     ctl_listener: tokio::net::UnixListener,
     ctl_path: PathBuf,
     hup: Signal,
@@ -178,7 +179,7 @@ async fn prepare(
     let cluster = common::config::load(&opts.config)?;
     let (node, source) = common::config::identify(&cluster, opts.node.as_deref())?;
     let node = node.name.clone();
-    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), nofile, pid = std::process::id(), "lbd starting");
+    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), nofile, pid = std::process::id(), threads = tokio::runtime::Handle::current().metrics().num_workers(), "lbd starting");
 
     let hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
     let usr2 = signal(SignalKind::user_defined2()).map_err(RunError::Signal)?;
@@ -203,20 +204,23 @@ async fn prepare(
         .as_ref()
         .and_then(|p| p.listen(cluster.lbd.peer_port, inherited.peer.take()));
 
-    // Stats page: the handed-over socket if it is on the same address.
-    let stats_cfg = &cluster.stats;
-    let stats_listener = match inherited.stats.take() {
-        Some(l) if l.local_addr().ok() == Some(stats_cfg.listen) => Ok(l),
-        _ => crate::engine::bind_listener(stats_cfg.listen, false),
-    }
-    .and_then(|l| {
-        l.set_nonblocking(true)?;
-        tokio::net::TcpListener::from_std(l)
-    })
-    .map_err(|source| RunError::StatsBind {
-        addr: stats_cfg.listen,
-        source,
-    })?;
+    // Stats page: the handed-over socket if it is on the same address (one handed over
+    // while the page is now off closes here).
+    let handed_stats = inherited.stats.take();
+    let stats_listener = match cluster.stats.listen {
+        None => None,
+        Some(addr) => Some(
+            match handed_stats {
+                Some(l) if l.local_addr().ok() == Some(addr) => Ok(l),
+                _ => crate::engine::bind_listener(addr, false),
+            }
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+            .map_err(|source| RunError::StatsBind { addr, source })?,
+        ),
+    };
 
     // Control socket.
     std::fs::create_dir_all(&opts.run_dir).map_err(|source| RunError::RunDir {
@@ -329,7 +333,9 @@ async fn serve(
         Ok(fd) => others.push((kind, fd)),
         Err(e) => warn!(?kind, error = %e, "no copy of a listener for upgrades"),
     };
-    keep(Kind::Stats, stats_listener.as_fd().try_clone_to_owned());
+    if let Some(l) = &stats_listener {
+        keep(Kind::Stats, l.as_fd().try_clone_to_owned());
+    }
     keep(Kind::Control, ctl_listener.as_fd().try_clone_to_owned());
     if let Some(l) = &peer_listener {
         keep(Kind::Peer, l.as_fd().try_clone_to_owned());
@@ -351,12 +357,17 @@ async fn serve(
 
     // Stats page.
     let source: Arc<dyn crate::stats::SnapshotSource> = Arc::new(engine.clone());
-    let stats_task = tokio::spawn(crate::stats::serve(
-        stats_listener,
-        cluster.stats.clone(),
-        source,
-        until(&quit_rx),
-    ));
+    let stats_task = stats_listener.map(|l| {
+        tokio::spawn(crate::stats::serve(
+            l,
+            cluster.stats.clone(),
+            source,
+            until(&quit_rx),
+        ))
+    });
+    if stats_task.is_none() {
+        info!("no stats page (stats.listen = \"off\")");
+    }
 
     // Control socket.
     let (ask_tx, mut ask_rx) = mpsc::channel::<Ask>(8);
@@ -588,7 +599,9 @@ async fn serve(
         w.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), stats_task).await;
+    if let Some(t) = stats_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     Ok(())
 }
 

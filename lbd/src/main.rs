@@ -32,13 +32,20 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let sink = common::logging::init("lbd");
-    // One worker per CPU this process may run on (the affinity mask counts); on a single
-    // CPU, the current-thread scheduler does the same work with less cross-thread overhead.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cpus == 1 {
+    // `lbd.threads` workers, by default one per CPU this process may run on (the affinity
+    // mask counts); with one, the current-thread scheduler does the same work with less
+    // cross-thread overhead. The file is read again by lbd::run, which reports its errors.
+    let threads = common::config::load(&args.config)
+        .ok()
+        .and_then(|c| c.lbd.threads)
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,

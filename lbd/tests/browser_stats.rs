@@ -277,7 +277,7 @@ async fn start_stats(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cfg = common::config::Stats {
-        listen: addr,
+        listen: Some(addr),
         user: user.map(str::to_owned),
         password: password.map(str::to_owned),
         refresh_secs: 1,

@@ -502,6 +502,36 @@ fn echo_once(port: u16, payload: &[u8]) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // Distribution
 
+/// `lbd.threads` sizes the runtime (the daemon reports the runtime's own worker count), and
+/// `stats.listen = "off"` opens no stats page while the service proxies as usual.
+#[test]
+fn threads_setting_and_stats_page_off() {
+    let b = Backend::start("127.0.0.1", "b1", Mode::Echo);
+    for threads in [1, 3] {
+        let stats = free_port();
+        let s = svc("web", &[format!("\"{}\"", b.addr)], FAST_CHECK);
+        let port = s.port;
+        let cfg = config(stats, &[s], &format!("threads = {threads}")).replace(
+            &format!("listen = \"127.0.0.1:{stats}\""),
+            "listen = \"off\"",
+        );
+        let lbd = Lbd::start(&cfg, stats);
+        lbd.wait_checked();
+        assert_eq!(echo_once(port, b"through lbd"), Ok(()));
+        let log = lbd.log();
+        assert!(
+            log.contains(&format!("threads={threads}")),
+            "lbd does not report {threads} runtime threads: {log}"
+        );
+        assert!(log.contains("no stats page"), "{log}");
+        match TcpStream::connect(("127.0.0.1", stats)) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused),
+            Ok(_) => panic!("a stats page answers on {stats} with stats.listen = \"off\""),
+        }
+        assert_eq!(lbd.frontend("web")["total_sessions"], 1);
+    }
+}
+
 #[test]
 fn roundrobin_distributes_by_weight() {
     let b: Vec<Backend> = (1..=3)

@@ -130,7 +130,7 @@ async fn start(user: Option<&str>, password: Option<&str>) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cfg = common::config::Stats {
-        listen: addr,
+        listen: Some(addr),
         user: user.map(str::to_owned),
         password: password.map(str::to_owned),
         refresh_secs: 3,

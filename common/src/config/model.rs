@@ -430,7 +430,9 @@ pub struct Timeouts {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
-    pub listen: SocketAddr,
+    /// Where the stats page listens; `None`: `stats.listen = "off"`, no stats page (as
+    /// HAProxy without a stats section).
+    pub listen: Option<SocketAddr>,
     pub user: Option<String>,
     pub password: Option<String>,
     /// Seconds between auto-refreshes of the HTML page.
@@ -448,6 +450,10 @@ pub struct LbdSettings {
     /// TCP port on which every server's lbd shares the cluster's admin states (drain,
     /// maintenance, weights) with the others; 0: each lbd keeps its own.
     pub peer_port: u16,
+    /// Worker threads of lbd's runtime (HAProxy's `nbthread`); `None`: one per CPU lbd
+    /// may run on (its affinity mask), and 1 runs the single-threaded scheduler. Read at
+    /// start (and at an upgrade, whose new process reads the file anew), not at reload.
+    pub threads: Option<u16>,
 }
 
 /// lbd's default `lbd.peer_port`.

@@ -291,6 +291,7 @@ pub struct RawLbd {
     pub max_connections: Option<S<i64>>,
     pub drain_timeout: Option<S<String>>,
     pub peer_port: Option<S<i64>>,
+    pub threads: Option<S<i64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -517,6 +518,7 @@ mod tests {
                 max_connections: Some(u(20_000)),
                 drain_timeout: text("30s"),
                 peer_port: Some(u(8405)),
+                threads: Some(u(2)),
             },
             k3s: RawK3s {
                 version: text("v1.33.2+k3s1"),

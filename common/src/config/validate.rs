@@ -280,6 +280,12 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
             65_535,
         )?)
         .unwrap_or(DEFAULT_PEER_PORT),
+        threads: match &raw.lbd.threads {
+            None => None,
+            Some(_) => Some(
+                u16::try_from(cx.int_in(&raw.lbd.threads, "lbd.threads", 1, 1, 256)?).unwrap_or(1),
+            ),
+        },
     };
     if lbd.peer_port != 0 {
         let taken = services
@@ -287,7 +293,8 @@ pub(crate) fn validate(raw: Raw, text: &str, path: Option<&Path>) -> R<Cluster> 
             .find(|s| s.listen == lbd.peer_port)
             .map(|s| format!("service {:?}", s.name))
             .or_else(|| {
-                (stats.listen.port() == lbd.peer_port).then(|| "the stats page".to_owned())
+                (stats.listen.map(|l| l.port()) == Some(lbd.peer_port))
+                    .then(|| "the stats page".to_owned())
             });
         if let Some(by) = taken {
             return Err(cx.err(
@@ -1025,18 +1032,21 @@ fn validate_k3s(cx: &Ctx<'_>, r: &RawK3s) -> R<K3s> {
 
 fn validate_stats(cx: &Ctx<'_>, r: &RawStats) -> R<Stats> {
     let listen = match &r.listen {
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8404),
-        Some(l) => parse_listen(l.get_ref())
-            .filter(|a| a.port() != 0)
-            .ok_or_else(|| {
-                cx.err(
-                    Some(l.span()),
-                    "stats.listen",
-                    "not a listen address",
-                    Some(quote(l.get_ref())),
-                    "\":PORT\", \"IP:PORT\" or \"[IPv6]:PORT\", e.g. \":8404\"",
-                )
-            })?,
+        None => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8404)),
+        Some(l) if l.get_ref() == "off" => None,
+        Some(l) => Some(
+            parse_listen(l.get_ref())
+                .filter(|a| a.port() != 0)
+                .ok_or_else(|| {
+                    cx.err(
+                        Some(l.span()),
+                        "stats.listen",
+                        "not a listen address",
+                        Some(quote(l.get_ref())),
+                        "\":PORT\", \"IP:PORT\" or \"[IPv6]:PORT\", e.g. \":8404\", or \"off\" (no stats page)",
+                    )
+                })?,
+        ),
     };
     match (&r.user, &r.password) {
         (Some(u), None) => {
@@ -1183,7 +1193,10 @@ fn validate_services(
 ) -> R<Vec<Service>> {
     let Some(raw) = raw else {
         let services = default_services(nodes);
-        if let Some(s) = services.iter().find(|s| s.listen == stats.listen.port()) {
+        if let Some(s) = services
+            .iter()
+            .find(|s| Some(s.listen) == stats.listen.map(|l| l.port()))
+        {
             return Err(cx.err(
                 raw_stats.listen.as_ref().map(Spanned::span),
                 "stats.listen",
@@ -1251,7 +1264,7 @@ fn validate_services(
                 "any port except 6443-6444, 2379-2382 and 10248-10259 (the API is proxied on 8443)",
             ));
         }
-        if listen == stats.listen.port() {
+        if Some(listen) == stats.listen.map(|l| l.port()) {
             return Err(cx.err(
                 Some(rs.listen.span()),
                 key("listen"),

@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(pool.check.expect, vec![200, 204]);
         assert_eq!(pool.retries, 2);
         assert_eq!(c.service("api").unwrap().backend_port, 6443);
-        assert_eq!(c.stats.listen.port(), 9000);
+        assert_eq!(c.stats.listen.map(|l| l.port()), Some(9000));
         assert_eq!(c.lbd.max_connections, 20_000);
         assert_eq!(pool.proxy_protocol, Some(common::config::ProxyProtocol::V2));
         assert!(pool.proxy_tlvs.crc32c && pool.proxy_tlvs.unique_id);

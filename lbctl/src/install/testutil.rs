@@ -139,7 +139,7 @@ pub(crate) fn lab() -> Cluster {
         nodes,
         services,
         stats: Stats {
-            listen: "0.0.0.0:8404".parse().unwrap(),
+            listen: Some("0.0.0.0:8404".parse().unwrap()),
             user: None,
             password: None,
             refresh_secs: 5,
@@ -148,6 +148,7 @@ pub(crate) fn lab() -> Cluster {
             max_connections: 10000,
             drain_timeout: Duration::from_secs(30),
             peer_port: DEFAULT_PEER_PORT,
+            threads: None,
         },
         k3s: K3s {
             version: DEFAULT_K3S_VERSION.into(),

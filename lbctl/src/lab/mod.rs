@@ -963,14 +963,16 @@ pub fn describe(st: &LabState) -> Result<String> {
         o,
         "  {exec}curl -k https://{vip}:8443/version  # the API through the VIP"
     );
-    for n in st.servers() {
-        let _ = writeln!(
-            o,
-            "  {exec}curl http://{}:{}/   # lbd's stats page on {}",
-            n.address,
-            c.stats.listen.port(),
-            n.name
-        );
+    if let Some(stats) = c.stats.listen {
+        for n in st.servers() {
+            let _ = writeln!(
+                o,
+                "  {exec}curl http://{}:{}/   # lbd's stats page on {}",
+                n.address,
+                stats.port(),
+                n.name
+            );
+        }
     }
     let me = std::env::current_exe()
         .ok()

@@ -12,6 +12,31 @@ pub fn is_local_error(e: &io::Error) -> bool {
     )
 }
 
+/// A connection to `addr`, as `TcpStream::connect` but without its getsockopt(SO_ERROR)
+/// once the socket is writable: only a connect that failed (the socket reports an error or
+/// a hang-up with its writability) is asked why. One syscall less per connection, as
+/// HAProxy does.
+pub async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
+    if ready.is_write_closed() || ready.is_error() {
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
 /// Counts a server session for as long as it is held.
 pub(super) struct ServerSlot(pub(super) Arc<Server>);
 
@@ -115,7 +140,7 @@ pub(super) async fn connect_backend(
         let srv = cfg.servers[idx].clone();
         srv.sessions.inc();
         let slot = ServerSlot(srv.clone());
-        let connect = TcpStream::connect(srv.addr);
+        let connect = connect_tcp(srv.addr);
         let started = Instant::now();
         let limit = cfg
             .service
@@ -189,7 +214,7 @@ pub(super) async fn copy_phase(
     let srv = &slot.0;
     srv.total.fetch_add(1, Relaxed);
     srv.rate.hit();
-    let _ = client.set_nodelay(true);
+    // (The client socket has TCP_NODELAY from its listener: bind_listener, inherit.)
     let _ = server.set_nodelay(true);
     let kill = KillSwitch(
         cfg.service

@@ -4,10 +4,12 @@
 use super::*;
 
 /// A listening socket with SO_REUSEADDR (and IP_FREEBIND for a specific address that may
-/// not be on this host yet, such as the VIP).
+/// not be on this host yet, such as the VIP), and TCP_NODELAY, which every accepted socket
+/// inherits (one setsockopt per listener instead of one per connection).
 pub fn bind_listener(addr: SocketAddr, freebind: bool) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    sock.set_tcp_nodelay(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         sock.set_only_v6(false)?;
     }
@@ -196,5 +198,21 @@ fn spawn_conn(
     } else {
         // No span wrapper when nobody reads it: less memory per connection.
         tokio::spawn(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_listener;
+
+    /// The per-connection setsockopt this saves relies on the kernel copying TCP_NODELAY
+    /// from the listener to the sockets it accepts.
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(a.nodelay().unwrap());
     }
 }

@@ -504,7 +504,10 @@ impl Engine {
         let result = match tokio::task::spawn_blocking(load).await {
             Err(e) => Err(format!("reload task failed: {e}")),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(cluster)) => self.apply(cluster).map_err(|e| e.to_string()),
+            Ok(Ok(cluster)) => {
+                self.warn_start_only(&cluster);
+                self.apply(cluster).map_err(|e| e.to_string())
+            }
         };
         match &result {
             Ok(()) => {
@@ -518,6 +521,25 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Settings read once at start: a reload that changes them says so, and that they take
+    /// effect at the next upgrade (`lbctl upgrade lbd`, nothing dropped) or restart.
+    fn warn_start_only(&self, new: &Cluster) {
+        let old = self.cluster();
+        let mut keys = Vec::new();
+        if old.stats != new.stats {
+            keys.push("stats");
+        }
+        if old.lbd.threads != new.lbd.threads {
+            keys.push("lbd.threads");
+        }
+        if old.lbd.peer_port != new.lbd.peer_port {
+            keys.push("lbd.peer_port");
+        }
+        if !keys.is_empty() {
+            warn!(keys = ?keys, "reload: these settings are read at start; they apply at the next `lbctl upgrade lbd` (nothing dropped) or restart");
+        }
     }
 
     /// Stop accepting on every listener (SIGTERM); open connections go on.
@@ -571,6 +593,8 @@ impl Engine {
     pub fn inherit(&self, listeners: Vec<std::net::TcpListener>, health: Vec<HealthView>) {
         let mut i = lock(&self.0.inherited);
         for l in listeners {
+            // The accepted sockets inherit it (an older lbd may not have set it).
+            let _ = socket2::SockRef::from(&l).set_tcp_nodelay(true);
             match l.local_addr() {
                 Ok(addr) => {
                     i.listeners.insert(addr, l);

@@ -48,6 +48,9 @@ pub(super) struct DrainState {
     /// The last count of flows on the parked VIPs here.
     pub parked_flows: Option<u64>,
     probing_parked: bool,
+    /// Packets forwarded by forwarding rules since replaced (a rewrite of the table starts
+    /// the kernel's counters at 0): the total is this plus the rules' counters now.
+    pub forwarded_before: u64,
 }
 
 /// One node this one forwards to.
@@ -210,9 +213,14 @@ impl Daemon {
                 self.apply_rules().await;
             }
             Action::Unsteer => {
-                let was: Vec<IpAddr> = self.insts[i].drain.steer.drain(..).map(|t| t.to).collect();
+                // The rules' counters go with the rules: read them first, for the record.
+                let now = steer::steered_packets().await.ok();
+                let inst = &mut self.insts[i];
+                let packets = now.map(|c| inst.drain.forwarded_before + inst.packets_in(&c));
+                inst.drain.forwarded_before = 0;
+                let was: Vec<IpAddr> = inst.drain.steer.drain(..).map(|t| t.to).collect();
                 self.apply_rules().await;
-                info!(to = ?was, "forwarding to the previous holders ended");
+                info!(to = ?was, packets_forwarded = ?packets, "forwarding to the previous holders ended");
             }
             _ => {}
         }
@@ -311,6 +319,16 @@ impl Daemon {
         if !self.drain_on() && !self.insts.iter().any(|i| i.drain.parked) {
             return true;
         }
+        // The rewrite starts the counters at 0: keep what the replaced rules forwarded.
+        if self.insts.iter().any(|i| !i.drain.steer.is_empty()) {
+            if let Ok(c) = steer::steered_packets().await {
+                for inst in &mut self.insts {
+                    if !inst.drain.steer.is_empty() {
+                        inst.drain.forwarded_before += inst.packets_in(&c);
+                    }
+                }
+            }
+        }
         match steer::apply(&steer::render(&self.rules())).await {
             Ok(()) => {
                 if self.rules_error.take().is_some() {
@@ -364,12 +382,7 @@ impl Daemon {
         if !d.parked && d.steer.is_empty() && self.rules_error.is_none() {
             return None;
         }
-        let packets: u64 = kernel
-            .steered_packets
-            .iter()
-            .filter(|(vip, _)| i.plan.cfg.vips.contains(vip))
-            .map(|(_, p)| p)
-            .sum();
+        let packets = d.forwarded_before + i.packets_in(&kernel.steered_packets);
         let steering = !d.steer.is_empty();
         let mut nodes = d
             .steer

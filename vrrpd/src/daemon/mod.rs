@@ -109,6 +109,18 @@ struct Inst {
 }
 
 impl Inst {
+    /// Of the forwarding rules' counters (VIP, packets), the packets for this instance's
+    /// VIPs.
+    fn packets_in(&self, counters: &[(IpAddr, u64)]) -> u64 {
+        counters
+            .iter()
+            .filter(|(vip, _)| self.plan.cfg.vips.contains(vip))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Inst {
     fn with<R>(&mut self, f: impl FnOnce(&mut Instance) -> R) -> R {
         let _entered = self.span.enter();
         f(&mut self.core)
