@@ -26,7 +26,8 @@
 //!
 //! Knobs (environment): `LBD_BIN`; `WL_SECS` (per measure, default 4); `WL_ROUNDS`
 //! (default 5); `WL_SETUPS` (`unpinned,pinned`); `WL_MEASURES` (comma list of
-//! iperf1,iperf8,bulk,short,keepalive,idle; default all); `LBD_COPY` is passed to lbd.
+//! iperf1,iperf8,bulk,short,keepalive,idle; default all); `LBD_COPY` is passed to lbd;
+//! `WL_PROXY_PROTOCOL=v2` (both proxies send PROXY v2 headers to nginx; no iperf3 rows).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -70,6 +71,12 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// `WL_PROXY_PROTOCOL=v2`: both proxies send a PROXY v2 header to nginx, which requires it
+/// (`listen ... proxy_protocol`; HAProxy `send-proxy-v2`, lbd `proxy_protocol = "v2"`).
+fn proxy_v2() -> bool {
+    std::env::var("WL_PROXY_PROTOCOL").as_deref() == Ok("v2")
 }
 
 fn nproc() -> usize {
@@ -152,8 +159,9 @@ fn start_backends(dir: &Path) -> Result<Backends> {
              default_type application/octet-stream;\n  \
              client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
              fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
-             server {{\n    listen 127.0.0.1:{a} backlog=4096;\n    listen 127.0.0.1:{b} backlog=4096;\n    \
-             listen 127.0.0.1:{c} backlog=4096;\n    root {w};\n  }}\n}}\n",
+             server {{\n    listen 127.0.0.1:{a} backlog=4096{pp};\n    listen 127.0.0.1:{b} backlog=4096{pp};\n    \
+             listen 127.0.0.1:{c} backlog=4096{pp};\n    root {w};\n  }}\n}}\n",
+            pp = if proxy_v2() { " proxy_protocol" } else { "" },
             d = dir.display(),
             w = www.display(),
             a = web[0],
@@ -230,7 +238,10 @@ fn start_proxy(
                 .iter()
                 .enumerate()
                 .map(|(i, port)| {
-                    format!("  server w{i} 127.0.0.1:{port} check inter {HEALTH} rise 2 fall 3\n")
+                    format!(
+                        "  server w{i} 127.0.0.1:{port} check inter {HEALTH} rise 2 fall 3{pp}\n",
+                        pp = if proxy_v2() { " send-proxy-v2" } else { "" }
+                    )
                 })
                 .collect();
             write_file(
@@ -257,7 +268,7 @@ fn start_proxy(
                 "[cluster]\nname = \"wl\"\ndomain = \"wl.test\"\n[vip]\naddress = \"127.0.0.100/8\"\n\
                  [[nodes]]\nname = \"wl-1\"\naddress = \"127.0.0.1\"\nrole = \"server\"\n\
                  [[services]]\nname = \"web\"\nlisten = {web}\nbind = \"127.0.0.1\"\n\
-                 backends = [{bl}]\nbalance = \"roundrobin\"\n\
+                 backends = [{bl}]\nbalance = \"roundrobin\"\n{pp}\
                  check = {{ kind = \"tcp\", interval = \"{HEALTH}\", rise = 2, fall = 3 }}\n\
                  timeouts = {{ connect = \"5s\", idle = \"300s\", tunnel = \"300s\" }}\n\
                  [[services]]\nname = \"iperf\"\nlisten = {iperf}\nbind = \"127.0.0.1\"\n\
@@ -266,6 +277,7 @@ fn start_proxy(
                  timeouts = {{ connect = \"5s\", idle = \"300s\", tunnel = \"300s\" }}\n\
                  [stats]\nlisten = \"off\"\n[lbd]\nmax_connections = {maxconn}\nthreads = {threads}\npeer_port = 0\n",
                 bl = backends.join(", "),
+                pp = if proxy_v2() { "proxy_protocol = \"v2\"\n" } else { "" },
                 ip = b.iperf,
             );
             let cfg = dir.join(format!("lbd-{tag}.toml"));
@@ -488,7 +500,12 @@ fn run() -> Result<()> {
             other => bail!("WL_SETUPS: unknown {other:?}"),
         })
         .collect::<Result<_>>()?;
-    let all = "iperf1,iperf8,bulk,short,keepalive,idle";
+    let all = if proxy_v2() {
+        // iperf3's server cannot read a PROXY header.
+        "bulk,short,keepalive,idle"
+    } else {
+        "iperf1,iperf8,bulk,short,keepalive,idle"
+    };
     let measures: Vec<Measure> = env_list("WL_MEASURES", all)
         .iter()
         .map(|s| match s.as_str() {
@@ -501,10 +518,18 @@ fn run() -> Result<()> {
             other => bail!("WL_MEASURES: unknown {other:?} (of {all})"),
         })
         .collect::<Result<_>>()?;
+    if proxy_v2()
+        && measures
+            .iter()
+            .any(|m| matches!(m, Measure::Iperf1 | Measure::Iperf8))
+    {
+        bail!("WL_PROXY_PROTOCOL=v2: iperf3's server cannot read the PROXY header (leave iperf1/iperf8 out)");
+    }
     let dir = tempfile::Builder::new().prefix("k3sha-wl.").tempdir()?;
     println!(
-        "proxy_workloads: {cpus} CPUs, {rounds} rounds of haproxy, lbd, lbd, haproxy, {secs} s per measure; lbd {}; LBD_COPY={}",
+        "proxy_workloads: {cpus} CPUs, {rounds} rounds of haproxy, lbd, lbd, haproxy, {secs} s per measure; lbd {}; PROXY v2 {}; LBD_COPY={}",
         lbd.display(),
+        if proxy_v2() { "on" } else { "off" },
         std::env::var("LBD_COPY").unwrap_or_else(|_| "auto".into())
     );
     let mut report = String::new();
