@@ -319,18 +319,22 @@ impl Daemon {
         if !self.drain_on() && !self.insts.iter().any(|i| i.drain.parked) {
             return true;
         }
-        // The rewrite starts the counters at 0: keep what the replaced rules forwarded.
-        if self.insts.iter().any(|i| !i.drain.steer.is_empty()) {
-            if let Ok(c) = steer::steered_packets().await {
-                for inst in &mut self.insts {
-                    if !inst.drain.steer.is_empty() {
-                        inst.drain.forwarded_before += inst.packets_in(&c);
-                    }
-                }
-            }
-        }
+        // The rewrite starts the counters at 0: keep what the replaced rules forwarded
+        // (once it is done: a refused rewrite leaves the old rules counting).
+        let counted = if self.insts.iter().any(|i| !i.drain.steer.is_empty()) {
+            steer::steered_packets().await.ok()
+        } else {
+            None
+        };
         match steer::apply(&steer::render(&self.rules())).await {
             Ok(()) => {
+                if let Some(c) = counted {
+                    for inst in &mut self.insts {
+                        if !inst.drain.steer.is_empty() {
+                            inst.drain.forwarded_before += inst.packets_in(&c);
+                        }
+                    }
+                }
                 if self.rules_error.take().is_some() {
                     info!("nftables rules in place again");
                 }
