@@ -93,6 +93,18 @@ impl Gauge {
         v
     }
 
+    /// Add one unless that would reach above `limit`, in one atomic step (admissions on
+    /// several threads never pass the limit together); returns the new value.
+    pub fn inc_below(&self, limit: u64) -> Option<u64> {
+        let v = self
+            .cur
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?
+            + 1;
+        self.max.fetch_max(v, Relaxed);
+        Some(v)
+    }
+
     pub fn dec(&self) {
         self.cur.fetch_sub(1, Relaxed);
     }
@@ -109,6 +121,23 @@ impl Gauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inc_below_stops_at_the_limit_across_threads() {
+        let g = std::sync::Arc::new(Gauge::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| g.inc_below(100).is_some()).count())
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(admitted, 100);
+        assert_eq!((g.get(), g.max()), (100, 100));
+        g.dec();
+        assert_eq!(g.inc_below(100), Some(100));
+        assert_eq!(g.inc_below(100), None);
+    }
 
     #[test]
     fn rate_counts_the_last_second() {

@@ -50,6 +50,9 @@ pub struct Options {
     /// What an upgrade runs: the binary this process was started from and its arguments
     /// ([`Exec::of_this_process`]).
     pub exec: Exec,
+    /// The runtimes that accept and carry connections ([`Engine::set_accept_workers`]);
+    /// empty: the runtime `run` is called on.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +182,7 @@ async fn prepare(
     let cluster = common::config::load(&opts.config)?;
     let (node, source) = common::config::identify(&cluster, opts.node.as_deref())?;
     let node = node.name.clone();
-    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), nofile, pid = std::process::id(), threads = tokio::runtime::Handle::current().metrics().num_workers(), "lbd starting");
+    info!(node = %node, found_by = source.as_str(), config = %opts.config.display(), nofile, pid = std::process::id(), threads = opts.workers.len().max(1), "lbd starting");
 
     let hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
     let usr2 = signal(SignalKind::user_defined2()).map_err(RunError::Signal)?;
@@ -194,6 +197,7 @@ async fn prepare(
     let book = crate::admin::Book::load(&node, &opts.state_dir);
     let peers = crate::peers::Peers::of(&cluster, &node);
     let engine = Engine::with_book(node.clone(), opts.config.clone(), &cluster, book);
+    engine.set_accept_workers(opts.workers.clone());
     if let Some(t) = takeover {
         let _ = engine.book().merge(t.admin.clone());
         engine.pause_accepting();

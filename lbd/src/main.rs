@@ -32,27 +32,37 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let sink = common::logging::init("lbd");
-    // `lbd.threads` workers, by default one per CPU this process may run on (the affinity
-    // mask counts); with one, the current-thread scheduler does the same work with less
-    // cross-thread overhead. The file is read again by lbd::run, which reports its errors.
+    // `lbd.threads` accept workers, by default one per CPU this process may run on (the
+    // affinity mask counts). One runs everything on the main thread's single-threaded
+    // scheduler. More: each worker is a thread with its own single-threaded scheduler
+    // that accepts from every listener and keeps the connections it accepted (nginx's
+    // workers, HAProxy's threads); checks, stats and control stay on the main thread.
+    // The file is read again by lbd::run, which reports its errors.
     let threads = common::config::load(&args.config)
         .ok()
         .and_then(|c| c.lbd.threads)
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let rt = match builder.enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lbd: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let workers = if threads > 1 {
+        match accept_workers(threads) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("lbd: cannot start {threads} accept workers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Vec::new()
     };
     let state_dir = args
         .state_dir
@@ -63,6 +73,7 @@ fn main() -> ExitCode {
         run_dir: args.run_dir,
         state_dir,
         exec: lbd::upgrade::Exec::of_this_process(),
+        workers,
     };
     let result = rt.block_on(async {
         // The handlers are in place before anything else: a SIGTERM right after an
@@ -99,4 +110,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `n` threads, each driving its own single-threaded runtime until the process exits (the
+/// connections they carry end with it, as the main runtime's do after its drain).
+fn accept_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    (0..n)
+        .map(|i| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("lbd-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+            Ok(handle)
+        })
+        .collect()
 }

@@ -502,8 +502,10 @@ fn echo_once(port: u16, payload: &[u8]) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // Distribution
 
-/// `lbd.threads` sizes the runtime (the daemon reports the runtime's own worker count), and
-/// `stats.listen = "off"` opens no stats page while the service proxies as usual.
+/// `lbd.threads` sets how many threads carry connections: one is the main thread, more are
+/// that many accept workers (threads the kernel lists by name, and the daemon's own
+/// report), and `stats.listen = "off"` opens no stats page while the service proxies as
+/// usual.
 #[test]
 fn threads_setting_and_stats_page_off() {
     let b = Backend::start("127.0.0.1", "b1", Mode::Echo);
@@ -522,6 +524,17 @@ fn threads_setting_and_stats_page_off() {
         assert!(
             log.contains(&format!("threads={threads}")),
             "lbd does not report {threads} runtime threads: {log}"
+        );
+        let pid = lbd.child.pid().unwrap();
+        let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("lbd-worker-"))
+            .count();
+        let want = if threads == 1 { 0 } else { threads };
+        assert_eq!(
+            workers, want,
+            "accept worker threads with threads = {threads}"
         );
         assert!(log.contains("no stats page"), "{log}");
         match TcpStream::connect(("127.0.0.1", stats)) {
@@ -1048,8 +1061,17 @@ fn bytes_count_live() {
     w.write_all(&[5u8; 100_000]).unwrap();
     let mut back = vec![0u8; 100_000];
     (&s).read_exact(&mut back).unwrap();
-    // The connection is open; the counters already show the bytes.
-    let fe = lbd.frontend("live");
+    // The connection is open; the counters show the bytes. The thread that wrote the
+    // last chunk adds it right after its send returns, which the client may see first
+    // (an accept worker is not the thread that serves the stats), so allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let fe = loop {
+        let fe = lbd.frontend("live");
+        if fe["bytes_out"] == 100_002 || Instant::now() > deadline {
+            break fe;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(fe["bytes_in"], 100_000);
     assert_eq!(fe["bytes_out"], 100_002);
     let sv = lbd.server("live", b.addr);

@@ -450,8 +450,10 @@ pub struct LbdSettings {
     /// TCP port on which every server's lbd shares the cluster's admin states (drain,
     /// maintenance, weights) with the others; 0: each lbd keeps its own.
     pub peer_port: u16,
-    /// Worker threads of lbd's runtime (HAProxy's `nbthread`); `None`: one per CPU lbd
-    /// may run on (its affinity mask), and 1 runs the single-threaded scheduler. Read at
+    /// Threads that accept and carry lbd's connections (HAProxy's `nbthread`); `None`: one
+    /// per CPU lbd may run on (its affinity mask). With 1, that one thread also runs the
+    /// checks, the stats page and the control socket; with more, each runs its own
+    /// single-threaded scheduler, and those run on one more, mostly idle, thread. Read at
     /// start (and at an upgrade, whose new process reads the file anew), not at reload.
     pub threads: Option<u16>,
 }

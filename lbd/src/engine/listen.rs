@@ -26,7 +26,29 @@ pub fn bind_listener(addr: SocketAddr, freebind: bool) -> io::Result<std::net::T
     Ok(sock.into())
 }
 
-/// Releases a connection's slots when its task ends, however it ends.
+/// A listening socket's accept loops: one per accept worker, each on its own copy of the
+/// descriptor registered with that worker's reactor; without workers, one on the current
+/// runtime (`None`). `sock` itself stays unregistered, for an upgrade to hand over.
+pub(super) fn register(
+    sock: &std::net::TcpListener,
+    workers: &[tokio::runtime::Handle],
+) -> io::Result<Vec<(Option<tokio::runtime::Handle>, TcpListener)>> {
+    sock.set_nonblocking(true)?;
+    if workers.is_empty() {
+        return Ok(vec![(None, TcpListener::from_std(sock.try_clone()?)?)]);
+    }
+    workers
+        .iter()
+        .map(|rt| {
+            let copy = sock.try_clone()?;
+            let _in = rt.enter();
+            Ok((Some(rt.clone()), TcpListener::from_std(copy)?))
+        })
+        .collect()
+}
+
+/// Releases a connection's slots when its task ends, however it ends: its place under the
+/// global and the frontend's caps, and its descriptor-cap slot ([`FdSlot`]).
 pub(super) struct ConnGuard {
     pub(super) engine: Engine,
     pub(super) fe: Arc<Frontend>,
@@ -36,7 +58,49 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.fe.sessions.dec();
         self.engine.0.conns.dec();
+        self.engine.0.fd_slots.fetch_sub(1, Relaxed);
         self.engine.0.slot_freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+impl ConnGuard {
+    /// A connection admitted past every cap, as [`Engine::admit`] leaves it.
+    pub(super) fn for_test(engine: Engine, fe: Arc<Frontend>) -> ConnGuard {
+        engine.0.fd_slots.fetch_add(1, Relaxed);
+        engine.0.conns.inc();
+        fe.sessions.inc();
+        ConnGuard { engine, fe }
+    }
+}
+
+/// One slot under the descriptor cap, taken before an accept: accept loops on several
+/// threads then never accept more than the cap together (a check before the accept and an
+/// increment after it would let each of them take the last slot). An admitted connection
+/// keeps it ([`ConnGuard`]); otherwise it is given back when dropped.
+pub(super) struct FdSlot<'a>(&'a Engine);
+
+impl<'a> FdSlot<'a> {
+    pub(super) fn take(engine: &'a Engine) -> Option<FdSlot<'a>> {
+        let cap = engine.0.fd_cap.load(Relaxed);
+        engine
+            .0
+            .fd_slots
+            .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+            .ok()
+            .map(|_| FdSlot(engine))
+    }
+
+    /// The slot now belongs to a connection, which gives it back when it ends.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FdSlot<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fd_slots.fetch_sub(1, Relaxed);
+        self.0 .0.slot_freed.notify_waiters();
     }
 }
 
@@ -46,18 +110,26 @@ impl Drop for ConnGuard {
 pub(super) const FD_RESERVE: u64 = 32 + crate::stats::MAX_CONNECTIONS as u64;
 
 /// The connections this process can proxy with its descriptor limit, as HAProxy derives
-/// maxconn from `ulimit -n`: two descriptors each (client and server), after one per
-/// listener and one per health check in flight.
+/// maxconn from `ulimit -n`: two descriptors each (client and server), after the listeners'
+/// (each held once, and once more per accept loop: [`register`]), the accept workers'
+/// runtimes and one per health check in flight.
 pub fn fd_cap(cluster: &Cluster) -> u64 {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1024, |(soft, _)| soft);
-    let listeners = cluster.services.len() as u64;
+    let loops = cluster.lbd.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+        u64::from,
+    );
+    let listeners = cluster.services.len() as u64 * (1 + loops);
+    // Each accept worker's own runtime: tokio holds four descriptors for it (two epolls,
+    // the eventfd that wakes it, its copy of the signal socket; counted in /proc).
+    let runtimes = if loops > 1 { 4 * loops } else { 0 };
     let checks: u64 = cluster
         .services
         .iter()
         .map(|s| s.backends.len() as u64)
         .sum();
-    let reserve = FD_RESERVE.min(nofile / 4) + listeners + checks;
+    let reserve = FD_RESERVE.min(nofile / 4) + listeners + runtimes + checks;
     (nofile.saturating_sub(reserve) / 2).max(1)
 }
 
@@ -88,7 +160,7 @@ pub(super) fn accept_error_is_per_connection(e: &io::Error) -> bool {
 
 pub(super) async fn listen_loop(
     engine: Engine,
-    listener: Arc<TcpListener>,
+    listener: TcpListener,
     mut rx: watch::Receiver<Option<Arc<Frontend>>>,
 ) {
     let mut last_warn: Option<Instant> = None;
@@ -110,26 +182,25 @@ pub(super) async fn listen_loop(
         // instead of being accepted and closed (or accepted and starved of a server
         // socket). A freed slot or a config change wakes us.
         let inner = &engine.0;
-        if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
-            let freed = inner.slot_freed.notified();
-            if inner.conns.get() >= inner.fd_cap.load(Relaxed) {
-                inner.fd_cap_waits.fetch_add(1, Relaxed);
-                if last_cap_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    warn!(
-                        service = %fe.name,
-                        open = inner.conns.get(),
-                        cap = inner.fd_cap.load(Relaxed),
-                        "at the connection cap RLIMIT_NOFILE allows: new connections wait in the listen queue"
-                    );
-                    last_cap_warn = Some(Instant::now());
-                }
-                tokio::select! {
-                    () = freed => {}
-                    changed = rx.changed() => if changed.is_err() { return },
-                }
-                continue;
+        let freed = inner.slot_freed.notified();
+        let Some(slot) = FdSlot::take(&engine) else {
+            inner.fd_cap_waits.fetch_add(1, Relaxed);
+            if last_cap_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                warn!(
+                    service = %fe.name,
+                    open = inner.conns.get(),
+                    cap = inner.fd_cap.load(Relaxed),
+                    "at the connection cap RLIMIT_NOFILE allows: new connections wait in the listen queue"
+                );
+                last_cap_warn = Some(Instant::now());
             }
-        }
+            tokio::select! {
+                () = freed => {}
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        drop(freed);
         tokio::select! {
             biased;
             changed = rx.changed() => {
@@ -138,7 +209,7 @@ pub(super) async fn listen_loop(
                 }
             }
             r = listener.accept() => match r {
-                Ok((sock, peer)) => engine.admit(&fe, sock, peer),
+                Ok((sock, peer)) => engine.admit(&fe, sock, peer, slot),
                 Err(e) if accept_error_is_per_connection(&e) => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM...: back off instead of spinning.
@@ -155,24 +226,39 @@ pub(super) async fn listen_loop(
 
 impl Engine {
     /// Accept-path admission: caps, then a task for the connection.
-    pub(super) fn admit(&self, fe: &Arc<Frontend>, sock: TcpStream, peer: SocketAddr) {
+    pub(super) fn admit(
+        &self,
+        fe: &Arc<Frontend>,
+        sock: TcpStream,
+        peer: SocketAddr,
+        slot: FdSlot<'_>,
+    ) {
         let inner = &self.0;
         // Over a cap the client is closed at once (dropping `sock`) and counted as denied.
-        let max = inner.max_conns.load(Relaxed);
-        if max > 0 && inner.conns.get() >= max {
+        // Each place is taken in one atomic step: loops on several threads never pass a
+        // cap together.
+        let limit = |n: u64| if n > 0 { n } else { u64::MAX };
+        if inner
+            .conns
+            .inc_below(limit(inner.max_conns.load(Relaxed)))
+            .is_none()
+        {
             fe.denied.fetch_add(1, Relaxed);
             debug!(service = %fe.name, client = %peer, "denied: global connection cap");
             return;
         }
         let cfg = fe.cfg();
-        let cap = u64::from(cfg.service.max_connections);
-        if cap > 0 && fe.sessions.get() >= cap {
+        if fe
+            .sessions
+            .inc_below(limit(u64::from(cfg.service.max_connections)))
+            .is_none()
+        {
+            inner.conns.dec();
             fe.denied.fetch_add(1, Relaxed);
             debug!(service = %fe.name, client = %peer, "denied: frontend connection cap");
             return;
         }
-        inner.conns.inc();
-        fe.sessions.inc();
+        slot.keep();
         fe.total.fetch_add(1, Relaxed);
         fe.rate.hit();
         let guard = ConnGuard {

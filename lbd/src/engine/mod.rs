@@ -167,6 +167,9 @@ struct Inner {
     fd_cap: AtomicU64,
     fd_cap_waits: AtomicU64,
     fd_cap_logged: AtomicBool,
+    /// Descriptor-cap slots in use: the connections, and the accepts in progress that
+    /// hold one ([`listen::FdSlot`]); never above `fd_cap`, whichever threads accept.
+    fd_slots: AtomicU64,
     /// A connection ended (a listener waiting at the descriptor cap may go on).
     slot_freed: Notify,
     next_id: AtomicU64,
@@ -178,15 +181,19 @@ struct Inner {
     reload_lock: tokio::sync::Mutex<()>,
     /// Some server changed state (see [`Server::changed`]).
     changed: Arc<Notify>,
+    /// The runtimes that accept and carry the connections ([`Engine::set_accept_workers`]);
+    /// empty: the runtime `apply` runs on.
+    workers: Mutex<Vec<tokio::runtime::Handle>>,
     /// The cluster's admin states (drain, maintenance, run-time weights).
     book: Book,
 }
 
-/// A listening socket: its accept loop follows `tx`; the socket is kept here too, so that
-/// an upgrade can hand it to the new process.
+/// A listening socket: its accept loops (one per accept worker) follow `tx`, each on its
+/// own copy of the descriptor registered with its worker's reactor. The socket is kept here
+/// too, unregistered, so that an upgrade can hand it to the new process.
 struct Held {
     tx: watch::Sender<Option<Arc<Frontend>>>,
-    sock: Arc<TcpListener>,
+    sock: std::net::TcpListener,
 }
 
 /// What an upgrade brought from the previous lbd process.
@@ -259,6 +266,7 @@ impl Engine {
             fd_cap: AtomicU64::new(fd_cap(cluster)),
             fd_cap_waits: AtomicU64::new(0),
             fd_cap_logged: AtomicBool::new(false),
+            fd_slots: AtomicU64::new(0),
             slot_freed: Notify::new(),
             next_id: AtomicU64::new(1),
             reloads: AtomicU64::new(0),
@@ -267,8 +275,21 @@ impl Engine {
             stopping: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             changed: Arc::new(Notify::new()),
+            workers: Mutex::new(Vec::new()),
             book,
         }))
+    }
+
+    /// Accept and carry the connections on these runtimes, one accept loop per listener on
+    /// each (nginx's workers, HAProxy's threads): a connection's task, its wake-ups and
+    /// timers then stay on the thread that accepted it, where a multi-threaded scheduler
+    /// would move them between threads. The runtimes share each listening socket (one open
+    /// file, a copy of the descriptor registered with each), so an upgrade still hands over
+    /// one socket per address and nothing queued in it is lost. Set before the first
+    /// `apply`; health checks, the stats page and the control socket stay on the caller's
+    /// runtime.
+    pub fn set_accept_workers(&self, workers: Vec<tokio::runtime::Handle>) {
+        *lock(&self.0.workers) = workers;
     }
 
     pub fn book(&self) -> &Book {
@@ -333,17 +354,17 @@ impl Engine {
                 new_listeners.insert(addr, l);
             }
         }
-        let mut tokio_listeners = HashMap::new();
+        // Each registered with every accept worker's reactor now, so that an error still
+        // leaves everything as it was.
+        let workers = lock(&self.0.workers).clone();
+        let mut registered = Vec::with_capacity(new_listeners.len());
         for (addr, l) in new_listeners {
-            let l = l
-                .set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(l))
-                .map_err(|source| ApplyError::Bind {
-                    service: String::new(),
-                    addr,
-                    source,
-                })?;
-            tokio_listeners.insert(addr, l);
+            let loops = register(&l, &workers).map_err(|source| ApplyError::Bind {
+                service: String::new(),
+                addr,
+                source,
+            })?;
+            registered.push((addr, l, loops));
         }
         let mut inherited_health = std::mem::take(&mut lock(&self.0.inherited).health);
         let now = Instant::now();
@@ -436,14 +457,19 @@ impl Engine {
                     false
                 }
             });
-            for (addr, listener) in tokio_listeners {
+            for (addr, sock, loops) in registered {
                 let Some(fe) = wanted.get(&addr) else {
                     continue;
                 };
                 let (tx, rx) = watch::channel(Some(fe.clone()));
-                info!(%addr, service = %fe.name, "listening");
-                let sock = Arc::new(listener);
-                tokio::spawn(listen_loop(self.clone(), sock.clone(), rx));
+                info!(%addr, service = %fe.name, accept_loops = loops.len(), "listening");
+                for (rt, listener) in loops {
+                    let task = listen_loop(self.clone(), listener, rx.clone());
+                    match rt {
+                        Some(rt) => drop(rt.spawn(task)),
+                        None => drop(tokio::spawn(task)),
+                    }
+                }
                 held.insert(addr, Held { tx, sock });
             }
             // Handed over by the previous process for a service this configuration no
@@ -889,9 +915,7 @@ backends = ["127.0.0.1:29500"]
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sock = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let peer = sock.local_addr().unwrap();
-        engine.0.conns.inc();
-        fe.sessions.inc();
-        let guard = ConnGuard { engine, fe };
+        let guard = ConnGuard::for_test(engine, fe);
         let f = connection(guard, cfg.clone(), sock, client_hash(peer.ip()));
         let size = std::mem::size_of_val(&f);
         drop(f);
@@ -902,12 +926,104 @@ backends = ["127.0.0.1:29500"]
         let sock = TcpStream::connect(l2.local_addr().unwrap()).await.unwrap();
         let engine = Engine::new("n1".into(), PathBuf::from("/nonexistent"), &cluster);
         let fe = Arc::new(Frontend::new(s.name.clone(), cfg.clone()));
-        engine.0.conns.inc();
-        fe.sessions.inc();
-        let guard = ConnGuard { engine, fe };
+        let guard = ConnGuard::for_test(engine, fe);
         let f = proxied_connection(guard, cfg, sock, peer, 1);
         let size = std::mem::size_of_val(&f);
         eprintln!("proxied connection future: {size} bytes");
         assert!(size <= 1024, "{size}");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// With accept workers, the workers alone carry the connections (the runtime `apply`
+    /// ran on is not driven at all while they are proxied), and a
+    /// listener no service uses any more is closed on all of them.
+    #[test]
+    fn accept_workers_carry_the_connections_and_close_with_the_service() {
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for c in backend.incoming().take(64) {
+                let Ok(mut c) = c else { return };
+                std::thread::spawn(move || {
+                    let mut r = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut c);
+                });
+            }
+        });
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop_rx = Arc::new(Mutex::new(stop_rx));
+        let workers: Vec<tokio::runtime::Handle> = (0..2)
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let h = rt.handle().clone();
+                let stop = stop_rx.clone();
+                std::thread::spawn(move || {
+                    rt.block_on(async {
+                        while lock(&stop).try_recv().is_err() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
+                });
+                h
+            })
+            .collect();
+        let port = free_port();
+        let text = format!(
+            "[cluster]\nname = \"t\"\ndomain = \"t.test.local\"\n\
+             [vip]\naddress = \"127.0.0.100/8\"\n\
+             [[nodes]]\nname = \"n1\"\naddress = \"127.0.0.1\"\nrole = \"server\"\n\
+             [stats]\nlisten = \"off\"\n\
+             [[services]]\nname = \"w\"\nbind = \"127.0.0.1\"\nlisten = {port}\n\
+             backends = [\"{backend_addr}\"]\n"
+        );
+        let cluster = common::config::parse(&text, None).unwrap();
+        let main = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = Engine::new("n1".into(), PathBuf::from("/nonexistent"), &cluster);
+        engine.set_accept_workers(workers);
+        main.block_on(async { engine.apply(cluster.clone()) })
+            .unwrap();
+        // Plain threads as clients; `main` is not driven meanwhile.
+        let clients: Vec<_> = (0..16)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let msg = format!("hello {i}");
+                    c.write_all(msg.as_bytes()).unwrap();
+                    let mut buf = vec![0u8; msg.len()];
+                    c.read_exact(&mut buf).unwrap();
+                    assert_eq!(buf, msg.as_bytes());
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        assert_eq!(engine.frontends()[0].total.load(Relaxed), 16);
+        // The service goes: no worker's copy of the socket keeps the port open.
+        let mut without = cluster.clone();
+        without.services.clear();
+        main.block_on(async { engine.apply(without) }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "port {port} still accepts");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = stop_tx.send(());
+        let _ = stop_tx.send(());
     }
 }
