@@ -141,6 +141,8 @@ struct Named {
     child: NsChild,
     port: u16,
     log: PathBuf,
+    /// dig's whole output for the last query, quoted when an answer is wrong.
+    last: std::cell::RefCell<String>,
 }
 
 fn free_port() -> u16 {
@@ -181,7 +183,14 @@ impl Named {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let child = netns::spawn(cmd).expect("starting named");
-        let mut named = Named { child, port, log };
+        let mut named = Named {
+            child,
+            port,
+            log,
+            last: Default::default(),
+        };
+        // Every zone answers its SOA before the test asks anything.
+        let zones = zones(cluster, dir);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = named.child.try_wait() {
@@ -190,7 +199,10 @@ impl Named {
                     named.log_text()
                 );
             }
-            if named.query(&cluster.domain, "SOA").0 == "NOERROR" {
+            if zones
+                .iter()
+                .all(|(zone, _)| named.query(zone, "SOA").0 == "NOERROR")
+            {
                 return named;
             }
             assert!(
@@ -222,6 +234,7 @@ impl Named {
         ];
         all.extend_from_slice(args);
         let (_, out) = run("dig", &all);
+        *self.last.borrow_mut() = out.clone();
         let status = out
             .lines()
             .find_map(|l| l.split("status: ").nth(1))
@@ -325,8 +338,10 @@ fn real_named_answers_every_name() {
             |what: String, got: (String, Vec<String>), status: &str, answers: Vec<String>| {
                 if got.0 != status || got.1 != answers {
                     failures.push(format!(
-                        "{what}: want {status} {answers:?}, got {} {:?}",
-                        got.0, got.1
+                        "{what}: want {status} {answers:?}, got {} {:?}; dig said:\n{}",
+                        got.0,
+                        got.1,
+                        named.last.borrow()
                     ));
                 }
             };
