@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use benches::wrk::{median, wrk, Wrk};
-use benches::{free_port, raise_nofile, rss_kib, tail, wait_listening, write_file, ChildGuard};
+use benches::{
+    cpu_time, free_port, raise_nofile, rss_kib, tail, wait_listening, write_file, ChildGuard,
+};
 
 const IDLE: usize = 5_000;
 const HEALTH: &str = "2s";
@@ -360,6 +362,9 @@ enum Measure {
     Short,
     KeepAliveP99,
     KeepAliveRate,
+    /// The proxy's CPU time (user + system) per keep-alive request: what its share of
+    /// the latency costs, free of the client side's scheduling noise.
+    KeepAliveCpu,
     Idle,
 }
 
@@ -372,6 +377,7 @@ impl Measure {
             Measure::Short => "short conns, wrk -c50 close (req/s)",
             Measure::KeepAliveP99 => "keep-alive p99, wrk -c10 (us)",
             Measure::KeepAliveRate => "keep-alive rate, wrk -c10 (req/s)",
+            Measure::KeepAliveCpu => "proxy CPU per keep-alive request (us)",
             Measure::Idle => "memory per idle conn (KiB, 5000)",
         }
     }
@@ -382,6 +388,7 @@ impl Measure {
             Measure::Short => (true, 1.0),
             Measure::KeepAliveP99 => (false, 1.0),
             Measure::KeepAliveRate => (true, 1.0),
+            Measure::KeepAliveCpu => (false, 1.0),
             Measure::Idle => (false, 0.5),
         }
     }
@@ -447,12 +454,18 @@ fn measure(r: &Running, m: Measure, secs: u64) -> Result<Vec<(Measure, f64)>> {
             check_errors(&w, "short connections")?;
             vec![(m, w.requests_per_s)]
         }
-        Measure::KeepAliveP99 | Measure::KeepAliveRate => {
+        Measure::KeepAliveP99 | Measure::KeepAliveRate | Measure::KeepAliveCpu => {
+            let pid = r.child.pid();
+            let cpu0 = cpu_time(pid).context("the proxy's /proc/PID/stat")?;
             let w = wrk(&url("1k"), 2, 10, secs, &["--latency"])?;
+            let cpu = cpu_time(pid).context("the proxy's /proc/PID/stat")? - cpu0;
             check_errors(&w, "keep-alive")?;
+            #[expect(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
+            let requests = w.requests_per_s * secs as f64;
             vec![
                 (Measure::KeepAliveP99, w.p99_us.context("no 99% line")?),
                 (Measure::KeepAliveRate, w.requests_per_s),
+                (Measure::KeepAliveCpu, cpu.as_secs_f64() * 1e6 / requests),
             ]
         }
         Measure::Idle => vec![(m, idle_kib(r)?)],
