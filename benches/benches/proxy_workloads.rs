@@ -360,6 +360,8 @@ enum Measure {
     Iperf8,
     Bulk,
     Short,
+    /// The proxy's CPU time per short connection, as [`Measure::KeepAliveCpu`].
+    ShortCpu,
     KeepAliveP99,
     KeepAliveRate,
     /// The proxy's CPU time (user + system) per keep-alive request: what its share of
@@ -375,6 +377,7 @@ impl Measure {
             Measure::Iperf8 => "iperf3 8 streams (Gbit/s)",
             Measure::Bulk => "HTTP bulk 100 MiB, wrk -c1 (MiB/s)",
             Measure::Short => "short conns, wrk -c50 close (req/s)",
+            Measure::ShortCpu => "proxy CPU per short connection (us)",
             Measure::KeepAliveP99 => "keep-alive p99, wrk -c10 (us)",
             Measure::KeepAliveRate => "keep-alive rate, wrk -c10 (req/s)",
             Measure::KeepAliveCpu => "proxy CPU per keep-alive request (us)",
@@ -386,6 +389,7 @@ impl Measure {
         match self {
             Measure::Iperf1 | Measure::Iperf8 | Measure::Bulk => (true, 1.1),
             Measure::Short => (true, 1.0),
+            Measure::ShortCpu => (false, 1.0),
             Measure::KeepAliveP99 => (false, 1.0),
             Measure::KeepAliveRate => (true, 1.0),
             Measure::KeepAliveCpu => (false, 1.0),
@@ -449,27 +453,43 @@ fn measure(r: &Running, m: Measure, secs: u64) -> Result<Vec<(Measure, f64)>> {
             check_errors(&w, "bulk")?;
             vec![(m, w.bytes_per_s / (1024.0 * 1024.0))]
         }
-        Measure::Short => {
-            let w = wrk(&url("1k"), 2, 50, secs, &["-H", "Connection: close"])?;
+        Measure::Short | Measure::ShortCpu => {
+            let (w, cpu) = with_cpu(r, || {
+                wrk(&url("1k"), 2, 50, secs, &["-H", "Connection: close"])
+            })?;
             check_errors(&w, "short connections")?;
-            vec![(m, w.requests_per_s)]
+            vec![
+                (Measure::Short, w.requests_per_s),
+                (Measure::ShortCpu, per_request_us(cpu, &w, secs)),
+            ]
         }
         Measure::KeepAliveP99 | Measure::KeepAliveRate | Measure::KeepAliveCpu => {
-            let pid = r.child.pid();
-            let cpu0 = cpu_time(pid).context("the proxy's /proc/PID/stat")?;
-            let w = wrk(&url("1k"), 2, 10, secs, &["--latency"])?;
-            let cpu = cpu_time(pid).context("the proxy's /proc/PID/stat")? - cpu0;
+            let (w, cpu) = with_cpu(r, || wrk(&url("1k"), 2, 10, secs, &["--latency"]))?;
             check_errors(&w, "keep-alive")?;
-            #[expect(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
-            let requests = w.requests_per_s * secs as f64;
             vec![
                 (Measure::KeepAliveP99, w.p99_us.context("no 99% line")?),
                 (Measure::KeepAliveRate, w.requests_per_s),
-                (Measure::KeepAliveCpu, cpu.as_secs_f64() * 1e6 / requests),
+                (Measure::KeepAliveCpu, per_request_us(cpu, &w, secs)),
             ]
         }
         Measure::Idle => vec![(m, idle_kib(r)?)],
     })
+}
+
+/// `f`'s result and the proxy's CPU time (user + system, /proc/PID/stat) while it ran.
+fn with_cpu(r: &Running, f: impl FnOnce() -> Result<Wrk>) -> Result<(Wrk, Duration)> {
+    let pid = r.child.pid();
+    let before = cpu_time(pid).context("the proxy's /proc/PID/stat")?;
+    let w = f()?;
+    let after = cpu_time(pid).context("the proxy's /proc/PID/stat")?;
+    Ok((w, after.saturating_sub(before)))
+}
+
+/// CPU time per request of a wrk run of `secs` seconds, in µs.
+fn per_request_us(cpu: Duration, w: &Wrk, secs: u64) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
+    let requests = w.requests_per_s * secs as f64;
+    cpu.as_secs_f64() * 1e6 / requests
 }
 
 fn check_errors(w: &Wrk, what: &str) -> Result<()> {
