@@ -113,17 +113,17 @@ pub(super) const FD_RESERVE: u64 = 32 + crate::stats::MAX_CONNECTIONS as u64;
 /// maxconn from `ulimit -n`: two descriptors each (client and server), after the listeners'
 /// (each held once, and once more per accept loop: [`register`]), the accept workers'
 /// runtimes and one per health check in flight.
-pub fn fd_cap(cluster: &Cluster) -> u64 {
+/// `accept_workers`: the runtimes started at start-up ([`Engine::set_accept_workers`]; 0
+/// when the main runtime accepts), not `lbd.threads`, which a reload may have changed
+/// without changing the threads.
+pub fn fd_cap(cluster: &Cluster, accept_workers: usize) -> u64 {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1024, |(soft, _)| soft);
-    let loops = cluster.lbd.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-        u64::from,
-    );
-    let listeners = cluster.services.len() as u64 * (1 + loops);
+    let workers = accept_workers as u64;
+    let listeners = cluster.services.len() as u64 * (1 + workers.max(1));
     // Each accept worker's own runtime: tokio holds four descriptors for it (two epolls,
     // the eventfd that wakes it, its copy of the signal socket; counted in /proc).
-    let runtimes = if loops > 1 { 4 * loops } else { 0 };
+    let runtimes = 4 * workers;
     let checks: u64 = cluster
         .services
         .iter()

@@ -263,7 +263,7 @@ impl Engine {
             checkers: Mutex::new(Vec::new()),
             conns: Gauge::default(),
             max_conns: AtomicU64::new(u64::from(cluster.lbd.max_connections)),
-            fd_cap: AtomicU64::new(fd_cap(cluster)),
+            fd_cap: AtomicU64::new(fd_cap(cluster, 0)),
             fd_cap_waits: AtomicU64::new(0),
             fd_cap_logged: AtomicBool::new(false),
             fd_slots: AtomicU64::new(0),
@@ -289,6 +289,8 @@ impl Engine {
     /// `apply`; health checks, the stats page and the control socket stay on the caller's
     /// runtime.
     pub fn set_accept_workers(&self, workers: Vec<tokio::runtime::Handle>) {
+        let cap = fd_cap(&read(&self.0.cluster), workers.len());
+        self.0.fd_cap.store(cap, Relaxed);
         *lock(&self.0.workers) = workers;
     }
 
@@ -504,7 +506,7 @@ impl Engine {
         self.0
             .max_conns
             .store(u64::from(cluster.lbd.max_connections), Relaxed);
-        let cap = fd_cap(&cluster);
+        let cap = fd_cap(&cluster, lock(&self.0.workers).len());
         if self.0.fd_cap.swap(cap, Relaxed) != cap || !self.0.fd_cap_logged.swap(true, Relaxed) {
             let configured = cluster.lbd.max_connections;
             info!(cap, "connection cap from RLIMIT_NOFILE (two descriptors per connection, {FD_RESERVE} reserved)");
