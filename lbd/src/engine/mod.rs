@@ -935,14 +935,6 @@ backends = ["127.0.0.1:29500"]
         assert!(size <= 1024, "{size}");
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     /// With accept workers, the workers alone carry the connections (the runtime `apply`
     /// ran on is not driven at all while they are proxied), and a
     /// listener no service uses any more is closed on all of them.
@@ -979,7 +971,7 @@ backends = ["127.0.0.1:29500"]
                 h
             })
             .collect();
-        let port = free_port();
+        let port = k3sha_support::ports::free_port();
         let text = format!(
             "[cluster]\nname = \"t\"\ndomain = \"t.test.local\"\n\
              [vip]\naddress = \"127.0.0.100/8\"\n\
