@@ -101,7 +101,9 @@ pub struct Vrrp {
     pub garp_refresh: Duration,
     /// Use the RFC virtual MAC 00-00-5E-00-01-{VRID} (IPv6: -02-) on a macvlan.
     pub virtual_mac: bool,
-    /// Command run on every transition, with the new state as its argument.
+    /// Command run on every transition, with the new state (`master`, `backup`, `fault`)
+    /// as its last argument; one at a time, in the order of the transitions, each killed
+    /// after 30 s.
     pub notify: Option<String>,
     /// Longest a stopping master keeps the VIP while waiting for a successor to announce.
     #[serde(with = "duration_ms")]

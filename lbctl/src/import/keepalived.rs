@@ -365,7 +365,7 @@ pub(super) fn map_keepalived(
             "dont_track_primary" => v.track_link = Some(false),
             "notify" => {
                 v.notify = Some(k.rest());
-                notes.add(f, line, &all, "mapped to vrrp.notify, but vrrpd passes only the new state (MASTER, BACKUP, FAULT) as the last argument, where keepalived passes type, name, state and priority");
+                notes.add(f, line, &all, "mapped to vrrp.notify, but vrrpd passes only the new state, in lower case (master, backup, fault), as the last argument, where keepalived passes type, name, state (MASTER, BACKUP, FAULT) and priority");
             }
             "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify_deleted" | "notify_master_rx_lower_pri" => notes.add(f, line, &all, "vrrpd runs one vrrp.notify command with the new state as its last argument: merge these into one script and set vrrp.notify"),
             "garp_master_repeat" => v.garp_repeat = parse_num(k.arg(1), 0, 100).map(|n| n as u32),

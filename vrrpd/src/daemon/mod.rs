@@ -17,6 +17,7 @@
 
 mod drain;
 pub mod map;
+mod notifier;
 pub mod sources;
 pub mod track;
 
@@ -42,7 +43,8 @@ use map::InstancePlan;
 use track::{TrackUpdate, Tracking};
 
 /// How long a notify command may run before it is killed.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the notify commands still queued at exit may run before vrrpd exits.
+const NOTIFY_AT_EXIT: Duration = Duration::from_secs(5);
 /// Link state is re-read this often while netlink notifications work (a safety net; a
 /// dump every second was most of vrrpd's idle CPU)...
 const LINK_POLL: Duration = Duration::from_secs(10);
@@ -158,6 +160,8 @@ struct Daemon {
     drain_tx: mpsc::Sender<drain::Report>,
     /// nft's last refusal of the handover rules, until they are written again.
     rules_error: Option<String>,
+    /// Runs `vrrp.notify` for each transition, in order.
+    notifier: notifier::Notifier,
 }
 
 /// What a source-learning task found out, for instance `usize`.
@@ -294,6 +298,7 @@ async fn run_inner(
         lo_index,
         drain_tx,
         rules_error: None,
+        notifier: notifier::Notifier::spawn(),
     };
     d.spawn_trackers();
     d.learn_all();
@@ -313,6 +318,8 @@ async fn run_inner(
     };
     d.event_loop(inputs, shutdown).await;
     d.finish().await;
+    // The last transitions (the handover's backup) are told before the process exits.
+    d.notifier.finish(NOTIFY_AT_EXIT).await;
     let _ = ctl_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), ctl_task).await;
     Ok(())
@@ -1008,30 +1015,8 @@ impl Daemon {
     }
 
     fn notify(&self, state: State) {
-        let Some(cmd) = self.cluster.vrrp.notify.clone() else {
-            return;
-        };
-        let line = format!("{cmd} {}", state.as_str());
-        let child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Ok(mut c) => {
-                tokio::spawn(async move {
-                    match tokio::time::timeout(NOTIFY_TIMEOUT, c.wait()).await {
-                        Ok(Ok(st)) if st.success() => {}
-                        Ok(Ok(st)) => warn!(command = %line, status = %st, "notify command failed"),
-                        Ok(Err(e)) => {
-                            warn!(command = %line, error = %e, "notify command: wait failed")
-                        }
-                        Err(_) => warn!(command = %line, "notify command timed out; killed"),
-                    }
-                });
-            }
-            Err(e) => warn!(command = %line, error = %e, "could not run the notify command"),
+        if let Some(cmd) = &self.cluster.vrrp.notify {
+            self.notifier.send(cmd, state.as_str());
         }
     }
 
