@@ -160,7 +160,7 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
         Some(v6) => Some(c.probe_on(v6, false)?),
         None => None,
     };
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
     let event6 = probe6.as_ref().map(Probe::now_ms);
     fail(c.st, &m, FailHow::Link)?;
@@ -267,7 +267,7 @@ fn vip_failover_link(c: &mut Ctx<'_>) -> Result<Vec<ScenarioReport>> {
 fn vip_graceful_stop(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
     let m = master(c.st).ok_or_else(|| anyhow!("no single master before the test"))?;
     let probe = c.probe(false)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
     let stopped = super::stop_gracefully(c.st, &m, Duration::from_secs(15))?;
     let st: &LabState = c.st;
@@ -323,7 +323,7 @@ fn node_failure(c: &mut Ctx<'_>, api: bool) -> Result<ScenarioReport> {
         .ok_or_else(|| anyhow!("service missing"))?;
     let (svc_name, check) = (svc.name.clone(), svc.check.clone());
     let probe = c.probe(api)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
     fail(c.st, &victim, FailHow::Link)?;
     // The bridge port is down once `ip` returned. A request sent before then may already
@@ -412,7 +412,7 @@ fn backend_out_and_back(c: &mut Ctx<'_>) -> Result<ScenarioReport> {
         .ok_or_else(|| anyhow!("no ingress-http"))?
         .clone();
     let probe = c.probe(false)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1) + off_grid(PROBE_INTERVAL));
     let event = probe.now_ms();
     let pid =
         c.st.node(&victim)?
