@@ -165,6 +165,9 @@ struct Dir {
     buffered: bool,
     /// The path may change with the traffic ([`Mode::Auto`]).
     auto: bool,
+    /// An error the look-ahead read got ([`Dir::look_ahead`]), returned once the data read
+    /// before it is sent.
+    err: Option<io::Error>,
 }
 
 /// Everything one connection's copy needs, polled by hand: no readiness futures are stored
@@ -278,7 +281,15 @@ impl Copy<'_> {
                 ready!(dst.poll_write_ready(cx))?;
                 // The data is wherever it was read to (the path may have switched since).
                 let wrote = if let Some(buf) = &dir.buf {
-                    send_all_or_consume(dst, &buf[dir.off as usize..dir.len as usize])
+                    // The end of stream is known already: the data waits (MSG_MORE) for the
+                    // shutdown or close that follows, whose FIN then leaves in its last
+                    // segment instead of one of its own.
+                    let more = if dir.eof {
+                        MsgFlags::from_bits_retain(libc::MSG_MORE)
+                    } else {
+                        MsgFlags::empty()
+                    };
+                    send_all_or_consume(dst, &buf[dir.off as usize..dir.len as usize], more)
                 } else if let Some(pipe) = &dir.pipe {
                     let left = dir.len as usize;
                     dst.try_io(Interest::WRITABLE, || {
@@ -310,6 +321,9 @@ impl Copy<'_> {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
                 continue;
+            }
+            if let Some(e) = dir.err.take() {
+                return Poll::Ready(Err(e));
             }
             // 2. Forward end of stream.
             if dir.eof {
@@ -359,6 +373,9 @@ impl Copy<'_> {
                 Ok(n) => {
                     dir.off = 0;
                     dir.len = n as u32;
+                    if dir.buffered && n < BUF_SIZE {
+                        dir.look_ahead(src, cx);
+                    }
                     if dir.auto {
                         // A full buffer: bulk, splice from now on. Small splices: back.
                         if dir.buffered && n == BUF_SIZE {
@@ -410,11 +427,12 @@ fn recv_or_consume(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// `send` of `buf`; `Ok(n)` with `n < buf.len()` also leaves `dst` not writable.
-fn send_all_or_consume(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+/// `send` of `buf` (with `flags` besides MSG_NOSIGNAL); `Ok(n)` with `n < buf.len()` also
+/// leaves `dst` not writable.
+fn send_all_or_consume(dst: &TcpStream, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
     let mut sent = 0;
     let r = dst.try_io(Interest::WRITABLE, || {
-        sent = nix::sys::socket::send(dst.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)?;
+        sent = nix::sys::socket::send(dst.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL | flags)?;
         if sent < buf.len() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -427,6 +445,34 @@ fn send_all_or_consume(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 }
 
 impl Dir {
+    /// After a short buffered read, which consumed the readiness: if `src` is readable
+    /// again all the same, its end of stream came with the data (tokio keeps a socket's
+    /// closed state: EPOLLRDHUP), or more data did. Read it now, before the data is sent:
+    /// the end of stream is then known in time for its FIN to go out with the data's last
+    /// segment (a server answering and closing, as `Connection: close` does, costs the
+    /// client one packet less). Nothing is read otherwise, and checking costs no syscall:
+    /// the readiness is in memory.
+    fn look_ahead(&mut self, src: &TcpStream, cx: &mut Context<'_>) {
+        while (self.len as usize) < BUF_SIZE && src.poll_read_ready(cx).is_ready() {
+            let Some(buf) = &mut self.buf else {
+                return;
+            };
+            match recv_or_consume(src, &mut buf[self.len as usize..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(m) => self.len += m as u32,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // After the data read before it.
+                    self.err = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Give an empty pipe/buffer back to the pool.
     fn release(&mut self) {
         if let Some(p) = self.pipe.take() {
@@ -571,6 +617,89 @@ mod tests {
         .await;
         assert_eq!(end, End::Timeout);
         assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    /// Segments the socket bound to `local` received, by the kernel's count (`ss -ti`).
+    fn segs_in(local: std::net::SocketAddr) -> u64 {
+        let out = k3sha_support::tools::command("ss")
+            .args(["-tinaH", "src", &local.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("segs_in:"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no segs_in for {local}: {text}"))
+    }
+
+    /// A server that answers and closes (`Connection: close`): when its FIN is there with
+    /// the answer, the client gets both in one segment, not the data and then a FIN of its
+    /// own. The answer and the FIN are queued before the copy starts, so the copy sees
+    /// them together every time.
+    #[tokio::test]
+    async fn an_answer_and_its_end_of_stream_reach_the_client_in_one_segment() {
+        let (mut outer_c, pc, ps, mut outer_s) = pairs().await;
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let t = timeouts(10_000, 10_000);
+        outer_s
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\nbye")
+            .await
+            .unwrap();
+        outer_s.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let local = outer_c.local_addr().unwrap();
+        let before = segs_in(local);
+        let proxy_fut = proxy(
+            &pc,
+            &ps,
+            Meters { counters: [&a, &a] },
+            Meters { counters: [&b, &b] },
+            &t,
+            Mode::Auto,
+            std::future::pending(),
+        );
+        let client = async {
+            let mut got = Vec::new();
+            outer_c.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        tokio::select! {
+            _ = proxy_fut => panic!("the copy ended before the client's end of stream"),
+            got = client => assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\nbye"),
+        }
+        assert_eq!(segs_in(local) - before, 1, "data and FIN in one segment");
+    }
+
+    /// A server that answers and then resets: the answer still reaches the client before
+    /// the copy ends with the error (the look-ahead read that sees the reset keeps it
+    /// until the data read before it is sent).
+    #[tokio::test]
+    async fn data_before_a_reset_is_delivered_then_the_error() {
+        let (mut outer_c, pc, ps, outer_s) = pairs().await;
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let t = timeouts(10_000, 10_000);
+        let std_s = outer_s.into_std().unwrap();
+        std::io::Write::write_all(&mut &std_s, b"last words").unwrap();
+        socket2::SockRef::from(&std_s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(std_s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let end = proxy(
+            &pc,
+            &ps,
+            Meters { counters: [&a, &a] },
+            Meters { counters: [&b, &a] },
+            &t,
+            Mode::Auto,
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(end, End::Error);
+        assert_eq!(b.load(Relaxed), 10);
+        let mut got = [0u8; 10];
+        outer_c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"last words");
     }
 
     #[tokio::test]
