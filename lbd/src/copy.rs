@@ -38,7 +38,7 @@ use std::task::{ready, Context, Poll};
 use common::config::Timeouts;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use nix::sys::socket::MsgFlags;
-use tokio::io::Interest;
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 /// Bytes moved per splice call (the default pipe capacity).
@@ -444,6 +444,33 @@ fn send_all_or_consume(dst: &TcpStream, buf: &[u8], flags: MsgFlags) -> io::Resu
     }
 }
 
+/// Right after a short read that consumed `src`'s readable state: the readiness holds the
+/// peer's FIN (read closed) and nothing else, so that read drained the socket up to the
+/// FIN and the next read can only return 0: the end of stream is known without it, as
+/// HAProxy knows it from EPOLLRDHUP. Readable again (an event came during the read), a
+/// reset or an error (write closed, error) leave it to a read.
+///
+/// The readiness is tokio's, in memory: its `ready()` future, polled once, answers at
+/// once when anything asked for is set (a connected socket is writable), without
+/// registering a waiter. tokio's `try_io` never clears the closed states, and clears
+/// readable only when no event came during the closure, so "read closed, not readable"
+/// means the FIN was in before the read.
+fn drained_to_fin(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+    let ready =
+        std::pin::pin!(src.ready(Interest::READABLE | Interest::WRITABLE | Interest::ERROR));
+    match ready.poll(cx) {
+        // (tokio's `is_readable` is true when read closed: the readable bit alone is
+        // what is left without the closed state.)
+        Poll::Ready(Ok(r)) => {
+            r.is_read_closed()
+                && !(r - Ready::READ_CLOSED).is_readable()
+                && !r.is_write_closed()
+                && !r.is_error()
+        }
+        _ => false,
+    }
+}
+
 impl Dir {
     /// After a short buffered read, which consumed the readiness: if `src` is readable
     /// again all the same, its end of stream came with the data (tokio keeps a socket's
@@ -454,6 +481,10 @@ impl Dir {
     /// the readiness is in memory.
     fn look_ahead(&mut self, src: &TcpStream, cx: &mut Context<'_>) {
         while (self.len as usize) < BUF_SIZE && src.poll_read_ready(cx).is_ready() {
+            if drained_to_fin(src, cx) {
+                self.eof = true;
+                return;
+            }
             let Some(buf) = &mut self.buf else {
                 return;
             };
