@@ -42,7 +42,6 @@ use crate::io::{Announcer, Interface, LinkEvents, Netlink, Responder, VrrpSocket
 use map::InstancePlan;
 use track::{TrackUpdate, Tracking};
 
-/// How long a notify command may run before it is killed.
 /// How long the notify commands still queued at exit may run before vrrpd exits.
 const NOTIFY_AT_EXIT: Duration = Duration::from_secs(5);
 /// Link state is re-read this often while netlink notifications work (a safety net; a
