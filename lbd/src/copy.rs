@@ -444,46 +444,62 @@ fn send_all_or_consume(dst: &TcpStream, buf: &[u8], flags: MsgFlags) -> io::Resu
     }
 }
 
-/// Right after a short read that consumed `src`'s readable state: the readiness holds the
-/// peer's FIN (read closed) and nothing else, so that read drained the socket up to the
-/// FIN and the next read can only return 0: the end of stream is known without it, as
-/// HAProxy knows it from EPOLLRDHUP. Readable again (an event came during the read), a
-/// reset or an error (write closed, error) leave it to a read.
-///
+/// What a socket's readiness says right after a short read that consumed its readable
+/// state ([`Dir::look_ahead`]).
+enum AfterShortRead {
+    /// Nothing came since: reading again would only say EAGAIN.
+    Nothing,
+    /// The peer's FIN (read closed) and nothing else: that read drained the socket up to
+    /// the FIN, so the next read can only return 0. The end of stream is known without it,
+    /// as HAProxy knows it from EPOLLRDHUP.
+    Fin,
+    /// Readable again (an event came during the read), or a reset or an error: a read
+    /// finds out which.
+    Read,
+}
+
 /// The readiness is tokio's, in memory: its `ready()` future, polled once, answers at
-/// once when anything asked for is set (a connected socket is writable), without
-/// registering a waiter. tokio's `try_io` never clears the closed states, and clears
-/// readable only when no event came during the closure, so "read closed, not readable"
-/// means the FIN was in before the read.
-fn drained_to_fin(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+/// once with the whole readiness when anything asked for is set (a connected socket is
+/// writable), with no syscall and no waiter registered. tokio's `try_io` never clears the
+/// closed states, and clears readable only when no event came during the closure, so
+/// "read closed, not readable" means the FIN was in before the read. (tokio's
+/// `is_readable` is true when read closed: the readable bit alone is what is left without
+/// the closed state.)
+fn after_short_read(src: &TcpStream, cx: &mut Context<'_>) -> AfterShortRead {
     let ready =
         std::pin::pin!(src.ready(Interest::READABLE | Interest::WRITABLE | Interest::ERROR));
-    match ready.poll(cx) {
-        // (tokio's `is_readable` is true when read closed: the readable bit alone is
-        // what is left without the closed state.)
-        Poll::Ready(Ok(r)) => {
-            r.is_read_closed()
-                && !(r - Ready::READ_CLOSED).is_readable()
-                && !r.is_write_closed()
-                && !r.is_error()
-        }
-        _ => false,
+    let Poll::Ready(Ok(r)) = ready.poll(cx) else {
+        return AfterShortRead::Nothing;
+    };
+    let readable = (r - Ready::READ_CLOSED).is_readable();
+    let broken = r.is_write_closed() || r.is_error();
+    if r.is_read_closed() && !readable && !broken {
+        AfterShortRead::Fin
+    } else if readable || r.is_read_closed() || broken {
+        AfterShortRead::Read
+    } else {
+        AfterShortRead::Nothing
     }
 }
 
 impl Dir {
     /// After a short buffered read, which consumed the readiness: if `src` is readable
     /// again all the same, its end of stream came with the data (tokio keeps a socket's
-    /// closed state: EPOLLRDHUP), or more data did. Read it now, before the data is sent:
-    /// the end of stream is then known in time for its FIN to go out with the data's last
-    /// segment (a server answering and closing, as `Connection: close` does, costs the
-    /// client one packet less). Nothing is read otherwise, and checking costs no syscall:
-    /// the readiness is in memory.
+    /// closed state: EPOLLRDHUP), or more data did. Find out now, before the data is sent
+    /// ([`after_short_read`]: from the readiness alone when only the FIN came, by reading
+    /// otherwise): the end of stream is then known in time for its FIN to go out with the
+    /// data's last segment (a server answering and closing, as `Connection: close` does,
+    /// costs the client one packet less). Nothing is read when nothing came, and checking
+    /// costs no syscall: the readiness is in memory.
     fn look_ahead(&mut self, src: &TcpStream, cx: &mut Context<'_>) {
-        while (self.len as usize) < BUF_SIZE && src.poll_read_ready(cx).is_ready() {
-            if drained_to_fin(src, cx) {
-                self.eof = true;
-                return;
+        while (self.len as usize) < BUF_SIZE {
+            match after_short_read(src, cx) {
+                AfterShortRead::Nothing => return,
+                AfterShortRead::Fin => {
+                    self.eof = true;
+                    return;
+                }
+                AfterShortRead::Read => {}
             }
             let Some(buf) = &mut self.buf else {
                 return;
