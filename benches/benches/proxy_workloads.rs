@@ -460,7 +460,7 @@ fn measure(r: &Running, m: Measure, secs: u64) -> Result<Vec<(Measure, f64)>> {
             check_errors(&w, "short connections")?;
             vec![
                 (Measure::Short, w.requests_per_s),
-                (Measure::ShortCpu, per_request_us(cpu, &w, secs)),
+                (Measure::ShortCpu, per_request_us(cpu, &w)),
             ]
         }
         Measure::KeepAliveP99 | Measure::KeepAliveRate | Measure::KeepAliveCpu => {
@@ -469,7 +469,7 @@ fn measure(r: &Running, m: Measure, secs: u64) -> Result<Vec<(Measure, f64)>> {
             vec![
                 (Measure::KeepAliveP99, w.p99_us.context("no 99% line")?),
                 (Measure::KeepAliveRate, w.requests_per_s),
-                (Measure::KeepAliveCpu, per_request_us(cpu, &w, secs)),
+                (Measure::KeepAliveCpu, per_request_us(cpu, &w)),
             ]
         }
         Measure::Idle => vec![(m, idle_kib(r)?)],
@@ -485,10 +485,13 @@ fn with_cpu(r: &Running, f: impl FnOnce() -> Result<Wrk>) -> Result<(Wrk, Durati
     Ok((w, after.saturating_sub(before)))
 }
 
-/// CPU time per request of a wrk run of `secs` seconds, in µs.
-fn per_request_us(cpu: Duration, w: &Wrk, secs: u64) -> f64 {
-    #[expect(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
-    let requests = w.requests_per_s * secs as f64;
+/// CPU time per request of a wrk run (its own count of completed requests), in µs.
+fn per_request_us(cpu: Duration, w: &Wrk) -> f64 {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a request count, far below 2^52"
+    )]
+    let requests = w.requests.max(1) as f64;
     cpu.as_secs_f64() * 1e6 / requests
 }
 

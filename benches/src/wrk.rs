@@ -8,6 +8,8 @@ use anyhow::{bail, Context as _, Result};
 #[derive(Debug, Default)]
 pub struct Wrk {
     pub requests_per_s: f64,
+    /// Requests completed in the run ("N requests in 4.04s").
+    pub requests: u64,
     pub bytes_per_s: f64,
     pub p99_us: Option<f64>,
     pub errors: u64,
@@ -39,6 +41,8 @@ pub fn parse_wrk(text: &str) -> Result<Wrk> {
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
             w.requests_per_s = v.trim().parse()?;
+        } else if let Some((n, _)) = line.split_once(" requests in ") {
+            w.requests = n.trim().parse()?;
         } else if let Some(v) = line.strip_prefix("Transfer/sec:") {
             w.bytes_per_s = bytes(v.trim())?;
         } else if let Some(v) = line.strip_prefix("99%") {
@@ -104,6 +108,7 @@ mod tests {
 Non-2xx or 3xx responses: 3\nRequests/sec:  12345.67\nTransfer/sec:      1.50MB\n";
         let w = parse_wrk(text).unwrap();
         assert!((w.requests_per_s - 12345.67).abs() < 1e-6);
+        assert_eq!(w.requests, 1000);
         assert!((w.bytes_per_s - 1.5 * 1024.0 * 1024.0).abs() < 1e-3);
         assert_eq!(w.p99_us, Some(1250.0));
         assert_eq!(w.errors, 6);
